@@ -1,0 +1,729 @@
+"""The domain model: every table of Customer 360, as SQLModel classes.
+
+Conventions (why they matter):
+- Money is integer fen (`*_fen`, BIGINT). Never float, so totals reconcile to the fen.
+- Times are `timestamptz`; naive datetimes are refused at the boundary (sync) before they get here.
+- Every relation a query walks has an index in the order it is read, e.g. (customer_id, placed_at desc).
+- Constraints that protect money-like state (idempotency keys, non-negative balances) live in the
+  database, so no code path can bypass them.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlmodel import Field, SQLModel
+
+NOW = sa.text("now()")
+
+
+def _ts(nullable: bool = True, default_now: bool = False, index: bool = False) -> Any:
+    return Field(
+        default=None,
+        sa_column=sa.Column(
+            sa.DateTime(timezone=True),
+            nullable=nullable,
+            server_default=NOW if default_now else None,
+            index=index,
+        ),
+    )
+
+
+def _jsonb(nullable: bool = False, default: str = "'{}'::jsonb") -> Any:
+    return Field(
+        default=None,
+        sa_column=sa.Column(
+            JSONB, nullable=nullable, server_default=sa.text(default) if not nullable else None
+        ),
+    )
+
+
+def _fk(target: str, nullable: bool = True, ondelete: str | None = None, index: bool = False) -> Any:
+    return Field(
+        default=None,
+        sa_column=sa.Column(
+            sa.BigInteger, sa.ForeignKey(target, ondelete=ondelete), nullable=nullable, index=index
+        ),
+    )
+
+
+def _fen(nullable: bool = False, default: int | None = 0) -> Any:
+    return Field(
+        default=default,
+        sa_column=sa.Column(
+            sa.BigInteger,
+            nullable=nullable,
+            server_default=None if default is None else sa.text(str(default)),
+        ),
+    )
+
+
+def _pk() -> Any:
+    return Field(default=None, sa_column=sa.Column(sa.BigInteger, sa.Identity(), primary_key=True))
+
+
+# --------------------------------------------------------------------------- channels and stores
+
+
+class Channel(SQLModel, table=True):
+    """A source of customers and orders: a marketplace shop, the own app, a social account, POS."""
+
+    __tablename__ = "channel"
+    __table_args__ = (
+        sa.CheckConstraint("family in ('marketplace', 'own', 'social', 'pos')", name="ck_channel_family"),
+    )
+
+    code: str = Field(primary_key=True, max_length=32)
+    family: str = Field(max_length=16)
+    name: str = Field(max_length=100)
+    # Per-channel priority for survivorship: lower wins (a verified own-app profile beats a masked marketplace one).
+    trust_rank: int = Field(default=100)
+    config: dict[str, Any] = _jsonb()
+
+
+class Store(SQLModel, table=True):
+    __tablename__ = "store"
+
+    id: int | None = _pk()
+    code: str = Field(max_length=32, sa_column_kwargs={"unique": True})
+    name: str = Field(max_length=200)
+    province: str | None = Field(default=None, max_length=32)
+    city: str | None = Field(default=None, max_length=32)
+    district: str | None = Field(default=None, max_length=32)
+    address: str | None = Field(default=None, max_length=300)
+    opened_on: date | None = None
+
+
+class Product(SQLModel, table=True):
+    __tablename__ = "product"
+
+    id: int | None = _pk()
+    sku: str = Field(max_length=64, sa_column_kwargs={"unique": True})
+    title: str = Field(max_length=300)
+    category: str | None = Field(default=None, max_length=100, index=True)
+    list_price_fen: int | None = _fen(nullable=True, default=None)
+
+
+# --------------------------------------------------------------------------- identity
+
+
+class GoldenCustomer(SQLModel, table=True):
+    """One real person. The id is stable: it survives re-runs, merges keep the oldest, splits keep it
+    on the side holding the oldest identity."""
+
+    __tablename__ = "golden_customer"
+    __table_args__ = (
+        sa.CheckConstraint("status in ('active', 'merged', 'erased')", name="ck_golden_customer_status"),
+        sa.CheckConstraint(
+            "(status = 'merged') = (merged_into is not null)", name="ck_golden_customer_merged_into"
+        ),
+        sa.CheckConstraint("merged_into is null or merged_into <> id", name="ck_golden_customer_not_self"),
+        sa.Index("ix_golden_customer_phone", "phone"),
+        sa.Index("ix_golden_customer_email", "email"),
+        sa.Index("ix_golden_customer_member_no", "member_no"),
+    )
+
+    id: int | None = _pk()
+    status: str = Field(default="active", max_length=8)
+    merged_into: int | None = _fk("golden_customer.id", index=True)
+    name: str | None = Field(default=None, max_length=100)
+    name_pinyin: str | None = Field(default=None, max_length=200)
+    phone: str | None = Field(default=None, max_length=20)
+    email: str | None = Field(default=None, max_length=254)
+    birth_date: date | None = None
+    gender: str | None = Field(default=None, max_length=1)
+    member_no: str | None = Field(default=None, max_length=64)
+    province: str | None = Field(default=None, max_length=32)
+    city: str | None = Field(default=None, max_length=32)
+    district: str | None = Field(default=None, max_length=32)
+    address: str | None = Field(default=None, max_length=300)
+    tier_code: str | None = Field(
+        default=None, sa_column=sa.Column(sa.String(16), sa.ForeignKey("membership_tier.code"), nullable=True)
+    )
+    # attribute -> {"source_identity_id", "channel", "observed_at", "rule"}: why each surviving value won.
+    lineage: dict[str, Any] = _jsonb()
+    created_at: datetime | None = _ts(nullable=False, default_now=True)
+    updated_at: datetime | None = _ts(nullable=False, default_now=True)
+    erased_at: datetime | None = _ts()
+
+
+class SourceIdentity(SQLModel, table=True):
+    """A person as one channel knows them, with the raw payload and the standardized attributes."""
+
+    __tablename__ = "source_identity"
+    __table_args__ = (
+        sa.UniqueConstraint("channel_code", "external_id", name="uq_source_identity_channel_external"),
+        sa.Index("ix_source_identity_phone", "phone", postgresql_where=sa.text("phone is not null")),
+        sa.Index("ix_source_identity_email", "email", postgresql_where=sa.text("email is not null")),
+        sa.Index(
+            "ix_source_identity_unionid",
+            "wechat_unionid",
+            postgresql_where=sa.text("wechat_unionid is not null"),
+        ),
+        sa.Index(
+            "ix_source_identity_member_no", "member_no", postgresql_where=sa.text("member_no is not null")
+        ),
+        sa.Index(
+            "ix_source_identity_id_number", "id_number", postgresql_where=sa.text("id_number is not null")
+        ),
+        sa.Index("ix_source_identity_pinyin_city", "name_pinyin", "city"),
+        sa.Index("ix_source_identity_updated", "updated_at"),
+    )
+
+    id: int | None = _pk()
+    channel_code: str = Field(
+        sa_column=sa.Column(sa.String(32), sa.ForeignKey("channel.code"), nullable=False)
+    )
+    external_id: str = Field(max_length=128)
+    raw: dict[str, Any] = _jsonb()
+    name: str | None = Field(default=None, max_length=100)
+    name_pinyin: str | None = Field(default=None, max_length=200)
+    nickname: str | None = Field(default=None, max_length=100)
+    phone: str | None = Field(default=None, max_length=20)  # E.164, verified or unmasked only
+    phone_masked: str | None = Field(default=None, max_length=20)  # e.g. 138****5678: partial evidence
+    phone_verified: bool = Field(default=False)
+    email: str | None = Field(default=None, max_length=254)
+    birth_date: date | None = None
+    gender: str | None = Field(default=None, max_length=1)
+    id_number: str | None = Field(default=None, max_length=18)
+    member_no: str | None = Field(default=None, max_length=64)
+    wechat_unionid: str | None = Field(default=None, max_length=64)
+    wechat_openid: str | None = Field(default=None, max_length=64)
+    province: str | None = Field(default=None, max_length=32)
+    city: str | None = Field(default=None, max_length=32)
+    district: str | None = Field(default=None, max_length=32)
+    address_detail: str | None = Field(default=None, max_length=300)
+    postcode: str | None = Field(default=None, max_length=10)
+    customer_id: int | None = _fk("golden_customer.id", index=True)
+    link_score: float | None = None
+    link_rule: str | None = Field(default=None, max_length=64)
+    linked_at: datetime | None = _ts()
+    source_updated_at: datetime | None = _ts()  # the channel's own modified time
+    created_at: datetime | None = _ts(nullable=False, default_now=True)
+    updated_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+class MergeEvent(SQLModel, table=True):
+    """One merge, unmerge, link or split: who, when, why, the evidence and what it takes to undo it."""
+
+    __tablename__ = "merge_event"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "kind in ('merge', 'unmerge', 'link', 'unlink', 'split')", name="ck_merge_event_kind"
+        ),
+    )
+
+    id: int | None = _pk()
+    kind: str = Field(max_length=8)
+    actor: str = Field(max_length=100)
+    reason: str | None = None
+    surviving_customer_id: int | None = _fk("golden_customer.id", index=True)
+    absorbed_customer_ids: list[int] = Field(
+        default_factory=list,
+        sa_column=sa.Column(ARRAY(sa.BigInteger), nullable=False, server_default=sa.text("'{}'")),
+    )
+    # rule or score, and the features that matched.
+    evidence: dict[str, Any] = _jsonb()
+    # The prior state (identity -> customer, golden attributes) needed to restore it exactly.
+    snapshot: dict[str, Any] = _jsonb()
+    undoes_event_id: int | None = _fk("merge_event.id")
+    undone_by_event_id: int | None = _fk("merge_event.id")
+    created_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+class IdentityLinkAudit(SQLModel, table=True):
+    """Every move of a source identity between golden customers."""
+
+    __tablename__ = "identity_link_audit"
+    __table_args__ = (sa.Index("ix_identity_link_audit_identity", "source_identity_id", "created_at"),)
+
+    id: int | None = _pk()
+    source_identity_id: int = _fk("source_identity.id", nullable=False, ondelete="CASCADE")
+    from_customer_id: int | None = _fk("golden_customer.id")
+    to_customer_id: int | None = _fk("golden_customer.id")
+    merge_event_id: int | None = _fk("merge_event.id", index=True)
+    score: float | None = None
+    rule: str | None = Field(default=None, max_length=64)
+    features: dict[str, Any] = _jsonb()
+    created_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+class IdentityReview(SQLModel, table=True):
+    """A candidate pair scored between the two thresholds, waiting for a person to decide."""
+
+    __tablename__ = "identity_review"
+    __table_args__ = (
+        sa.UniqueConstraint("left_identity_id", "right_identity_id", name="uq_identity_review_pair"),
+        sa.CheckConstraint("left_identity_id < right_identity_id", name="ck_identity_review_ordered"),
+        sa.CheckConstraint("status in ('pending', 'accepted', 'rejected')", name="ck_identity_review_status"),
+        sa.Index("ix_identity_review_pending", "status", "score"),
+    )
+
+    id: int | None = _pk()
+    left_identity_id: int = _fk("source_identity.id", nullable=False, ondelete="CASCADE")
+    right_identity_id: int = _fk("source_identity.id", nullable=False, ondelete="CASCADE")
+    score: float
+    features: dict[str, Any] = _jsonb()
+    status: str = Field(default="pending", max_length=8)
+    decided_by: str | None = Field(default=None, max_length=100)
+    decided_at: datetime | None = _ts()
+    created_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+# --------------------------------------------------------------------------- orders
+
+
+class Order(SQLModel, table=True):
+    __tablename__ = "orders"
+    __table_args__ = (
+        sa.UniqueConstraint("channel_code", "external_id", name="uq_orders_channel_external"),
+        sa.CheckConstraint(
+            "total_fen >= 0 and paid_fen >= 0 and discount_fen >= 0 and shipping_fen >= 0",
+            name="ck_orders_amounts_non_negative",
+        ),
+        sa.Index("ix_orders_customer_placed", "customer_id", sa.text("placed_at desc")),
+        sa.Index("ix_orders_identity", "source_identity_id"),
+        sa.Index("ix_orders_channel_updated", "channel_code", "source_updated_at"),
+    )
+
+    id: int | None = _pk()
+    channel_code: str = Field(
+        sa_column=sa.Column(sa.String(32), sa.ForeignKey("channel.code"), nullable=False)
+    )
+    external_id: str = Field(max_length=64)
+    source_identity_id: int | None = _fk("source_identity.id")
+    customer_id: int | None = _fk("golden_customer.id")
+    store_id: int | None = _fk("store.id")
+    status: str = Field(max_length=32)  # canonical: pending, paid, shipped, completed, cancelled, refunded
+    source_status: str | None = Field(default=None, max_length=40)  # the channel's own status value
+    total_fen: int = _fen()
+    paid_fen: int = _fen()
+    discount_fen: int = _fen()
+    shipping_fen: int = _fen()
+    currency: str = Field(default="CNY", max_length=3)
+    placed_at: datetime | None = _ts(nullable=False)
+    paid_at: datetime | None = _ts()
+    source_updated_at: datetime | None = _ts()
+    landed_at: datetime | None = _ts(nullable=False, default_now=True)
+    updated_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+class OrderLine(SQLModel, table=True):
+    __tablename__ = "order_line"
+    __table_args__ = (
+        sa.UniqueConstraint("order_id", "line_no", name="uq_order_line_order_line_no"),
+        sa.CheckConstraint("quantity > 0", name="ck_order_line_quantity_positive"),
+    )
+
+    id: int | None = _pk()
+    order_id: int = _fk("orders.id", nullable=False, ondelete="CASCADE")
+    line_no: int
+    sku: str | None = Field(default=None, max_length=64, index=True)
+    product_id: int | None = _fk("product.id")
+    title: str | None = Field(default=None, max_length=300)
+    quantity: int = 1
+    unit_price_fen: int = _fen()
+    discount_fen: int = _fen()
+    amount_fen: int = _fen()
+
+
+class Refund(SQLModel, table=True):
+    __tablename__ = "refund"
+    __table_args__ = (
+        sa.UniqueConstraint("channel_code", "external_id", name="uq_refund_channel_external"),
+        sa.CheckConstraint("amount_fen >= 0", name="ck_refund_amount_non_negative"),
+    )
+
+    id: int | None = _pk()
+    channel_code: str = Field(
+        sa_column=sa.Column(sa.String(32), sa.ForeignKey("channel.code"), nullable=False)
+    )
+    external_id: str = Field(max_length=64)
+    order_id: int | None = _fk("orders.id", ondelete="CASCADE", index=True)
+    order_line_id: int | None = _fk("order_line.id", ondelete="SET NULL")
+    amount_fen: int = _fen()
+    reason: str | None = Field(default=None, max_length=300)
+    status: str = Field(max_length=40)
+    requested_at: datetime | None = _ts()
+    source_updated_at: datetime | None = _ts()
+    landed_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+# --------------------------------------------------------------------------- points and tiers
+
+
+class MembershipTier(SQLModel, table=True):
+    __tablename__ = "membership_tier"
+
+    code: str = Field(primary_key=True, max_length=16)
+    name: str = Field(max_length=50)
+    rank: int = Field(sa_column_kwargs={"unique": True})
+    min_points: int = 0  # qualifying points over the review window
+    min_spend_fen: int = _fen()
+    earn_multiplier_pct: int = 100  # 150 = 1.5x points per yuan
+    benefits: dict[str, Any] = _jsonb()
+
+
+class TierHistory(SQLModel, table=True):
+    __tablename__ = "tier_history"
+    __table_args__ = (
+        sa.Index("ix_tier_history_customer_changed", "customer_id", sa.text("changed_at desc")),
+    )
+
+    id: int | None = _pk()
+    customer_id: int = _fk("golden_customer.id", nullable=False)
+    from_tier: str | None = Field(default=None, max_length=16)
+    to_tier: str | None = Field(default=None, max_length=16)
+    reason: str | None = None
+    changed_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+class PointsLedgerEntry(SQLModel, table=True):
+    """Append-only: a correction is a `reverse` or `adjust` entry, never an update of points."""
+
+    __tablename__ = "points_ledger_entry"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "kind in ('earn', 'redeem', 'expire', 'adjust', 'reverse')", name="ck_points_ledger_kind"
+        ),
+        sa.CheckConstraint(
+            "(kind = 'earn' and points > 0) or (kind in ('redeem', 'expire') and points < 0)"
+            " or kind in ('adjust', 'reverse')",
+            name="ck_points_ledger_sign",
+        ),
+        sa.Index("ix_points_ledger_customer_created", "customer_id", sa.text("created_at desc")),
+        sa.Index("ix_points_ledger_identity", "source_identity_id"),
+    )
+
+    id: int | None = _pk()
+    customer_id: int = _fk("golden_customer.id", nullable=False)
+    source_identity_id: int | None = _fk("source_identity.id")
+    kind: str = Field(max_length=8)
+    points: int
+    idempotency_key: str = Field(max_length=128, sa_column_kwargs={"unique": True})
+    order_id: int | None = _fk("orders.id")
+    lot_id: int | None = _fk("points_lot.id")
+    reverses_entry_id: int | None = _fk("points_ledger_entry.id")
+    reason: str | None = None
+    actor: str | None = Field(default=None, max_length=100)
+    created_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+class PointsLot(SQLModel, table=True):
+    """Points earned together expire together; redemptions consume the oldest lots first (FIFO)."""
+
+    __tablename__ = "points_lot"
+    __table_args__ = (
+        sa.CheckConstraint("points_earned > 0", name="ck_points_lot_earned_positive"),
+        sa.CheckConstraint(
+            "points_remaining >= 0 and points_remaining <= points_earned", name="ck_points_lot_remaining"
+        ),
+        sa.Index(
+            "ix_points_lot_open",
+            "customer_id",
+            "expires_at",
+            postgresql_where=sa.text("points_remaining > 0"),
+        ),
+        sa.Index("ix_points_lot_identity", "source_identity_id"),
+    )
+
+    id: int | None = _pk()
+    customer_id: int = _fk("golden_customer.id", nullable=False)
+    source_identity_id: int | None = _fk("source_identity.id")
+    points_earned: int
+    points_remaining: int
+    earned_at: datetime | None = _ts(nullable=False, default_now=True)
+    expires_at: datetime | None = _ts(nullable=False)
+
+
+class PointsBalance(SQLModel, table=True):
+    """Maintained by a trigger on the ledger; the check makes a negative balance impossible."""
+
+    __tablename__ = "points_balance"
+    __table_args__ = (sa.CheckConstraint("balance >= 0", name="ck_points_balance_non_negative"),)
+
+    customer_id: int = Field(
+        sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("golden_customer.id"), primary_key=True)
+    )
+    balance: int = 0
+    lifetime_earned: int = 0
+    updated_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+# --------------------------------------------------------------------------- engagement and service
+
+
+class Interaction(SQLModel, table=True):
+    __tablename__ = "interaction"
+    __table_args__ = (
+        sa.UniqueConstraint("channel_code", "external_id", name="uq_interaction_channel_external"),
+        sa.CheckConstraint("direction in ('inbound', 'outbound')", name="ck_interaction_direction"),
+        sa.Index("ix_interaction_customer_occurred", "customer_id", sa.text("occurred_at desc")),
+        sa.Index("ix_interaction_identity", "source_identity_id"),
+    )
+
+    id: int | None = _pk()
+    channel_code: str = Field(
+        sa_column=sa.Column(sa.String(32), sa.ForeignKey("channel.code"), nullable=False)
+    )
+    external_id: str = Field(max_length=128)
+    source_identity_id: int | None = _fk("source_identity.id")
+    customer_id: int | None = _fk("golden_customer.id")
+    type: str = Field(max_length=32)  # follow, unfollow, message, comment, mention, page_view, ...
+    direction: str = Field(default="inbound", max_length=8)
+    occurred_at: datetime | None = _ts(nullable=False)
+    summary: str | None = None
+    payload: dict[str, Any] = _jsonb()
+    landed_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+class ServiceCase(SQLModel, table=True):
+    __tablename__ = "service_case"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "status in ('open', 'in_progress', 'pending_customer', 'resolved', 'closed')",
+            name="ck_service_case_status",
+        ),
+        sa.CheckConstraint(
+            "priority in ('low', 'normal', 'high', 'urgent')", name="ck_service_case_priority"
+        ),
+        sa.Index("ix_service_case_customer_opened", "customer_id", sa.text("opened_at desc")),
+        sa.Index("ix_service_case_open_sla", "status", "sla_due_at"),
+        sa.Index("ix_service_case_identity", "source_identity_id"),
+    )
+
+    id: int | None = _pk()
+    case_no: str = Field(max_length=32, sa_column_kwargs={"unique": True})
+    customer_id: int | None = _fk("golden_customer.id")
+    source_identity_id: int | None = _fk("source_identity.id")
+    order_id: int | None = _fk("orders.id")
+    channel_code: str | None = Field(
+        default=None, sa_column=sa.Column(sa.String(32), sa.ForeignKey("channel.code"), nullable=True)
+    )
+    type: str = Field(max_length=32)  # inquiry, complaint, return, repair, delivery, ...
+    status: str = Field(default="open", max_length=16)
+    priority: str = Field(default="normal", max_length=8)
+    subject: str = Field(max_length=300)
+    description: str | None = None
+    department: str | None = Field(default=None, max_length=64)
+    sla_due_at: datetime | None = _ts()
+    opened_at: datetime | None = _ts(nullable=False, default_now=True)
+    first_response_at: datetime | None = _ts()
+    resolved_at: datetime | None = _ts()
+    resolution_type: str | None = Field(default=None, max_length=32)  # refund, replace, explain, ...
+
+
+class CaseEvent(SQLModel, table=True):
+    __tablename__ = "case_event"
+    __table_args__ = (sa.Index("ix_case_event_case_created", "case_id", "created_at"),)
+
+    id: int | None = _pk()
+    case_id: int = _fk("service_case.id", nullable=False, ondelete="CASCADE")
+    kind: str = Field(max_length=32)  # opened, status_changed, note, assigned, escalated, sla_breached
+    actor: str | None = Field(default=None, max_length=100)
+    from_status: str | None = Field(default=None, max_length=16)
+    to_status: str | None = Field(default=None, max_length=16)
+    note: str | None = None
+    created_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+class SurveyResponse(SQLModel, table=True):
+    __tablename__ = "survey_response"
+    __table_args__ = (
+        sa.CheckConstraint("kind in ('csat', 'nps')", name="ck_survey_response_kind"),
+        sa.CheckConstraint(
+            "(kind = 'csat' and score between 1 and 5) or (kind = 'nps' and score between 0 and 10)",
+            name="ck_survey_response_score_range",
+        ),
+        sa.Index("ix_survey_response_customer", "customer_id", sa.text("responded_at desc")),
+    )
+
+    id: int | None = _pk()
+    customer_id: int | None = _fk("golden_customer.id")
+    case_id: int | None = _fk("service_case.id", index=True)
+    order_id: int | None = _fk("orders.id")
+    kind: str = Field(max_length=4)
+    score: int
+    comment: str | None = None
+    channel_code: str | None = Field(default=None, max_length=32)
+    responded_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+class Consent(SQLModel, table=True):
+    """Append-only history per purpose; the latest row per (customer, purpose) is in force."""
+
+    __tablename__ = "consent"
+    __table_args__ = (
+        sa.CheckConstraint("status in ('granted', 'withdrawn')", name="ck_consent_status"),
+        sa.Index("ix_consent_customer_purpose", "customer_id", "purpose", sa.text("recorded_at desc")),
+        sa.Index("ix_consent_identity", "source_identity_id"),
+    )
+
+    id: int | None = _pk()
+    customer_id: int | None = _fk("golden_customer.id")
+    source_identity_id: int | None = _fk("source_identity.id")
+    purpose: str = Field(max_length=32)  # marketing_sms, marketing_wechat, marketing_email, profiling
+    status: str = Field(max_length=9)
+    source: str = Field(max_length=32)  # the channel or "staff"
+    recorded_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+# --------------------------------------------------------------------------- tags and segments
+
+
+class Tag(SQLModel, table=True):
+    __tablename__ = "tag"
+
+    id: int | None = _pk()
+    name: str = Field(max_length=64, sa_column_kwargs={"unique": True})
+
+
+class CustomerTag(SQLModel, table=True):
+    __tablename__ = "customer_tag"
+
+    customer_id: int = Field(
+        sa_column=sa.Column(
+            sa.BigInteger, sa.ForeignKey("golden_customer.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    tag_id: int = Field(
+        sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("tag.id", ondelete="CASCADE"), primary_key=True)
+    )
+    source: str | None = Field(default=None, max_length=32)
+    created_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+class Segment(SQLModel, table=True):
+    __tablename__ = "segment"
+    __table_args__ = (
+        sa.CheckConstraint("kind in ('rfm', 'value', 'lifecycle', 'custom')", name="ck_segment_kind"),
+    )
+
+    id: int | None = _pk()
+    code: str = Field(max_length=64, sa_column_kwargs={"unique": True})
+    name: str = Field(max_length=100)
+    kind: str = Field(max_length=16)
+    definition: dict[str, Any] = _jsonb()
+
+
+class SegmentMembership(SQLModel, table=True):
+    __tablename__ = "segment_membership"
+    __table_args__ = (sa.Index("ix_segment_membership_customer", "customer_id"),)
+
+    segment_id: int = Field(
+        sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("segment.id", ondelete="CASCADE"), primary_key=True)
+    )
+    customer_id: int = Field(
+        sa_column=sa.Column(
+            sa.BigInteger, sa.ForeignKey("golden_customer.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    scores: dict[str, Any] = _jsonb()
+    computed_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+# --------------------------------------------------------------------------- sync bookkeeping and audit
+
+
+class Quarantine(SQLModel, table=True):
+    """A row that failed validation: kept whole with the reason, until a replay lands it."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (
+        sa.UniqueConstraint("channel_code", "payload_hash", name="uq_quarantine_channel_payload"),
+        sa.Index(
+            "ix_quarantine_open",
+            "channel_code",
+            "first_seen_at",
+            postgresql_where=sa.text("resolved_at is null"),
+        ),
+    )
+
+    id: int | None = _pk()
+    channel_code: str = Field(max_length=32)
+    entity: str = Field(max_length=32)  # customer, order, refund, interaction, pos_transaction
+    external_id: str | None = Field(default=None, max_length=128)
+    payload_hash: str = Field(max_length=64)  # sha256 of the canonical JSON: the same bad row is kept once
+    raw: dict[str, Any] = _jsonb()
+    reason: str
+    errors: list[Any] = Field(
+        default_factory=list,
+        sa_column=sa.Column(JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+    )
+    seen_count: int = 1
+    first_seen_at: datetime | None = _ts(nullable=False, default_now=True)
+    last_seen_at: datetime | None = _ts(nullable=False, default_now=True)
+    replayed_at: datetime | None = _ts()
+    resolved_at: datetime | None = _ts()
+
+
+class SyncWatermark(SQLModel, table=True):
+    """Where a connector's next incremental pull starts. Advanced in the transaction that lands a batch."""
+
+    __tablename__ = "sync_watermark"
+
+    connector: str = Field(primary_key=True, max_length=64)
+    watermark_at: datetime | None = _ts()
+    cursor: str | None = Field(default=None, max_length=200)
+    extra: dict[str, Any] = _jsonb()
+    updated_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+class AuditLog(SQLModel, table=True):
+    """Who read unmasked PII, and who merged, unmerged, adjusted or erased what."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        sa.Index("ix_audit_log_subject", "subject_type", "subject_id", sa.text("at desc")),
+        sa.Index("ix_audit_log_actor", "actor", sa.text("at desc")),
+    )
+
+    id: int | None = _pk()
+    actor: str = Field(max_length=100)
+    actor_role: str | None = Field(default=None, max_length=32)
+    action: str = Field(max_length=64)
+    subject_type: str = Field(max_length=32)
+    subject_id: str = Field(max_length=64)
+    detail: dict[str, Any] = _jsonb()
+    at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+# Kept next to the tables so the migration and the tests share one definition. One statement per item:
+# asyncpg prepares each statement, so they cannot be sent as one script.
+POINTS_BALANCE_TRIGGER_SQL: tuple[str, ...] = (
+    """
+create or replace function c360_points_balance_apply() returns trigger
+language plpgsql as $$
+begin
+    if tg_op in ('UPDATE', 'DELETE') then
+        update points_balance
+           set balance = balance - old.points,
+               lifetime_earned = lifetime_earned - case when old.kind = 'earn' then old.points else 0 end,
+               updated_at = now()
+         where customer_id = old.customer_id;
+    end if;
+    if tg_op in ('INSERT', 'UPDATE') then
+        insert into points_balance (customer_id, balance, lifetime_earned, updated_at)
+        values (new.customer_id, new.points, case when new.kind = 'earn' then new.points else 0 end, now())
+        on conflict (customer_id) do update
+           set balance = points_balance.balance + excluded.balance,
+               lifetime_earned = points_balance.lifetime_earned + excluded.lifetime_earned,
+               updated_at = now();
+    end if;
+    return null;
+end $$
+""",
+    """
+create trigger trg_points_balance
+after insert or delete or update of customer_id, points on points_ledger_entry
+for each row execute function c360_points_balance_apply()
+""",
+)
+
+POINTS_BALANCE_TRIGGER_DROP_SQL: tuple[str, ...] = (
+    "drop trigger if exists trg_points_balance on points_ledger_entry",
+    "drop function if exists c360_points_balance_apply()",
+)
