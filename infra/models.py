@@ -706,12 +706,15 @@ begin
          where customer_id = old.customer_id;
     end if;
     if tg_op in ('INSERT', 'UPDATE') then
-        insert into points_balance (customer_id, balance, lifetime_earned, updated_at)
-        values (new.customer_id, new.points, case when new.kind = 'earn' then new.points else 0 end, now())
-        on conflict (customer_id) do update
-           set balance = points_balance.balance + excluded.balance,
-               lifetime_earned = points_balance.lifetime_earned + excluded.lifetime_earned,
-               updated_at = now();
+        -- CHECK runs on an INSERT's proposed row before ON CONFLICT, so create at zero, then apply.
+        insert into points_balance (customer_id, balance, lifetime_earned)
+        values (new.customer_id, 0, 0)
+        on conflict (customer_id) do nothing;
+        update points_balance
+           set balance = balance + new.points,
+               lifetime_earned = lifetime_earned + case when new.kind = 'earn' then new.points else 0 end,
+               updated_at = now()
+         where customer_id = new.customer_id;
     end if;
     return null;
 end $$

@@ -1,0 +1,74 @@
+"""Bad configuration fails at start with one clear message naming the setting, not a traceback; good
+configuration migrates a server given by URL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from tests.conftest import create_database, drop_database, server_url
+from tests.support import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def c360(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("C360_")}
+    full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_unreachable_database_names_the_setting() -> None:
+    result = c360(
+        "serve",
+        C360_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/x",
+        C360_DB_CONNECT_TIMEOUT="3",
+    )
+    assert result.returncode == 2
+    assert "C360_DATABASE_URL" in result.stderr and "cannot reach PostgreSQL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_port_names_the_setting() -> None:
+    result = c360("serve", C360_PORT="eighty")
+    assert result.returncode == 2
+    assert "C360_PORT='eighty'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_out_of_range_port_names_the_setting() -> None:
+    result = c360("serve", C360_PORT="70000")
+    assert result.returncode == 2 and "C360_PORT" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_password_is_not_printed() -> None:
+    result = c360(
+        "db",
+        "upgrade",
+        C360_DATABASE_URL=f"postgresql://u:s3cret@127.0.0.1:{free_port()}/x",
+        C360_DB_CONNECT_TIMEOUT="3",
+    )
+    assert result.returncode == 2 and "s3cret" not in result.stderr
+
+
+async def test_db_upgrade_against_a_server_given_by_url() -> None:
+    url = await create_database(server_url(), "c360_cli")
+    try:
+        plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        up = c360("db", "upgrade", C360_DATABASE_URL=plain)
+        assert up.returncode == 0, up.stderr
+        current = c360("db", "current", C360_DATABASE_URL=plain)
+        assert "(head)" in current.stdout + current.stderr
+    finally:
+        await drop_database(url)

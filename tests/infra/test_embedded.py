@@ -1,0 +1,54 @@
+"""The embedded PostgreSQL: starts from the pip wheel, keeps its data, and a second start reuses the
+running server instead of starting another."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from infra.embedded import start_embedded
+from infra.settings import to_async_url
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def _version(url: str) -> str:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return str((await conn.execute(sa.text("show server_version"))).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+async def test_embedded_server_starts_and_a_second_start_reuses_it(tmp_path_factory) -> None:
+    pgdata = tmp_path_factory.mktemp("embedded") / "pgdata"
+    server = await asyncio.to_thread(start_embedded, pgdata)
+    try:
+        pid = server.get_pid()
+        assert (pgdata / "PG_VERSION").read_text().strip() == "16"
+        assert (await _version(to_async_url(server.get_uri()))).startswith("16")
+
+        # Another process (a second `c360` command) attaches to the running server.
+        code = f"from pathlib import Path; from infra.embedded import start_embedded; print(start_embedded(Path({str(pgdata)!r})).get_pid())"
+        out = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        assert int(out.stdout.strip().splitlines()[-1]) == pid
+        # ...and leaving does not stop it while we still hold it.
+        assert psutil.pid_exists(pid)
+    finally:
+        server._cleanup()  # the last handle stops the server cleanly
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
