@@ -1,0 +1,172 @@
+"""Multi-pass blocking: candidate pairs from exact keys and a sorted neighbourhood, in chunks.
+
+Each pass turns a key (one or more standardized columns) into integer codes and pairs the records
+that share a code. A pair found by an earlier pass is dropped from later passes by re-checking the
+earlier keys on the pair itself, so passes never need a global set of pairs in memory. Blocks bigger
+than `max_block_size` are skipped (an over-shared value is not evidence); the sorted neighbourhood
+pass over the name key still reaches their members.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class BlockingPass:
+    """Pairs records whose `columns` are all present and equal."""
+
+    name: str
+    columns: tuple[str, ...]
+
+
+# Passes over derived key columns (see `blocking_keys`). Strong identifiers first, then names.
+DEFAULT_PASSES: tuple[BlockingPass, ...] = (
+    BlockingPass("unionid", ("wechat_unionid",)),
+    BlockingPass("id_number", ("id_number",)),
+    BlockingPass("member_no", ("member_no",)),
+    BlockingPass("phone", ("phone",)),
+    BlockingPass("email", ("email",)),
+    BlockingPass("masked_phone_family", ("phone_masked_key", "family_key")),
+    BlockingPass("name_city", ("name_key", "city")),
+    BlockingPass("family_birth", ("family_key", "birth_date")),
+    BlockingPass("given_birth", ("given_key", "birth_date")),
+    BlockingPass("given_postcode", ("given_key", "postcode")),
+    BlockingPass("family_postcode_street", ("family_key", "postcode", "street_key")),
+    BlockingPass("phone_tail_family", ("phone_tail", "family_key")),
+)
+
+
+def _name_parts(name_pinyin: pd.Series) -> tuple[pd.Series, pd.Series]:
+    parts = name_pinyin.fillna(" ").str.split(" ", n=1, expand=True)
+    if parts.shape[1] == 1:
+        parts[1] = ""
+    family = parts[0].where(parts[0].astype(bool), None)
+    given = parts[1].fillna("").str.replace(" ", "", regex=False)
+    return family, given.where(given.astype(bool), None)
+
+
+def blocking_keys(frame: pd.DataFrame) -> pd.DataFrame:
+    """Derived key columns for blocking from a standardized frame (see `standardize_frame`)."""
+    keys = pd.DataFrame(index=frame.index)
+    for column in ("wechat_unionid", "id_number", "member_no", "phone", "email", "city", "postcode"):
+        keys[column] = frame[column].astype(object) if column in frame else None
+    keys["birth_date"] = frame["birth_date"].astype(str).where(frame["birth_date"].notna(), None)
+    family, given = _name_parts(frame["name_pinyin"])
+    keys["family_key"], keys["given_key"] = family, given
+    # Order-free name key: "zhang wei" and "wei zhang" land in one block.
+    tokens = frame["name_pinyin"].fillna("").str.split()
+    keys["name_key"] = tokens.map(lambda t: " ".join(sorted(t)) if t else None)
+    masked = frame["phone"].map(
+        lambda p: f"{p[3:6]}{p[-4:]}" if isinstance(p, str) and p.startswith("+86") and len(p) == 14 else None
+    )
+    from_masked = frame["phone_masked"].map(lambda m: f"{m[:3]}{m[-4:]}" if isinstance(m, str) else None)
+    keys["phone_masked_key"] = masked.where(masked.notna(), from_masked)
+    keys["phone_tail"] = frame["phone"].map(lambda p: p[-8:] if isinstance(p, str) and len(p) >= 8 else None)
+    street = frame["address_detail"].fillna("").str.split(" ", n=1).str[0]
+    keys["street_key"] = street.where(street.astype(bool), None)
+    return keys
+
+
+def key_codes(keys: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    """One int64 code per record for the combined key; -1 where any part is missing."""
+    codes = np.zeros(len(keys), dtype=np.int64)
+    missing = np.zeros(len(keys), dtype=bool)
+    for column in columns:
+        col_codes, uniques = pd.factorize(keys[column], use_na_sentinel=True)
+        missing |= col_codes < 0
+        codes = codes * (len(uniques) + 1) + col_codes
+    if len(columns) > 1:  # re-factorize so codes stay small and overflow-free
+        codes = pd.factorize(codes)[0].astype(np.int64)
+    codes[missing] = -1
+    return codes
+
+
+def _pairs_in_blocks(
+    codes: np.ndarray, max_block: int, restrict: np.ndarray | None, chunk_size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """All (i, j), i < j, sharing a code; blocks of one size are paired together, vectorized, in
+    batches of about `chunk_size` pairs."""
+    valid = np.flatnonzero(codes >= 0)
+    if len(valid) == 0:
+        return
+    order = valid[np.argsort(codes[valid], kind="stable")]
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    sizes = np.diff(np.r_[starts, len(order)])
+    for size in np.unique(sizes):
+        if size < 2 or size > max_block:
+            continue
+        a, b = np.triu_indices(size, k=1)
+        all_starts = starts[sizes == size]
+        per_batch = max(1, chunk_size // len(a))
+        for first in range(0, len(all_starts), per_batch):
+            block_starts = all_starts[first : first + per_batch]
+            members = order[block_starts[:, None] + np.arange(size)[None, :]]  # (blocks, size)
+            left, right = members[:, a].ravel(), members[:, b].ravel()
+            if restrict is not None:
+                keep = restrict[left] | restrict[right]
+                left, right = left[keep], right[keep]
+            yield np.minimum(left, right), np.maximum(left, right)
+
+
+def candidate_pairs(
+    keys: pd.DataFrame,
+    passes: Sequence[BlockingPass] = DEFAULT_PASSES,
+    *,
+    max_block_size: int = 200,
+    sorted_neighbourhood: str | None = "name_key",
+    window: int = 5,
+    chunk_size: int = 500_000,
+    restrict: np.ndarray | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, str]]:
+    """Yield (left, right, pass name) chunks of distinct candidate pairs (positional, left < right).
+
+    `restrict`: a boolean mask; only pairs touching at least one marked record are produced (the
+    incremental path: new records against everything). Memory stays bounded by `chunk_size`.
+    """
+    codes_by_pass = [key_codes(keys, p.columns) for p in passes]
+    sizes_by_pass = []
+    for codes in codes_by_pass:
+        counts = np.bincount(codes[codes >= 0]) if (codes >= 0).any() else np.zeros(0, dtype=np.int64)
+        sizes_by_pass.append(counts)
+
+    def seen_before(k: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        seen = np.zeros(len(left), dtype=bool)
+        for j in range(k):
+            cl, cr = codes_by_pass[j][left], codes_by_pass[j][right]
+            same = (cl >= 0) & (cl == cr)
+            if same.any():
+                same[same] = sizes_by_pass[j][cl[same]] <= max_block_size
+            seen |= same
+        return seen
+
+    for k, (blocking_pass, codes) in enumerate(zip(passes, codes_by_pass, strict=True)):
+        for left, right in _pairs_in_blocks(codes, max_block_size, restrict, chunk_size):
+            for start in range(0, len(left), chunk_size):
+                lc, rc = left[start : start + chunk_size], right[start : start + chunk_size]
+                fresh = ~seen_before(k, lc, rc)
+                if fresh.any():
+                    yield lc[fresh], rc[fresh], blocking_pass.name
+    if sorted_neighbourhood is None or window < 2:
+        return
+    sn_key = keys[sorted_neighbourhood]
+    present = np.flatnonzero(sn_key.notna().to_numpy())
+    if len(present) < 2:
+        return
+    order = present[np.argsort(sn_key.to_numpy()[present].astype(str), kind="stable")]
+    for offset in range(1, window):
+        left, right = order[:-offset], order[offset:]
+        if restrict is not None:
+            keep = restrict[left] | restrict[right]
+            left, right = left[keep], right[keep]
+        for start in range(0, len(left), chunk_size):
+            lc, rc = left[start : start + chunk_size], right[start : start + chunk_size]
+            lo, hi = np.minimum(lc, rc), np.maximum(lc, rc)
+            fresh = ~seen_before(len(passes), lo, hi)
+            if fresh.any():
+                yield lo[fresh], hi[fresh], "sorted_neighbourhood"

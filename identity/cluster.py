@@ -1,0 +1,161 @@
+"""Union-find over links, with cannot-link constraints so chains cannot over-merge.
+
+Links are applied strongest first. A union is refused when the merged cluster would hold two
+different values of an exclusive attribute (two valid resident ids; two verified mobiles from the
+same member system; two unionids) or more distinct values of a limited attribute than its limit.
+Weak links that lose a chain argument therefore never glue two people together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ConstrainedUnionFind:
+    """Disjoint sets over `n` nodes. `exclusive[node]` / `limited[node]` hold (kind, value) facts.
+
+    - exclusive: at most one value per kind per cluster (kind may carry a scope, e.g. the source).
+    - limited: at most `limits[kind]` distinct values per cluster.
+    - forbidden: node pairs that must never share a cluster (e.g. a person rejected a review).
+    """
+
+    n: int
+    limits: Mapping[str, int] = field(default_factory=dict)
+    parent: np.ndarray = field(init=False)
+    size: np.ndarray = field(init=False)
+    exclusive: dict[int, dict[Hashable, Hashable]] = field(default_factory=dict)
+    limited: dict[int, dict[str, set[Hashable]]] = field(default_factory=dict)
+    forbidden: dict[int, set[int]] = field(default_factory=dict)
+    refused: int = 0
+
+    def __post_init__(self) -> None:
+        self.parent = np.arange(self.n, dtype=np.int64)
+        self.size = np.ones(self.n, dtype=np.int64)
+
+    def find(self, x: int) -> int:
+        parent = self.parent
+        root = x
+        while parent[root] != root:
+            root = int(parent[root])
+        while parent[x] != root:  # path compression
+            parent[x], x = root, int(parent[x])
+        return root
+
+    def add_exclusive(self, node: int, kind: Hashable, value: Hashable) -> None:
+        self.exclusive.setdefault(self.find(node), {})[kind] = value
+
+    def add_limited(self, node: int, kind: str, value: Hashable) -> None:
+        self.limited.setdefault(self.find(node), {}).setdefault(kind, set()).add(value)
+
+    def forbid(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        self.forbidden.setdefault(ra, set()).add(rb)
+        self.forbidden.setdefault(rb, set()).add(ra)
+
+    def conflict(self, ra: int, rb: int) -> str | None:
+        """Why roots `ra` and `rb` may not merge, or None."""
+        fa, fb = self.forbidden.get(ra), self.forbidden.get(rb)
+        if fa and rb in fa or fb and ra in fb:
+            return "forbidden"
+        ea, eb = self.exclusive.get(ra), self.exclusive.get(rb)
+        if ea and eb:
+            small, big = (ea, eb) if len(ea) <= len(eb) else (eb, ea)
+            for kind, value in small.items():
+                other = big.get(kind)
+                if other is not None and other != value:
+                    return f"cannot_link:{kind}"
+        la, lb = self.limited.get(ra), self.limited.get(rb)
+        if la and lb:
+            for kind, values in la.items():
+                others = lb.get(kind)
+                if others and len(values | others) > self.limits.get(kind, 1 << 30):
+                    return f"limit:{kind}"
+        return None
+
+    def union(self, a: int, b: int, force: bool = False) -> bool:
+        """Merge the sets of a and b unless a constraint forbids it; True when they are now one."""
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return True
+        if not force and self.conflict(ra, rb) is not None:
+            self.refused += 1
+            return False
+        if self.size[ra] < self.size[rb]:
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        self.size[ra] += self.size[rb]
+        eb = self.exclusive.pop(rb, None)
+        if eb:
+            ea = self.exclusive.setdefault(ra, {})
+            for kind, value in eb.items():
+                ea.setdefault(kind, value)
+        lb = self.limited.pop(rb, None)
+        if lb:
+            la = self.limited.setdefault(ra, {})
+            for kind, values in lb.items():
+                la.setdefault(kind, set()).update(values)
+        fb = self.forbidden.pop(rb, None)
+        if fb:
+            fa = self.forbidden.setdefault(ra, set())
+            for other in fb:
+                fa.add(other)
+                peers = self.forbidden.setdefault(other, set())
+                peers.discard(rb)
+                peers.add(ra)
+        return True
+
+    def labels(self) -> np.ndarray:
+        """The root of every node (cluster label)."""
+        return np.fromiter((self.find(i) for i in range(self.n)), dtype=np.int64, count=self.n)
+
+
+def apply_links(
+    uf: ConstrainedUnionFind, left: np.ndarray, right: np.ndarray, strength: np.ndarray
+) -> np.ndarray:
+    """Union the pairs strongest first; returns a boolean array: was each pair's union accepted."""
+    order = np.argsort(-strength, kind="stable")
+    accepted = np.zeros(len(left), dtype=bool)
+    for k in order:
+        accepted[k] = uf.union(int(left[k]), int(right[k]))
+    return accepted
+
+
+def stable_cluster_ids(
+    labels: np.ndarray,
+    previous: Iterable[int | None],
+    age: np.ndarray,
+    next_id: int,
+) -> tuple[np.ndarray, int]:
+    """Customer ids per node that survive re-runs.
+
+    `previous[i]` is node i's customer id from the last run (None for new nodes); `age[i]` orders
+    nodes oldest first. A cluster holding several previous ids keeps the oldest (smallest) one. When a
+    previous id ends up in several clusters (a split), the cluster holding its oldest node keeps it and
+    the others get new ids, counting up from `next_id`. Returns (ids, next free id).
+    """
+    prev = np.array([-1 if p is None else p for p in previous], dtype=np.int64)
+    order = np.lexsort((np.arange(len(labels)), age))
+    claimed: dict[int, int] = {}  # previous id -> cluster label that keeps it
+    cluster_id: dict[int, int] = {}
+    # First pass: for every previous id, the cluster of its oldest node may claim it.
+    for i in order:
+        p = int(prev[i])
+        if p >= 0 and p not in claimed:
+            claimed[p] = int(labels[i])
+    candidates: dict[int, list[int]] = {}
+    for p, label in claimed.items():
+        candidates.setdefault(label, []).append(p)
+    for label, ids in candidates.items():
+        cluster_id[label] = min(ids)
+    out = np.empty(len(labels), dtype=np.int64)
+    for i in order:  # new clusters are numbered in order of their oldest node: deterministic
+        label = int(labels[i])
+        if label not in cluster_id:
+            cluster_id[label] = next_id
+            next_id += 1
+        out[i] = cluster_id[label]
+    return out, next_id

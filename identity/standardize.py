@@ -1,0 +1,489 @@
+"""Standardization of person records, vectorized over a DataFrame.
+
+Input columns follow the identity contract in DESIGN.md (`record_id` required, the rest optional):
+record_id, source, name, given_name, family_name, phone, email, birth_date, gender, id_number,
+member_no, wechat_unionid, street_number, address_1, address_2, address, district, city, province,
+postcode, and optionally wechat_openid, nickname, phone_verified.
+
+Output columns are named like `SourceIdentity`'s fields so the sync layer lands them as they are.
+Expensive per-value work (pinyin, phonenumbers, cpca) runs once per distinct value, never per row.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from datetime import date
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+STANDARD_COLUMNS: tuple[str, ...] = (
+    "record_id",
+    "source",
+    "name",
+    "name_pinyin",
+    "nickname",
+    "phone",
+    "phone_masked",
+    "phone_verified",
+    "email",
+    "birth_date",
+    "gender",
+    "id_number",
+    "member_no",
+    "wechat_unionid",
+    "wechat_openid",
+    "province",
+    "city",
+    "district",
+    "address_detail",
+    "postcode",
+)
+
+# Readings of characters used as surnames that differ from their everyday reading (pypinyin's default).
+SURNAME_READINGS: dict[str, str] = {
+    "曾": "zeng",
+    "单": "shan",
+    "解": "xie",
+    "仇": "qiu",
+    "朴": "piao",
+    "查": "zha",
+    "翟": "zhai",
+    "区": "ou",
+    "盖": "ge",
+    "乐": "yue",
+    "缪": "miao",
+    "秘": "bi",
+    "覃": "qin",
+    "种": "chong",
+    "员": "yun",
+    "黑": "he",
+    "繁": "po",
+    "折": "she",
+    "召": "shao",
+    "冼": "xian",
+    "牟": "mou",
+    "句": "gou",
+    "能": "nai",
+    "都": "du",
+    "任": "ren",
+    "沈": "shen",
+    "柏": "bai",
+    "宁": "ning",
+    "华": "hua",
+    "纪": "ji",
+    "燕": "yan",
+    "葛": "ge",
+    "相": "xiang",
+    "仉": "zhang",
+    "褚": "chu",
+    "隗": "wei",
+    "殷": "yin",
+    "卜": "bu",
+    "乜": "nie",
+    "阚": "kan",
+    "藏": "zang",
+    "长孙": "zhangsun",
+    "尉迟": "yuchi",
+    "万俟": "moqi",
+    "单于": "chanyu",
+    "澹台": "tantai",
+}
+COMPOUND_SURNAMES: frozenset[str] = frozenset(
+    {
+        "欧阳",
+        "司马",
+        "诸葛",
+        "上官",
+        "慕容",
+        "令狐",
+        "皇甫",
+        "尉迟",
+        "长孙",
+        "宇文",
+        "澹台",
+        "公孙",
+        "东方",
+        "夏侯",
+        "轩辕",
+        "单于",
+        "万俟",
+        "司徒",
+        "司空",
+        "端木",
+        "呼延",
+        "南宫",
+        "独孤",
+    }
+)
+
+# Municipalities: cpca reports their city as 市辖区; the city of Shanghai is Shanghai.
+MUNICIPALITIES: frozenset[str] = frozenset({"北京市", "上海市", "天津市", "重庆市"})
+
+# Provider aliases: one mailbox, several spellings.
+EMAIL_DOMAIN_ALIASES: dict[str, str] = {"googlemail.com": "gmail.com", "vip.qq.com": "qq.com"}
+# Providers that ignore dots in the local part.
+EMAIL_DOT_INSENSITIVE: frozenset[str] = frozenset({"gmail.com"})
+# Providers that deliver `user+tag@` to `user@`.
+EMAIL_PLUS_TAGS: frozenset[str] = frozenset(
+    {"gmail.com", "outlook.com", "hotmail.com", "live.com", "icloud.com", "fastmail.com"}
+)
+
+_CJK = re.compile(r"[\u3400-\u9fff]")
+_MASKED_MOBILE = re.compile(r"^(1[3-9]\d)[*xX]{4}(\d{4})$")
+_CN_MOBILE = re.compile(r"^1[3-9]\d{9}$")
+_EXTENSION = re.compile(r"(?:ext\.?|x|转|分机|#)\s*\d+$", re.IGNORECASE)
+_ID_WEIGHTS = np.array([7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2], dtype=np.int64)
+_ID_CHECK = "10X98765432"
+_GENDER = {
+    "m": "m",
+    "male": "m",
+    "man": "m",
+    "男": "m",
+    "1": "m",
+    "f": "f",
+    "female": "f",
+    "woman": "f",
+    "女": "f",
+    "2": "f",
+}
+_TRUE = {"1", "true", "t", "yes", "y", "verified"}
+
+
+def _text(df: pd.DataFrame, column: str) -> pd.Series:
+    """Column as stripped strings with None for missing/blank; a missing column is all None."""
+    if column not in df.columns:
+        return pd.Series([None] * len(df), index=df.index, dtype=object)
+    values = df[column].astype(object).where(df[column].notna(), None)
+    out = values.map(lambda v: None if v is None else str(v).strip())
+    return out.where(out.astype(bool), None)
+
+
+def _per_unique(values: pd.Series, fn: Callable[[Any], Any]) -> pd.Series:
+    """Apply `fn` once per distinct non-null value (the expensive standardizers are pure)."""
+    present = values.dropna()
+    if present.empty:
+        return pd.Series([None] * len(values), index=values.index, dtype=object)
+    uniques = pd.unique(present)
+    table = {u: fn(u) for u in uniques}
+    out = values.map(lambda v: None if v is None else table.get(v))
+    return out.astype(object).where(out.notna(), None)
+
+
+# --------------------------------------------------------------------------- names
+
+
+@lru_cache(maxsize=1)
+def _t2s() -> Callable[[str], str]:
+    import opencc
+
+    converter = opencc.OpenCC("t2s")
+    return converter.convert
+
+
+_CHAR_PINYIN: dict[str, str] = {}
+
+
+def _char_pinyin(char: str) -> str:
+    # Per character, not per phrase: given names are not dictionary words, so phrase context misleads.
+    reading = _CHAR_PINYIN.get(char)
+    if reading is None:
+        from pypinyin import Style, lazy_pinyin
+
+        reading = "".join(lazy_pinyin(char, style=Style.NORMAL, errors="ignore")).lower()
+        _CHAR_PINYIN[char] = reading
+    return reading
+
+
+def split_chinese_name(name: str) -> tuple[str, str]:
+    """(family, given) of a Chinese name written family-first, compound surnames included."""
+    if len(name) >= 3 and name[:2] in COMPOUND_SURNAMES:
+        return name[:2], name[2:]
+    if len(name) >= 2:
+        return name[:1], name[1:]
+    return name, ""
+
+
+def chinese_pinyin(text: str, surname: bool = False) -> str:
+    """Pinyin of Chinese text without tones; `surname=True` applies the surname reading table."""
+    if surname and text in SURNAME_READINGS:
+        return SURNAME_READINGS[text]
+    return "".join(_char_pinyin(c) for c in text if not c.isspace())
+
+
+def _latin_key(text: str) -> str:
+    return re.sub(r"[^a-z]", "", text.lower())
+
+
+def standardize_name(
+    name: str | None, given: str | None = None, family: str | None = None
+) -> tuple[str | None, str | None]:
+    """(display name, pinyin key "family given") from a full name or its parts, Chinese or Latin.
+
+    The key always has exactly one space between the family and the given part (either may be
+    empty), so comparators can split it back.
+
+    Chinese is converted to simplified and read with surname overrides; Latin-script names are
+    lower-cased letters. A Latin full name without parts is read given-first ("John Smith"), unless
+    it has a comma ("Smith, John"); the comparators also try the swapped order.
+    """
+    if given or family:
+        g = _t2s()(given or "") if _CJK.search(given or "") else (given or "")
+        f = _t2s()(family or "") if _CJK.search(family or "") else (family or "")
+        g, f = re.sub(r"\s+", "", g) if _CJK.search(g) else g.strip(), f.strip()
+        if _CJK.search(f) or _CJK.search(g):
+            f = re.sub(r"\s+", "", f)
+            display = f + g
+            key = f"{chinese_pinyin(f, surname=True)} {chinese_pinyin(g)}"
+        else:
+            display = " ".join(p for p in (g, f) if p).lower()
+            key = f"{_latin_key(f)} {_latin_key(g)}"
+        return (display or None), (key if key.strip() else None)
+    if not name:
+        return None, None
+    if _CJK.search(name):
+        simplified = re.sub(r"[\s·•・.]+", "", _t2s()(name))
+        fam, giv = split_chinese_name(simplified)
+        key = f"{chinese_pinyin(fam, surname=True)} {chinese_pinyin(giv)}"
+        return simplified, (key if key.strip() else None)
+    lowered = re.sub(r"\s+", " ", name.strip().lower())
+    if "," in lowered:
+        fam_part, _, giv_part = lowered.partition(",")
+    else:
+        tokens = lowered.split(" ")
+        fam_part, giv_part = tokens[-1], " ".join(tokens[:-1])
+    display = re.sub(r"\s*,\s*", " ", lowered).strip()
+    key = f"{_latin_key(fam_part)} {_latin_key(giv_part)}"
+    return display or None, (key if key.strip() else None)
+
+
+# --------------------------------------------------------------------------- phones
+
+
+def standardize_phone(raw: str) -> tuple[str | None, str | None]:
+    """(E.164 phone, masked mobile) from a raw phone string; default region CN.
+
+    Country prefixes (+86, 0086, 86), separators and extensions are stripped. A masked marketplace
+    mobile such as 138****5678 is partial evidence and never becomes a phone.
+    """
+    text = raw.strip()
+    compact = re.sub(r"[\s\-().]", "", text)
+    masked = _MASKED_MOBILE.match(re.sub(r"^(\+?86|0086)", "", compact))
+    if masked:
+        return None, f"{masked.group(1)}****{masked.group(2)}"
+    compact = _EXTENSION.sub("", compact)
+    digits = re.sub(r"^(\+86|0086|86)(?=1[3-9]\d{9}$)", "", compact)
+    if _CN_MOBILE.match(digits):
+        return "+86" + digits, None
+    import phonenumbers
+
+    try:
+        parsed = phonenumbers.parse(compact if not compact.startswith("00") else "+" + compact[2:], "CN")
+    except phonenumbers.NumberParseException:
+        return None, None
+    if not phonenumbers.is_valid_number(parsed):
+        return None, None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), None
+
+
+def mask_phone(e164: str) -> str | None:
+    """The marketplace mask of a Chinese mobile in E.164 (+8613812345678 -> 138****5678)."""
+    if e164.startswith("+86") and len(e164) == 14:
+        national = e164[3:]
+        return f"{national[:3]}****{national[-4:]}"
+    return None
+
+
+# --------------------------------------------------------------------------- email, dates, ids
+
+
+def standardize_email(raw: str) -> str | None:
+    """Lower-cased address with provider aliases canonicalized; None when it is not an address."""
+    email = raw.strip().lower().replace("mailto:", "")
+    if email.count("@") != 1:
+        return None
+    local, domain = email.split("@")
+    domain = EMAIL_DOMAIN_ALIASES.get(domain, domain)
+    if not local or "." not in domain:
+        return None
+    if domain in EMAIL_PLUS_TAGS:
+        local = local.split("+", 1)[0]
+    if domain in EMAIL_DOT_INSENSITIVE:
+        local = local.replace(".", "")
+    return f"{local}@{domain}" if local else None
+
+
+_DATE_PATTERNS = (
+    re.compile(r"^(\d{4})[-/.年](\d{1,2})[-/.月](\d{1,2})日?(?:[ T].*)?$"),
+    re.compile(r"^(\d{4})(\d{2})(\d{2})$"),
+)
+_DMY = re.compile(r"^(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})$")
+
+
+def standardize_birth_date(raw: str) -> date | None:
+    """A date from YYYY-MM-DD, YYYYMMDD, YYYY/MM/DD, YYYY.MM.DD, 1990年1月2日 or DD/MM/YYYY."""
+    text = raw.strip()
+    for pattern in _DATE_PATTERNS:
+        m = pattern.match(text)
+        if m:
+            y, mo, d = (int(g) for g in m.groups())
+            break
+    else:
+        m = _DMY.match(text)
+        if not m:
+            return None
+        d, mo, y = (int(g) for g in m.groups())
+    try:
+        value = date(y, mo, d)
+    except ValueError:
+        return None
+    return value if 1900 <= value.year <= date.today().year else None
+
+
+def resident_id_check_digit(first17: str) -> str:
+    """The ISO 7064 MOD 11-2 check character of an 18-digit resident id's first 17 digits."""
+    total = int(np.dot(np.frombuffer(first17.encode(), dtype=np.uint8).astype(np.int64) - 48, _ID_WEIGHTS))
+    return _ID_CHECK[total % 11]
+
+
+def is_valid_resident_id(value: str | None) -> bool:
+    """True for an 18-character resident id with a valid birth date and check digit."""
+    if not value or len(value) != 18 or not value[:17].isdigit():
+        return False
+    if standardize_birth_date(value[6:14]) is None:
+        return False
+    return resident_id_check_digit(value[:17]) == value[17]
+
+
+def standardize_id_number(raw: str) -> str | None:
+    """Upper-cased id without separators; 15-digit resident ids are upgraded to 18 digits.
+
+    Other identifiers (a foreign social security number, a mistyped id) are kept as generic
+    evidence for fuzzy comparison; only `is_valid_resident_id` values act as hard identifiers.
+    """
+    value = re.sub(r"[\s\-]", "", raw).upper()
+    if len(value) == 15 and value.isdigit():
+        first17 = value[:6] + "19" + value[6:]
+        return first17 + resident_id_check_digit(first17)
+    return value[:18] or None
+
+
+def standardize_member_no(raw: str) -> str | None:
+    value = re.sub(r"[\s\-_]", "", raw).upper()
+    return value or None
+
+
+# --------------------------------------------------------------------------- addresses
+
+
+def _parse_chinese_addresses(addresses: list[str]) -> pd.DataFrame:
+    import cpca
+
+    parsed = cpca.transform(addresses)
+    province = parsed["省"].where(parsed["省"].notna(), None)
+    city = parsed["市"].where(parsed["市"].notna(), None)
+    city = city.where(~((city == "市辖区") | (city == "县")), province)
+    return pd.DataFrame(
+        {
+            "province": province,
+            "city": city,
+            "district": parsed["区"].where(parsed["区"].notna(), None),
+            "address_detail": parsed["地址"].where(parsed["地址"].astype(bool), None),
+        }
+    )
+
+
+def _clean_region(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if _CJK.search(value):
+        return _t2s()(value).strip()
+    return re.sub(r"\s+", " ", value.lower()).strip() or None
+
+
+# --------------------------------------------------------------------------- the frame
+
+
+def _join_text(parts: Iterable[pd.Series], sep: str = " ") -> pd.Series:
+    frame = pd.concat(list(parts), axis=1)
+    joined = frame.apply(lambda row: sep.join(str(v) for v in row if v is not None), axis=1, raw=True)
+    if frame.empty:
+        return pd.Series([], dtype=object)
+    return joined.where(joined.astype(bool), None)
+
+
+def standardize_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Standardize contract columns into `SourceIdentity`-shaped columns, one row per input row.
+
+    Returns `STANDARD_COLUMNS`: record_id (as given), source, name, name_pinyin, nickname, phone (E.164
+    or None), phone_masked ('138****5678'), phone_verified (bool), email, birth_date (date or None),
+    gender ('m'/'f'/None), id_number, member_no, wechat_unionid, wechat_openid, province, city,
+    district, address_detail, postcode. Missing/blank values are None. Never raises on bad values:
+    an unparseable value becomes None.
+    """
+    if "record_id" not in df.columns:
+        raise ValueError("column 'record_id' is required: add a unique id per row")
+    out = pd.DataFrame(index=df.index)
+    out["record_id"] = df["record_id"]
+    out["source"] = _text(df, "source")
+
+    name, given, family = _text(df, "name"), _text(df, "given_name"), _text(df, "family_name")
+    parts = pd.Series(list(zip(name, given, family, strict=True)), index=df.index, dtype=object)
+    names = _per_unique(parts, lambda t: standardize_name(*t))
+    out["name"] = names.map(lambda t: t[0] if t else None)
+    out["name_pinyin"] = names.map(lambda t: t[1] if t else None)
+    out["nickname"] = _text(df, "nickname")
+
+    phones = _per_unique(_text(df, "phone"), standardize_phone)
+    out["phone"] = phones.map(lambda t: t[0] if t else None)
+    out["phone_masked"] = phones.map(lambda t: t[1] if t else None)
+    verified = _text(df, "phone_verified").map(lambda v: v is not None and v.lower() in _TRUE)
+    out["phone_verified"] = verified.astype(bool) & out["phone"].notna()
+
+    out["email"] = _per_unique(_text(df, "email"), standardize_email)
+    id_number = _per_unique(_text(df, "id_number"), standardize_id_number)
+    out["birth_date"] = _per_unique(_text(df, "birth_date"), standardize_birth_date)
+    gender = _text(df, "gender").map(lambda v: None if v is None else _GENDER.get(v.lower()))
+    # A valid resident id carries the birth date and the sex (17th digit odd = male): fill the gaps.
+    valid_id = id_number.map(is_valid_resident_id).astype(bool)
+    id_birth = id_number[valid_id].map(lambda v: standardize_birth_date(v[6:14]))
+    id_gender = id_number[valid_id].map(lambda v: "m" if int(v[16]) % 2 else "f")
+    out["birth_date"] = out["birth_date"].where(out["birth_date"].notna(), id_birth.reindex(df.index))
+    out["birth_date"] = out["birth_date"].astype(object).where(out["birth_date"].notna(), None)
+    gender = gender.where(gender.notna(), id_gender.reindex(df.index))
+    out["gender"] = gender.astype(object).where(gender.notna(), None)
+    out["id_number"] = id_number
+    out["member_no"] = _per_unique(_text(df, "member_no"), standardize_member_no)
+    out["wechat_unionid"] = _text(df, "wechat_unionid")
+    out["wechat_openid"] = _text(df, "wechat_openid")
+
+    province = _text(df, "province").map(_clean_region)
+    city = _text(df, "city").map(_clean_region)
+    district = _text(df, "district").map(_clean_region)
+    street = _join_text([_text(df, c) for c in ("street_number", "address_1", "address_2")])
+    address = _text(df, "address")
+    detail = street.where(street.notna(), address)
+    chinese = address.map(lambda v: v is not None and bool(_CJK.search(v))).astype(bool)
+    if chinese.any():
+        unique_addresses = pd.unique(address[chinese])
+        parsed = _parse_chinese_addresses([_t2s()(a) for a in unique_addresses])
+        parsed.index = pd.Index(unique_addresses)
+        rows = parsed.reindex(address[chinese].to_numpy())
+        rows.index = address[chinese].index
+        # Explicit columns win over what the parser read from the free-text line.
+        for column, series in (("province", province), ("city", city), ("district", district)):
+            series.loc[chinese] = series[chinese].where(series[chinese].notna(), rows[column])
+        detail.loc[chinese] = rows["address_detail"].where(street[chinese].isna(), street[chinese])
+    latin_detail = ~detail.map(lambda v: v is not None and bool(_CJK.search(v))).astype(bool)
+    detail = detail.where(
+        ~latin_detail | detail.isna(), detail.map(lambda v: v and re.sub(r"\s+", " ", v.lower()))
+    )
+    out["province"] = province.astype(object).where(province.notna(), None)
+    out["city"] = city.astype(object).where(city.notna(), None)
+    out["district"] = district.astype(object).where(district.notna(), None)
+    out["address_detail"] = detail.astype(object).where(detail.notna(), None)
+    out["postcode"] = _text(df, "postcode").map(lambda v: None if v is None else re.sub(r"\s", "", v))
+    return out.reset_index(drop=True)[list(STANDARD_COLUMNS)]
