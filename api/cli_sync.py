@@ -2,6 +2,260 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Annotated, Any, cast
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from infra.settings import Settings
 
 sync_app = typer.Typer(help="Channel sync: run flows, serve schedules, quarantine.", no_args_is_help=True)
+quarantine_app = typer.Typer(
+    help="Rows that failed validation: list them, replay them after a fix.", no_args_is_help=True
+)
+sync_app.add_typer(quarantine_app, name="quarantine")
+
+console = Console()
+
+
+def parse_since(value: str | None) -> datetime | None:
+    """ISO date or time; a time without a zone is Asia/Shanghai, like the channels' own times."""
+    if value is None:
+        return None
+    from api.cli import fail
+    from sync.canonical import aware
+
+    try:
+        return aware(datetime.fromisoformat(value))
+    except ValueError:
+        fail(f"--since {value!r} is not an ISO date or time, e.g. 2026-09-01 or 2026-09-01T08:00:00+08:00")
+
+
+def prepare(migrate: bool = True) -> tuple[Settings, Any]:
+    """Settings checked, database reachable (and migrated), Prefect's environment set."""
+    from api.cli import database_url_checked, fail, load_settings
+    from sync.config import get_sync_settings
+    from sync.prefect_setup import configure_prefect
+
+    settings = load_settings()
+    url = database_url_checked(settings)
+    os.environ.setdefault("C360_DATABASE_URL", url)
+    if migrate:
+        from infra.migrate import upgrade
+
+        upgrade(url, "heads")
+    try:
+        sync_settings = get_sync_settings()
+    except ValueError as exc:
+        fail(f"invalid C360_SYNC_* configuration: {exc}")
+    configure_prefect(settings, sync_settings)
+    return settings, sync_settings
+
+
+@contextmanager
+def landing_progress() -> Iterator[Callable[[str, Any], None]]:
+    """A rich progress display with one line per stream, fed by the flows' progress listener."""
+    from sync.flows import add_progress_listener
+
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description:<22}"),
+        BarColumn(bar_width=None),
+        TextColumn("{task.fields[counts]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    tasks: dict[str, Any] = {}
+
+    def listener(key: str, stats: Any) -> None:
+        counts = stats.summary()
+        text = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+        if key not in tasks:
+            tasks[key] = progress.add_task(key, total=None, counts=text)
+        progress.update(tasks[key], counts=text, advance=1)
+
+    remove = add_progress_listener(listener)
+    try:
+        with progress:
+            yield listener
+            for task_id in tasks.values():
+                progress.update(task_id, total=1, completed=1)
+    finally:
+        remove()
+
+
+async def _run_flows(channel: str | None, since: datetime | None, base_url: str | None) -> dict[str, Any]:
+    from infra.db import dispose_engine
+    from sync.flows import CHANNEL_FLOWS, sync_all
+
+    try:
+        if channel is None:
+            return await sync_all(since=since, base_url=base_url)
+        return await CHANNEL_FLOWS[channel](since=since, base_url=base_url)
+    finally:
+        await dispose_engine()
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    table = Table(title="Landed")
+    table.add_column("channel.stream")
+    columns = ["orders", "order_lines", "refunds", "identities", "interactions", "consents", "quarantined"]
+    for c in columns:
+        table.add_column(c, justify="right")
+    channels = result.get("channels") or {result.get("channel", "?"): result.get("streams", {})}
+    for code, streams in channels.items():
+        for stream, counts in streams.items():
+            table.add_row(f"{code}.{stream}", *(str(counts.get(c, 0)) for c in columns))
+    console.print(table)
+    extra = {k: v for k, v in result.items() if k in ("identities_touched", "customers_touched", "catalog")}
+    if extra:
+        console.print(extra)
+
+
+def run_sync(channel: str | None, since: datetime | None, base_url: str | None) -> dict[str, Any]:
+    """Run sync_all (or one channel's flow) in-process with a progress display; returns its result."""
+    with landing_progress():
+        result = asyncio.run(_run_flows(channel, since, base_url))
+    return result
+
+
+@sync_app.command("run")
+def run(
+    channel: str | None = typer.Option(
+        None, "--channel", "-c", help="One channel: tmall, jd, app, wechat, weibo, pos."
+    ),
+    since: str | None = typer.Option(None, help="Pull from this time instead of the stored watermark (ISO)."),
+    base_url: str | None = typer.Option(
+        None, help="Point every channel at this base URL (e.g. the simulator)."
+    ),
+    migrate: bool = typer.Option(True, help="Apply pending migrations first."),
+) -> None:
+    """Run the sync flows now: every enabled channel concurrently, or --channel only."""
+    from api.cli import fail
+    from sync.config import CHANNEL_CODES
+
+    if channel is not None and channel not in CHANNEL_CODES:
+        fail(f"--channel {channel!r} is unknown; use one of {', '.join(CHANNEL_CODES)}")
+    when = parse_since(since)
+    prepare(migrate)
+    from sync.connectors.base import SyncError
+
+    try:
+        result = run_sync(channel, when, base_url)
+    except SyncError as exc:
+        fail(str(exc))
+    print_summary(result)
+
+
+@sync_app.command("serve")
+def serve(
+    all_cron: str | None = typer.Option(None, help="Also schedule sync-all on this cron (e.g. '0 2 * * *')."),
+) -> None:
+    """Register one deployment per enabled channel with its cron (C360_SYNC_<CHANNEL>__CRON) on the
+    Prefect server at PREFECT_API_URL, and keep serving their runs until interrupted.
+
+    Start the server first: `prefect server start`, then `export PREFECT_API_URL=http://127.0.0.1:4200/api`.
+    """
+    from api.cli import fail
+
+    if not os.environ.get("PREFECT_API_URL"):
+        fail(
+            "PREFECT_API_URL is not set: schedules need a running Prefect server. Start one with "
+            "`prefect server start` and export PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+    _, sync_settings = prepare(True)
+    from prefect import serve as prefect_serve
+
+    from sync.config import CHANNEL_CODES
+    from sync.flows import CHANNEL_FLOWS, sync_all
+
+    deployments = []
+    for code in CHANNEL_CODES:
+        config = sync_settings.channel(code)
+        if config.enabled:
+            deployments.append(CHANNEL_FLOWS[code].to_deployment(name=f"{code}-scheduled", cron=config.cron))
+            console.print(f"scheduled sync-{code} on '{config.cron}'")
+    if all_cron:
+        deployments.append(sync_all.to_deployment(name="all-scheduled", cron=all_cron))
+        console.print(f"scheduled sync-all on '{all_cron}'")
+    if not deployments:
+        fail("no channel is enabled (C360_SYNC_<CHANNEL>__ENABLED)")
+    prefect_serve(*cast(list[Any], deployments))
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    channel: str | None = typer.Option(None, "--channel", "-c", help="Only this channel."),
+    entity: str | None = typer.Option(
+        None, help="Only this entity: customer, order, refund, interaction, ..."
+    ),
+    show_all: bool = typer.Option(False, "--all", help="Include resolved rows."),
+    limit: int = typer.Option(50, min=1, max=10_000, help="At most this many rows."),
+    raw: bool = typer.Option(False, help="Print each row's raw payload too."),
+) -> None:
+    """Show quarantined rows: channel, entity, external id, and the reason naming the field."""
+    prepare(True)
+    from infra.db import dispose_engine, get_engine
+    from sync.quarantine import count_open, list_quarantine
+
+    async def load() -> tuple[list[Any], dict[str, int]]:
+        try:
+            rows = await list_quarantine(
+                get_engine(), channel=channel, entity=entity, include_resolved=show_all, limit=limit
+            )
+            return rows, await count_open(get_engine())
+        finally:
+            await dispose_engine()
+
+    rows, open_counts = asyncio.run(load())
+    table = Table(title=f"Quarantine ({sum(open_counts.values())} open)")
+    for col in ("id", "channel", "entity", "external id", "seen", "last seen", "state", "reason"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        state = "resolved" if r.resolved_at else ("replayed, failing" if r.replayed_at else "open")
+        table.add_row(str(r.id), r.channel, r.entity, r.external_id or "", str(r.seen_count),
+                      f"{r.last_seen_at:%Y-%m-%d %H:%M}", state, r.reason)  # fmt: skip
+    console.print(table)
+    if raw:
+        import orjson
+
+        for r in rows:
+            console.print(f"[bold]{r.id}[/bold] {orjson.dumps(r.raw).decode()}")
+
+
+@quarantine_app.command("replay")
+def quarantine_replay(
+    channel: str | None = typer.Option(None, "--channel", "-c", help="Only this channel."),
+    ids: Annotated[
+        list[int] | None, typer.Option("--id", help="Only these quarantine ids (repeatable).")
+    ] = None,
+) -> None:
+    """Re-validate open quarantined rows with the current code and mappings; land those that pass."""
+    _, sync_settings = prepare(True)
+    from infra.db import dispose_engine, get_engine
+    from sync.hooks import recompute_customers
+    from sync.identities import link_identities
+    from sync.quarantine import replay_quarantine
+
+    async def replay() -> Any:
+        try:
+            report = await replay_quarantine(get_engine(), sync_settings, channel=channel, ids=ids or None)
+            customers = await link_identities(get_engine(), report.landed.identity_ids)
+            await recompute_customers(get_engine(), customers)
+            return report
+        finally:
+            await dispose_engine()
+
+    report = asyncio.run(replay())
+    console.print(
+        f"replayed {report.attempted}: {report.resolved} resolved and landed, {report.still_failing} still failing"
+    )
+    console.print(report.landed.summary())

@@ -1,0 +1,226 @@
+"""Canonical records: what every channel's payload is normalized to before it lands.
+
+Channel payload models (in each connector) validate a row; their `to_canonical()` turns it into these.
+Canonical records are plain slotted dataclasses: they are built by our own code from already validated
+values, so a second validation pass would only cost time on the hot path.
+
+Money is integer fen (parsed from yuan strings with Decimal, never float). Times are timezone-aware;
+a time the source gives without a zone is Asia/Shanghai.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+from pydantic import AfterValidator, BeforeValidator
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+# A fixed +08:00 is what the platforms mean by "GMT+8"; cheaper than zoneinfo on the hot path.
+GMT8 = timezone(timedelta(hours=8))
+
+ORDER_STATUSES = ("pending", "paid", "shipped", "completed", "cancelled", "refunded")
+FEN = Decimal("0.01")
+
+
+def yuan_to_fen(value: Any) -> int:
+    """'12.30' -> 1230 exactly. Rejects fractions of a fen, negatives are left to the model."""
+    if value is None or isinstance(value, bool):
+        raise ValueError("amount is missing")
+    if isinstance(value, int):
+        return value * 100
+    try:
+        # str() of a float is its shortest round-trip form, so 12.3 stays 12.30, never 12.2999...
+        amount = Decimal(value if isinstance(value, str) else str(value))
+    except InvalidOperation:
+        raise ValueError(f"not a yuan amount: {value!r}") from None
+    if not amount.is_finite():
+        raise ValueError(f"not a yuan amount: {value!r}")
+    if amount != amount.quantize(FEN):
+        raise ValueError(f"amount {value!r} has fractions of a fen")
+    return int((amount * 100).to_integral_value(ROUND_HALF_UP))
+
+
+def aware(value: datetime) -> datetime:
+    """Attach Asia/Shanghai to a naive time; keep an explicit zone as given."""
+    return value.replace(tzinfo=GMT8) if value.tzinfo is None else value
+
+
+def empty_to_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
+# Payload field types: validated and converted in one pass by pydantic.
+Fen = Annotated[int, BeforeValidator(yuan_to_fen)]
+OptionalFen = Annotated[int | None, BeforeValidator(lambda v: None if v in (None, "") else yuan_to_fen(v))]
+LocalTime = Annotated[datetime, AfterValidator(aware)]
+OptionalLocalTime = Annotated[
+    datetime | None, BeforeValidator(empty_to_none), AfterValidator(lambda v: None if v is None else aware(v))
+]
+
+
+@dataclass(slots=True)
+class PersonIdentity:
+    """A person as one channel knows them. `attributes` uses the identity standardizer's input names:
+    name, phone, email, birth_date, gender, id_number, member_no, wechat_unionid, wechat_openid,
+    nickname, phone_verified, address, district, city, province, postcode."""
+
+    channel: str
+    external_id: str
+    source_updated_at: datetime | None
+    attributes: dict[str, Any]
+    raw: dict[str, Any]
+    # Seen only in passing (e.g. a pushed openid): created if missing, never overwrites a full identity.
+    stub: bool = False
+
+
+@dataclass(slots=True)
+class OrderLineRecord:
+    line_no: int
+    sku: str | None
+    title: str | None
+    quantity: int
+    unit_price_fen: int
+    discount_fen: int
+    amount_fen: int
+
+
+@dataclass(slots=True)
+class OrderRecord:
+    """An order with its lines; lines are replaced as a whole whenever the order lands."""
+
+    channel: str
+    external_id: str
+    identity_external_id: str | None
+    store_code: str | None
+    status: str
+    source_status: str | None
+    total_fen: int
+    paid_fen: int
+    discount_fen: int
+    shipping_fen: int
+    placed_at: datetime
+    paid_at: datetime | None
+    source_updated_at: datetime
+    lines: list[OrderLineRecord] = field(default_factory=list)
+    currency: str = "CNY"
+
+
+@dataclass(slots=True)
+class RefundRecord:
+    channel: str
+    external_id: str
+    order_external_id: str
+    amount_fen: int
+    reason: str | None
+    status: str
+    requested_at: datetime | None
+    source_updated_at: datetime
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class InteractionRecord:
+    channel: str
+    external_id: str
+    identity_external_id: str | None
+    type: str
+    occurred_at: datetime
+    summary: str | None
+    payload: dict[str, Any]
+    direction: str = "inbound"
+
+
+@dataclass(slots=True)
+class ConsentRecord:
+    """Consent history is append-only; the same (identity, purpose, status, time) lands once."""
+
+    channel: str
+    identity_external_id: str
+    purpose: str
+    status: str
+    recorded_at: datetime
+
+
+@dataclass(slots=True)
+class ProductRecord:
+    sku: str
+    title: str
+    category: str | None
+    list_price_fen: int | None
+
+
+@dataclass(slots=True)
+class StoreRecord:
+    code: str
+    name: str
+    province: str | None = None
+    city: str | None = None
+    district: str | None = None
+    address: str | None = None
+    opened_on: date | None = None
+
+
+@dataclass(slots=True)
+class QuarantinedRow:
+    """A row that failed validation: the raw payload and the reason naming the field."""
+
+    channel: str
+    entity: str
+    external_id: str | None
+    raw: dict[str, Any]
+    reason: str
+    errors: list[dict[str, Any]]
+
+
+@dataclass(slots=True)
+class WatermarkAdvance:
+    """Where the connector's next pull starts; written in the transaction that lands its batch."""
+
+    connector: str
+    watermark_at: datetime | None = None
+    cursor: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Batch:
+    """What a connector yields and the lander writes in one transaction."""
+
+    identities: list[PersonIdentity] = field(default_factory=list)
+    orders: list[OrderRecord] = field(default_factory=list)
+    refunds: list[RefundRecord] = field(default_factory=list)
+    interactions: list[InteractionRecord] = field(default_factory=list)
+    consents: list[ConsentRecord] = field(default_factory=list)
+    products: list[ProductRecord] = field(default_factory=list)
+    stores: list[StoreRecord] = field(default_factory=list)
+    quarantined: list[QuarantinedRow] = field(default_factory=list)
+    watermarks: list[WatermarkAdvance] = field(default_factory=list)
+    # Files of the POS drop folder fully contained in this batch: moved to done/ after the commit.
+    files_done: list[str] = field(default_factory=list)
+
+    def size(self) -> int:
+        return (
+            len(self.orders)
+            + len(self.refunds)
+            + len(self.interactions)
+            + len(self.products)
+            + len(self.stores)
+            + len(self.quarantined)
+            + (len(self.identities) if not (self.orders or self.interactions) else 0)
+        )
+
+    def extend(self, other: Batch) -> None:
+        self.identities.extend(other.identities)
+        self.orders.extend(other.orders)
+        self.refunds.extend(other.refunds)
+        self.interactions.extend(other.interactions)
+        self.consents.extend(other.consents)
+        self.products.extend(other.products)
+        self.stores.extend(other.stores)
+        self.quarantined.extend(other.quarantined)
+        self.watermarks.extend(other.watermarks)
+        self.files_done.extend(other.files_done)

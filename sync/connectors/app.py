@@ -1,0 +1,311 @@
+"""Own app / site / mini-program: members, orders and browsing events (Bearer token, cursor paging).
+
+Members and orders page with `updated_since` + `next_cursor`, oldest change first: after each landed
+batch the watermark moves to the last `updated_at` it held (ties are re-read, which is harmless because
+landing is idempotent). Events are append-only and page by `since_id`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import date, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sync.canonical import (
+    Batch,
+    ConsentRecord,
+    Fen,
+    InteractionRecord,
+    LocalTime,
+    OptionalFen,
+    OptionalLocalTime,
+    OrderLineRecord,
+    OrderRecord,
+    PersonIdentity,
+    WatermarkAdvance,
+)
+from sync.connectors.base import Connector
+from sync.validation import key_of, validate_rows
+
+APP_ORDER_STATUS = {
+    "pending": "pending",
+    "created": "pending",
+    "unpaid": "pending",
+    "paid": "paid",
+    "shipped": "shipped",
+    "delivered": "completed",
+    "completed": "completed",
+    "cancelled": "cancelled",
+    "canceled": "cancelled",
+    "refunded": "refunded",
+}
+
+
+class AppMember(BaseModel):
+    """A member registration or profile update."""
+
+    model_config = ConfigDict(coerce_numbers_to_str=True, extra="allow")
+
+    member_no: str = Field(min_length=1, max_length=64)
+    name: str | None = None
+    nickname: str | None = None
+    mobile: str | None = None
+    mobile_verified: bool = False
+    email: str | None = None
+    unionid: str | None = None
+    openid: str | None = None
+    birthday: date | None = None
+    gender: str | None = None
+    province: str | None = None
+    city: str | None = None
+    district: str | None = None
+    address: str | None = None
+    marketing_opt_in: bool | None = None
+    registered_at: OptionalLocalTime = None
+    updated_at: LocalTime
+
+    @field_validator("birthday", mode="before")
+    @classmethod
+    def _blank_birthday(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
+class AppOrderLine(BaseModel):
+    model_config = ConfigDict(coerce_numbers_to_str=True)
+
+    sku: str | None = None
+    title: str | None = None
+    quantity: int = Field(gt=0)
+    unit_price: Fen = Field(ge=0)
+    discount: OptionalFen = None
+    amount: Fen = Field(ge=0)
+
+
+class AppOrder(BaseModel):
+    model_config = ConfigDict(coerce_numbers_to_str=True)
+
+    order_no: str = Field(min_length=1, max_length=64)
+    member_no: str | None = Field(None, max_length=64)
+    status: str
+    total: Fen = Field(ge=0)
+    paid: OptionalFen = None
+    discount: OptionalFen = None
+    shipping: OptionalFen = None
+    created_at: LocalTime
+    paid_at: OptionalLocalTime = None
+    updated_at: LocalTime
+    lines: list[AppOrderLine] = Field(default_factory=list)
+
+    @field_validator("status")
+    @classmethod
+    def _known_status(cls, value: str) -> str:
+        if value not in APP_ORDER_STATUS:
+            raise ValueError(f"unknown order status {value!r}; known: {', '.join(APP_ORDER_STATUS)}")
+        return value
+
+
+class AppEvent(BaseModel):
+    model_config = ConfigDict(coerce_numbers_to_str=True, extra="allow")
+
+    id: str = Field(min_length=1, max_length=100)
+    member_no: str | None = Field(None, max_length=64)
+    type: str = Field(min_length=1, max_length=32)
+    occurred_at: LocalTime
+    page: str | None = None
+    sku: str | None = None
+
+
+def normalize_members(rows: list[Any], channel: str = "app") -> Batch:
+    valid, bad = validate_rows(
+        AppMember, rows, channel=channel, entity="customer", external_id=key_of("member_no")
+    )
+    batch = Batch(quarantined=bad)
+    for m, raw in valid:
+        batch.identities.append(
+            PersonIdentity(
+                channel=channel,
+                external_id=m.member_no,
+                source_updated_at=m.updated_at,
+                attributes={
+                    "member_no": m.member_no,
+                    "name": m.name,
+                    "nickname": m.nickname,
+                    "phone": m.mobile,
+                    "phone_verified": "true" if m.mobile_verified else "false",
+                    "email": m.email,
+                    "wechat_unionid": m.unionid,
+                    "wechat_openid": m.openid,
+                    "birth_date": m.birthday.isoformat() if m.birthday else None,
+                    "gender": m.gender,
+                    "province": m.province,
+                    "city": m.city,
+                    "district": m.district,
+                    "address": m.address,
+                },
+                raw=raw,
+            )
+        )
+        if m.marketing_opt_in is not None:
+            batch.consents.append(
+                ConsentRecord(
+                    channel=channel,
+                    identity_external_id=m.member_no,
+                    purpose="marketing_sms",
+                    status="granted" if m.marketing_opt_in else "withdrawn",
+                    recorded_at=m.updated_at,
+                )
+            )
+    return batch
+
+
+def normalize_orders(rows: list[Any], channel: str = "app") -> Batch:
+    valid, bad = validate_rows(
+        AppOrder, rows, channel=channel, entity="order", external_id=key_of("order_no")
+    )
+    batch = Batch(quarantined=bad)
+    for o, _raw in valid:
+        batch.orders.append(
+            OrderRecord(
+                channel=channel,
+                external_id=o.order_no,
+                identity_external_id=o.member_no,
+                store_code=None,
+                status=APP_ORDER_STATUS[o.status],
+                source_status=o.status,
+                total_fen=o.total,
+                paid_fen=o.paid if o.paid is not None else (o.total if o.paid_at else 0),
+                discount_fen=o.discount or 0,
+                shipping_fen=o.shipping or 0,
+                placed_at=o.created_at,
+                paid_at=o.paid_at,
+                source_updated_at=o.updated_at,
+                lines=[
+                    OrderLineRecord(
+                        i, ln.sku, ln.title, ln.quantity, ln.unit_price, ln.discount or 0, ln.amount
+                    )
+                    for i, ln in enumerate(o.lines, start=1)
+                ],
+            )
+        )
+    return batch
+
+
+def normalize_events(rows: list[Any], channel: str = "app") -> Batch:
+    valid, bad = validate_rows(
+        AppEvent, rows, channel=channel, entity="interaction", external_id=key_of("id")
+    )
+    batch = Batch(quarantined=bad)
+    for e, raw in valid:
+        batch.interactions.append(
+            InteractionRecord(
+                channel=channel,
+                external_id=f"event:{e.id}",
+                identity_external_id=e.member_no,
+                type=e.type,
+                occurred_at=e.occurred_at,
+                summary=e.page or e.sku,
+                payload=raw,
+            )
+        )
+    return batch
+
+
+class AppConnector(Connector):
+    """The retailer's own member system."""
+
+    channel = "app"
+    streams = ("members", "orders", "events")
+
+    def default_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.config.token}"}
+
+    def normalizers(self) -> dict[str, Callable[[list[Any]], Batch]]:
+        return {"customer": normalize_members, "order": normalize_orders, "interaction": normalize_events}
+
+    def pull(
+        self, stream: str, watermark: dict[str, Any] | None, since: datetime | None
+    ) -> AsyncIterator[Batch]:
+        if stream == "members":
+            return self._updated_since("/app/api/v1/members", stream, normalize_members, watermark, since)
+        if stream == "orders":
+            return self._updated_since("/app/api/v1/orders", stream, normalize_orders, watermark, since)
+        if stream == "events":
+            return self._events(watermark)
+        raise ValueError(f"app has no stream {stream!r}")
+
+    async def _updated_since(
+        self,
+        path: str,
+        stream: str,
+        normalize: Callable[[list[Any]], Batch],
+        watermark: dict[str, Any] | None,
+        since: datetime | None,
+    ) -> AsyncIterator[Batch]:
+        start = self.start_time(watermark, since)
+        cursor: str | None = None
+        key = self.watermark_key(stream)
+        while True:
+            params: dict[str, Any] = {"updated_since": start.isoformat(), "limit": self.config.page_size}
+            if cursor:
+                params["cursor"] = cursor
+            body = await self.client.request_json("GET", path, params=params)
+            rows = body.get("data") or []
+            batch = normalize(rows)
+            cursor = body.get("next_cursor")
+            newest = _max_updated(rows)
+            if newest is not None or cursor is None:
+                # Oldest-change-first: everything up to the newest row of this page has been read.
+                batch.watermarks.append(
+                    WatermarkAdvance(key, watermark_at=newest or _watermark_at(watermark) or start)
+                )
+            yield batch
+            if not cursor or not rows:
+                return
+
+    async def _events(self, watermark: dict[str, Any] | None) -> AsyncIterator[Batch]:
+        since_id = (watermark or {}).get("cursor") or "0"
+        key = self.watermark_key("events")
+        while True:
+            body = await self.client.request_json(
+                "GET", "/app/api/v1/events", params={"since_id": since_id, "limit": self.config.page_size}
+            )
+            rows = body.get("data") or []
+            if not rows:
+                return
+            batch = normalize_events(rows)
+            last = max((_int(r.get("id")) for r in rows if isinstance(r, dict)), default=_int(since_id))
+            since_id = str(max(last, _int(since_id)))
+            batch.watermarks.append(WatermarkAdvance(key, cursor=since_id))
+            yield batch
+            if not body.get("next_cursor") and len(rows) < self.config.page_size:
+                return
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _watermark_at(watermark: dict[str, Any] | None) -> datetime | None:
+    return (watermark or {}).get("watermark_at")
+
+
+def _max_updated(rows: list[Any]) -> datetime | None:
+    """The newest parseable `updated_at` of a page (a malformed row is quarantined, not a watermark)."""
+    from pydantic import TypeAdapter
+
+    adapter: TypeAdapter[datetime] = TypeAdapter(LocalTime)
+    newest: datetime | None = None
+    for r in rows:
+        if isinstance(r, dict) and r.get("updated_at"):
+            try:
+                t = adapter.validate_python(r["updated_at"])
+            except ValueError:
+                continue
+            if newest is None or t > newest:
+                newest = t
+    return newest

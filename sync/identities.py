@@ -1,0 +1,136 @@
+"""The one place sync calls the identity package: standardizing attributes of source identities before
+they land, and linking the identities a run touched to golden customers afterwards."""
+
+from __future__ import annotations
+
+import math
+from datetime import date, datetime
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sync.canonical import PersonIdentity
+
+STANDARDIZER_INPUT = (
+    "name", "phone", "email", "birth_date", "gender", "id_number", "member_no", "wechat_unionid",
+    "wechat_openid", "nickname", "phone_verified", "address", "district", "city", "province", "postcode",
+)  # fmt: skip
+
+# The landed columns of source_identity, with the widths the table allows.
+IDENTITY_COLUMNS: dict[str, int | None] = {
+    "name": 100,
+    "name_pinyin": 200,
+    "nickname": 100,
+    "phone": 20,
+    "phone_masked": 20,
+    "phone_verified": None,
+    "email": 254,
+    "birth_date": None,
+    "gender": 1,
+    "id_number": 18,
+    "member_no": 64,
+    "wechat_unionid": 64,
+    "wechat_openid": 64,
+    "province": 32,
+    "city": 32,
+    "district": 32,
+    "address_detail": 300,
+    "postcode": 10,
+}
+
+
+def _clean(value: Any) -> Any:
+    """pandas' missing markers (NaN, NaT, pd.NA) become None."""
+    if value is None or value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _as_date(value: Any) -> date | None:
+    value = _clean(value)
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    text = str(value).strip()
+    for fmt in ("%Y-%m-%d", "%Y%m%d"):
+        try:
+            return datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+    return None
+
+
+def standardize_identities(identities: list[PersonIdentity]) -> list[dict[str, Any]]:
+    """Standardized attributes per identity (same order), in source_identity's column names and widths.
+
+    Uses `identity.standardize.standardize_frame`, the same standardizer identity resolution compares
+    with, so a phone or name lands in the form the linker expects.
+    """
+    if not identities:
+        return []
+    from identity.standardize import standardize_frame
+
+    frame = pd.DataFrame.from_records(
+        [
+            {"record_id": str(i), "source": p.channel, **{k: p.attributes.get(k) for k in STANDARDIZER_INPUT}}
+            for i, p in enumerate(identities)
+        ]
+    )
+    out = standardize_frame(frame)
+    by_id = {str(r["record_id"]): r for r in out.to_dict("records")}
+    rows: list[dict[str, Any]] = []
+    for i in range(len(identities)):
+        std = by_id.get(str(i), {})
+        row: dict[str, Any] = {}
+        for col, width in IDENTITY_COLUMNS.items():
+            value = _clean(std.get(col))
+            if col == "birth_date":
+                value = _as_date(value)
+            elif col == "phone_verified":
+                value = bool(value) if value is not None else False
+            elif value is not None:
+                value = str(value)
+                # A value wider than the column is not a valid attribute of that kind; keep it in raw only.
+                if width is not None and len(value) > width:
+                    value = None
+            row[col] = value
+        rows.append(row)
+    return rows
+
+
+async def link_identities(engine: AsyncEngine, identity_ids: set[int]) -> set[int]:
+    """Link the touched identities to golden customers and copy the customer id onto their orders,
+    interactions and consents. Returns the golden customers touched."""
+    if not identity_ids:
+        return set()
+    from identity.linking import link_source_identities
+
+    report = await link_source_identities(engine, sorted(identity_ids), actor="sync")
+    await propagate_customer_ids(engine, identity_ids)
+    return set(report.customers_touched)
+
+
+async def propagate_customer_ids(engine: AsyncEngine, identity_ids: set[int]) -> None:
+    """Orders, interactions and consents take customer_id from their source identity.
+
+    Landing already copies it when the identity was linked before; this catches rows whose identity was
+    linked (or re-linked by a merge) after they landed.
+    """
+    ids = sorted(identity_ids)
+    async with engine.begin() as conn:
+        for table in ("orders", "interaction", "consent"):
+            await conn.execute(
+                sa.text(
+                    f"update {table} t set customer_id = si.customer_id "  # noqa: S608 - fixed table names
+                    "from source_identity si where t.source_identity_id = si.id "
+                    "and si.id = any(:ids) and t.customer_id is distinct from si.customer_id"
+                ),
+                {"ids": ids},
+            )

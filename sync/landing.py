@@ -1,0 +1,570 @@
+"""Batched, idempotent landing of canonical records.
+
+One `Batch` lands in one transaction: COPY into temporary staging tables, then one
+`INSERT ... SELECT ... ON CONFLICT (channel_code, external_id) DO UPDATE ... WHERE excluded.source_updated_at
+>= target.source_updated_at` per table, order lines replaced for exactly the orders that were written, and
+the connector's watermark upserted last. A crash before the commit loses the whole batch and the
+watermark with it, so the rerun pulls the same rows again and lands them once.
+
+Customer ids: orders, interactions and consents take `customer_id` from their source identity at landing
+(when that identity was linked earlier); `sync.identities.propagate_customer_ids` fills in the rest after
+linking.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import orjson
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sync.canonical import (
+    Batch,
+    OrderRecord,
+    PersonIdentity,
+    QuarantinedRow,
+    RefundRecord,
+)
+from sync.identities import IDENTITY_COLUMNS, standardize_identities
+
+log = logging.getLogger(__name__)
+
+CHANNEL_FAMILIES: dict[str, tuple[str, str, int]] = {
+    # code: (family, name, trust_rank: lower wins in survivorship)
+    "app": ("own", "Official app / site / mini-program", 10),
+    "pos": ("pos", "Store POS", 20),
+    "wechat": ("social", "WeChat official account", 30),
+    "tmall": ("marketplace", "Tmall / Taobao", 50),
+    "jd": ("marketplace", "JD", 50),
+    "weibo": ("social", "Weibo", 60),
+}
+
+STAGING_DDL = (
+    """create temp table if not exists stage_identity (
+        channel_code text, external_id text, raw jsonb, source_updated_at timestamptz, stub boolean,
+        name text, name_pinyin text, nickname text, phone text, phone_masked text, phone_verified boolean,
+        email text, birth_date date, gender text, id_number text, member_no text, wechat_unionid text,
+        wechat_openid text, province text, city text, district text, address_detail text, postcode text
+    ) on commit delete rows""",
+    """create temp table if not exists stage_orders (
+        channel_code text, external_id text, identity_external_id text, store_code text, status text,
+        source_status text, total_fen bigint, paid_fen bigint, discount_fen bigint, shipping_fen bigint,
+        currency text, placed_at timestamptz, paid_at timestamptz, source_updated_at timestamptz
+    ) on commit delete rows""",
+    """create temp table if not exists stage_order_line (
+        order_id bigint, line_no int, sku text, title text, quantity int, unit_price_fen bigint,
+        discount_fen bigint, amount_fen bigint
+    ) on commit delete rows""",
+    """create temp table if not exists stage_interaction (
+        channel_code text, external_id text, identity_external_id text, type text, direction text,
+        occurred_at timestamptz, summary text, payload jsonb
+    ) on commit delete rows""",
+)
+
+IDENTITY_STAGE_COLUMNS = (
+    "channel_code",
+    "external_id",
+    "raw",
+    "source_updated_at",
+    "stub",
+    *IDENTITY_COLUMNS,
+)
+ORDER_STAGE_COLUMNS = (
+    "channel_code", "external_id", "identity_external_id", "store_code", "status", "source_status",
+    "total_fen", "paid_fen", "discount_fen", "shipping_fen", "currency", "placed_at", "paid_at",
+    "source_updated_at",
+)  # fmt: skip
+LINE_STAGE_COLUMNS = (
+    "order_id", "line_no", "sku", "title", "quantity", "unit_price_fen", "discount_fen", "amount_fen",
+)  # fmt: skip
+INTERACTION_STAGE_COLUMNS = (
+    "channel_code", "external_id", "identity_external_id", "type", "direction", "occurred_at", "summary",
+    "payload",
+)  # fmt: skip
+
+_identity_updates = ", ".join(f"{c} = excluded.{c}" for c in ("raw", "source_updated_at", *IDENTITY_COLUMNS))
+UPSERT_IDENTITIES = f"""
+insert into source_identity (channel_code, external_id, raw, source_updated_at, {", ".join(IDENTITY_COLUMNS)})
+select channel_code, external_id, raw, source_updated_at, {", ".join(IDENTITY_COLUMNS)} from stage_identity
+where not stub
+on conflict (channel_code, external_id) do update set {_identity_updates}, updated_at = now()
+where source_identity.source_updated_at is null
+   or excluded.source_updated_at is null
+   or excluded.source_updated_at >= source_identity.source_updated_at
+returning id
+"""  # noqa: S608 - column names are constants
+
+INSERT_STUB_IDENTITIES = f"""
+insert into source_identity (channel_code, external_id, raw, source_updated_at, {", ".join(IDENTITY_COLUMNS)})
+select channel_code, external_id, raw, source_updated_at, {", ".join(IDENTITY_COLUMNS)} from stage_identity
+where stub
+on conflict (channel_code, external_id) do nothing
+returning id
+"""  # noqa: S608 - column names are constants
+
+UPSERT_ORDERS = """
+insert into orders (channel_code, external_id, source_identity_id, customer_id, store_id, status, source_status,
+                    total_fen, paid_fen, discount_fen, shipping_fen, currency, placed_at, paid_at,
+                    source_updated_at)
+select s.channel_code, s.external_id, si.id, si.customer_id, st.id, s.status, s.source_status, s.total_fen,
+       s.paid_fen, s.discount_fen, s.shipping_fen, s.currency, s.placed_at, s.paid_at, s.source_updated_at
+from stage_orders s
+left join source_identity si on si.channel_code = s.channel_code and si.external_id = s.identity_external_id
+left join store st on st.code = s.store_code
+on conflict (channel_code, external_id) do update set
+    source_identity_id = excluded.source_identity_id,
+    customer_id = coalesce(excluded.customer_id, orders.customer_id),
+    store_id = excluded.store_id, status = excluded.status, source_status = excluded.source_status,
+    total_fen = excluded.total_fen, paid_fen = excluded.paid_fen, discount_fen = excluded.discount_fen,
+    shipping_fen = excluded.shipping_fen, currency = excluded.currency, placed_at = excluded.placed_at,
+    paid_at = excluded.paid_at, source_updated_at = excluded.source_updated_at, updated_at = now()
+where orders.source_updated_at is null or excluded.source_updated_at >= orders.source_updated_at
+returning id, external_id
+"""
+
+INSERT_LINES = """
+insert into order_line (order_id, line_no, sku, product_id, title, quantity, unit_price_fen, discount_fen,
+                        amount_fen)
+select l.order_id, l.line_no, l.sku, p.id, l.title, l.quantity, l.unit_price_fen, l.discount_fen, l.amount_fen
+from stage_order_line l left join product p on p.sku = l.sku
+"""
+
+INSERT_INTERACTIONS = """
+insert into interaction (channel_code, external_id, source_identity_id, customer_id, type, direction,
+                         occurred_at, summary, payload)
+select s.channel_code, s.external_id, si.id, si.customer_id, s.type, s.direction, s.occurred_at, s.summary,
+       s.payload
+from stage_interaction s
+left join source_identity si on si.channel_code = s.channel_code and si.external_id = s.identity_external_id
+on conflict (channel_code, external_id) do nothing
+"""
+
+INSERT_CONSENTS = """
+insert into consent (customer_id, source_identity_id, purpose, status, source, recorded_at)
+select distinct si.customer_id, si.id, c.purpose, c.status, c.channel_code, c.recorded_at
+from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
+     as c(channel_code, external_id, purpose, status, recorded_at)
+join source_identity si on si.channel_code = c.channel_code and si.external_id = c.external_id
+where not exists (
+    select 1 from consent x
+    where x.source_identity_id = si.id and x.purpose = c.purpose and x.status = c.status
+      and x.recorded_at = c.recorded_at and x.source = c.channel_code)
+"""
+
+UPSERT_REFUNDS = """
+insert into refund (channel_code, external_id, order_id, amount_fen, reason, status, requested_at,
+                    source_updated_at)
+select r.channel_code, r.external_id, o.id, r.amount_fen, r.reason, r.status, r.requested_at,
+       r.source_updated_at
+from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::timestamptz[],
+            $8::timestamptz[])
+     as r(channel_code, external_id, order_external_id, amount_fen, reason, status, requested_at,
+          source_updated_at)
+join orders o on o.channel_code = r.channel_code and o.external_id = r.order_external_id
+on conflict (channel_code, external_id) do update set
+    order_id = excluded.order_id, amount_fen = excluded.amount_fen, reason = excluded.reason,
+    status = excluded.status, requested_at = excluded.requested_at,
+    source_updated_at = excluded.source_updated_at
+where refund.source_updated_at is null or excluded.source_updated_at >= refund.source_updated_at
+"""
+
+UPSERT_QUARANTINE = """
+insert into quarantine (channel_code, entity, external_id, payload_hash, raw, reason, errors)
+select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::jsonb[])
+on conflict (channel_code, payload_hash) do update set
+    reason = excluded.reason, errors = excluded.errors, last_seen_at = now(),
+    seen_count = quarantine.seen_count + 1
+"""
+
+UPSERT_WATERMARK = """
+insert into sync_watermark (connector, watermark_at, cursor, extra, updated_at)
+values ($1, $2, $3, $4::jsonb, now())
+on conflict (connector) do update set watermark_at = excluded.watermark_at, cursor = excluded.cursor,
+    extra = excluded.extra, updated_at = now()
+"""
+
+
+def payload_hash(raw: Any) -> str:
+    """sha256 of the canonical JSON of a payload: the same bad row is kept once."""
+    return hashlib.sha256(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def _truncate(value: str | None, width: int) -> str | None:
+    return value if value is None or len(value) <= width else value[:width]
+
+
+@dataclass
+class LandingStats:
+    """What landed; the flows report it in their run states and the CLI prints it."""
+
+    identities: int = 0
+    orders: int = 0
+    order_lines: int = 0
+    refunds: int = 0
+    interactions: int = 0
+    consents: int = 0
+    products: int = 0
+    stores: int = 0
+    quarantined: int = 0
+    batches: int = 0
+    identity_ids: set[int] = field(default_factory=set)
+    # (payload hashes) of rows this landing put into quarantine, e.g. refunds whose order is missing.
+    quarantined_hashes: set[str] = field(default_factory=set)
+
+    def merge(self, other: LandingStats) -> None:
+        for name in ("identities", "orders", "order_lines", "refunds", "interactions", "consents", "products",
+                     "stores", "quarantined", "batches"):  # fmt: skip
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.identity_ids |= other.identity_ids
+        self.quarantined_hashes |= other.quarantined_hashes
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "orders": self.orders,
+            "order_lines": self.order_lines,
+            "refunds": self.refunds,
+            "identities": self.identities,
+            "interactions": self.interactions,
+            "consents": self.consents,
+            "products": self.products,
+            "stores": self.stores,
+            "quarantined": self.quarantined,
+        }
+
+
+def _latest(records: list[Any], key: str = "external_id") -> list[Any]:
+    """One record per key (the most recently modified): ON CONFLICT cannot touch a row twice."""
+    best: dict[Any, Any] = {}
+    for r in records:
+        k = (r.channel, getattr(r, key))
+        current = best.get(k)
+        if current is None or (r.source_updated_at or 0) >= (current.source_updated_at or 0):
+            best[k] = r
+    return list(best.values())
+
+
+def _latest_identities(records: list[PersonIdentity]) -> list[PersonIdentity]:
+    """One identity per key: a full record beats a stub, then the most recently modified wins."""
+    best: dict[tuple[str, str], PersonIdentity] = {}
+    for r in records:
+        k = (r.channel, r.external_id)
+        current = best.get(k)
+        if current is not None and r.stub and not current.stub:
+            continue
+        if (
+            current is None
+            or (current.stub and not r.stub)
+            or current.source_updated_at is None
+            or (r.source_updated_at is not None and r.source_updated_at >= current.source_updated_at)
+        ):
+            best[k] = r
+    return list(best.values())
+
+
+class Lander:
+    """Lands batches through one asyncpg connection taken from the engine's pool."""
+
+    # Identities already landed unchanged in this run are not standardized and written again (a buyer
+    # with 50 orders is one identity); bounded so memory stays flat however long the feed is.
+    SEEN_LIMIT = 100_000
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self.connection = connection
+        self._seen: OrderedDict[tuple[str, str], str] = OrderedDict()
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, engine: AsyncEngine) -> AsyncIterator[Lander]:
+        """A lander on a pooled connection, with staging tables and the channel rows in place."""
+        async with engine.connect() as sa_conn:
+            raw = await sa_conn.get_raw_connection()
+            connection: asyncpg.Connection = raw.driver_connection
+            # Leave the SQLAlchemy-side transaction closed: this connection is driven through asyncpg only.
+            await sa_conn.commit()
+            for ddl in STAGING_DDL:
+                await connection.execute(ddl)
+            await ensure_channels(connection)
+            yield cls(connection)
+
+    def _fresh_identities(self, identities: list[PersonIdentity]) -> list[PersonIdentity]:
+        fresh: list[PersonIdentity] = []
+        for p in _latest_identities(identities):
+            key = (p.channel, p.external_id)
+            if p.stub and key in self._seen:
+                continue
+            fingerprint = payload_hash([p.attributes, p.source_updated_at])
+            if self._seen.get(key) == fingerprint:
+                continue
+            fresh.append(p)
+        return fresh
+
+    def _remember(self, identities: list[PersonIdentity]) -> None:
+        for p in identities:
+            key = (p.channel, p.external_id)
+            self._seen[key] = payload_hash([p.attributes, p.source_updated_at])
+            self._seen.move_to_end(key)
+        while len(self._seen) > self.SEEN_LIMIT:
+            self._seen.popitem(last=False)
+
+    async def land(self, batch: Batch) -> LandingStats:
+        """Land one batch and its watermark advances in one transaction; return what was written."""
+        stats = LandingStats(batches=1)
+        identities = self._fresh_identities(batch.identities)
+        # Standardizing is CPU work outside the transaction, so the transaction stays short.
+        standardized = standardize_identities(identities)
+        con = self.connection
+        async with con.transaction():
+            if batch.stores:
+                await self._land_stores(batch, stats)
+            if batch.products:
+                await self._land_products(batch, stats)
+            if identities:
+                await self._land_identities(identities, standardized, stats)
+            if batch.orders:
+                await self._land_orders(batch.orders, stats)
+            refund_misses: list[QuarantinedRow] = []
+            if batch.refunds:
+                refund_misses = await self._land_refunds(batch.refunds, stats)
+            if batch.interactions:
+                await self._land_interactions(batch, stats)
+            if batch.consents:
+                c = batch.consents
+                result = await con.execute(
+                    INSERT_CONSENTS,
+                    [x.channel for x in c],
+                    [x.identity_external_id for x in c],
+                    [x.purpose for x in c],
+                    [x.status for x in c],
+                    [x.recorded_at for x in c],
+                )
+                stats.consents += int(result.split()[-1])
+            quarantined = batch.quarantined + refund_misses
+            if quarantined:
+                await self._land_quarantine(quarantined)
+                stats.quarantined += len(quarantined)
+                stats.quarantined_hashes.update(payload_hash(q.raw) for q in refund_misses)
+            for wm in batch.watermarks:
+                await con.execute(UPSERT_WATERMARK, wm.connector, wm.watermark_at, wm.cursor, _json(wm.extra))
+        self._remember(identities)
+        return stats
+
+    async def _land_stores(self, batch: Batch, stats: LandingStats) -> None:
+        rows = {s.code: s for s in batch.stores}
+        await self.connection.executemany(
+            """insert into store (code, name, province, city, district, address, opened_on)
+               values ($1, $2, $3, $4, $5, $6, $7)
+               on conflict (code) do update set name = excluded.name,
+                 province = coalesce(excluded.province, store.province), city = coalesce(excluded.city, store.city),
+                 district = coalesce(excluded.district, store.district),
+                 address = coalesce(excluded.address, store.address),
+                 opened_on = coalesce(excluded.opened_on, store.opened_on)""",
+            [(s.code, s.name, s.province, s.city, s.district, s.address, s.opened_on) for s in rows.values()],
+        )
+        stats.stores += len(rows)
+
+    async def _land_products(self, batch: Batch, stats: LandingStats) -> None:
+        rows = {p.sku: p for p in batch.products}
+        await self.connection.execute(
+            """insert into product (sku, title, category, list_price_fen)
+               select * from unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
+               on conflict (sku) do update set title = excluded.title, category = excluded.category,
+                 list_price_fen = excluded.list_price_fen""",
+            list(rows),
+            [_truncate(p.title, 300) for p in rows.values()],
+            [_truncate(p.category, 100) for p in rows.values()],
+            [p.list_price_fen for p in rows.values()],
+        )
+        stats.products += len(rows)
+
+    async def _land_identities(
+        self, identities: list[PersonIdentity], standardized: list[dict[str, Any]], stats: LandingStats
+    ) -> None:
+        con = self.connection
+        records = [
+            (
+                p.channel,
+                p.external_id,
+                _json(p.raw),
+                p.source_updated_at,
+                p.stub,
+                *(std[c] for c in IDENTITY_COLUMNS),
+            )  # fmt: skip
+            for p, std in zip(identities, standardized, strict=True)
+        ]
+        await con.copy_records_to_table("stage_identity", records=records, columns=IDENTITY_STAGE_COLUMNS)
+        rows = await con.fetch(UPSERT_IDENTITIES)
+        if any(p.stub for p in identities):
+            rows += await con.fetch(INSERT_STUB_IDENTITIES)
+        stats.identities += len(rows)
+        stats.identity_ids.update(r["id"] for r in rows)
+
+    async def _land_orders(self, orders: list[OrderRecord], stats: LandingStats) -> None:
+        con = self.connection
+        latest: list[OrderRecord] = _latest(orders)
+        await con.copy_records_to_table(
+            "stage_orders",
+            records=[
+                (
+                    o.channel,
+                    o.external_id,
+                    o.identity_external_id,
+                    o.store_code,
+                    o.status,
+                    _truncate(o.source_status, 40),
+                    o.total_fen,
+                    o.paid_fen,
+                    o.discount_fen,
+                    o.shipping_fen,
+                    o.currency,
+                    o.placed_at,
+                    o.paid_at,
+                    o.source_updated_at,
+                )  # fmt: skip
+                for o in latest
+            ],
+            columns=ORDER_STAGE_COLUMNS,
+        )
+        written = await con.fetch(UPSERT_ORDERS)
+        stats.orders += len(written)
+        if not written:
+            return
+        ids = {r["external_id"]: r["id"] for r in written}
+        # Lines are replaced whole, only for orders this batch actually wrote (a stale version skips both).
+        await con.execute("delete from order_line where order_id = any($1::bigint[])", list(ids.values()))
+        lines = [
+            (
+                ids[o.external_id],
+                ln.line_no,
+                _truncate(ln.sku, 64),
+                _truncate(ln.title, 300),
+                ln.quantity,
+                ln.unit_price_fen,
+                ln.discount_fen,
+                ln.amount_fen,
+            )  # fmt: skip
+            for o in latest
+            if o.external_id in ids
+            for ln in o.lines
+        ]
+        if lines:
+            await con.copy_records_to_table("stage_order_line", records=lines, columns=LINE_STAGE_COLUMNS)
+            await con.execute(INSERT_LINES)
+        stats.order_lines += len(lines)
+
+    async def _land_refunds(self, refunds: list[RefundRecord], stats: LandingStats) -> list[QuarantinedRow]:
+        """Refunds whose order has not landed are quarantined (named by `tid`), not dropped."""
+        con = self.connection
+        latest: list[RefundRecord] = _latest(refunds)
+        known = {
+            (r["channel_code"], r["external_id"])
+            for r in await con.fetch(
+                "select channel_code, external_id from orders o join unnest($1::text[], $2::text[]) "
+                "as k(c, e) on o.channel_code = k.c and o.external_id = k.e",
+                [r.channel for r in latest],
+                [r.order_external_id for r in latest],
+            )
+        }
+        landable = [r for r in latest if (r.channel, r.order_external_id) in known]
+        misses = [
+            QuarantinedRow(
+                channel=r.channel,
+                entity="refund",
+                external_id=r.external_id,
+                raw=r.raw,
+                reason=f"field `tid`: order {r.order_external_id} has not landed yet; replay after the "
+                "next trades sync",
+                errors=[{"loc": ["tid"], "msg": "order not landed", "type": "missing_order"}],
+            )
+            for r in latest
+            if (r.channel, r.order_external_id) not in known
+        ]
+        if landable:
+            result = await con.execute(
+                UPSERT_REFUNDS,
+                [r.channel for r in landable],
+                [r.external_id for r in landable],
+                [r.order_external_id for r in landable],
+                [r.amount_fen for r in landable],
+                [_truncate(r.reason, 300) for r in landable],
+                [_truncate(r.status, 40) for r in landable],
+                [r.requested_at for r in landable],
+                [r.source_updated_at for r in landable],
+            )
+            stats.refunds += int(result.split()[-1])
+        return misses
+
+    async def _land_interactions(self, batch: Batch, stats: LandingStats) -> None:
+        con = self.connection
+        unique = {(i.channel, i.external_id): i for i in batch.interactions}
+        await con.copy_records_to_table(
+            "stage_interaction",
+            records=[
+                (
+                    i.channel,
+                    i.external_id,
+                    i.identity_external_id,
+                    i.type,
+                    i.direction,
+                    i.occurred_at,
+                    i.summary,
+                    _json(i.payload),
+                )  # fmt: skip
+                for i in unique.values()
+            ],
+            columns=INTERACTION_STAGE_COLUMNS,
+        )
+        result = await con.execute(INSERT_INTERACTIONS)
+        stats.interactions += int(result.split()[-1])
+
+    async def _land_quarantine(self, rows: list[QuarantinedRow]) -> None:
+        unique: dict[tuple[str, str], QuarantinedRow] = {}
+        for q in rows:
+            unique[(q.channel, payload_hash(q.raw))] = q
+        await self.connection.execute(
+            UPSERT_QUARANTINE,
+            [k[0] for k in unique],
+            [q.entity for q in unique.values()],
+            [_truncate(q.external_id, 128) for q in unique.values()],
+            [k[1] for k in unique],
+            [_json(q.raw) for q in unique.values()],
+            [q.reason for q in unique.values()],
+            [_json(q.errors) for q in unique.values()],
+        )
+
+
+async def ensure_channels(connection: asyncpg.Connection) -> None:
+    """The channel rows every landed row refers to; existing rows (and their config) are kept."""
+    await connection.executemany(
+        "insert into channel (code, family, name, trust_rank) values ($1, $2, $3, $4) on conflict (code) do nothing",
+        [(code, fam, name, rank) for code, (fam, name, rank) in CHANNEL_FAMILIES.items()],
+    )
+
+
+async def read_watermark(engine: AsyncEngine, connector: str) -> dict[str, Any] | None:
+    """The stored watermark of `connector` (watermark_at, cursor, extra), or None before its first run."""
+    async with engine.connect() as sa_conn:
+        raw = await sa_conn.get_raw_connection()
+        con: asyncpg.Connection = raw.driver_connection
+        row = await con.fetchrow(
+            "select watermark_at, cursor, extra from sync_watermark where connector = $1", connector
+        )
+        await sa_conn.commit()
+    if row is None:
+        return None
+    extra = row["extra"]
+    return {
+        "watermark_at": row["watermark_at"],
+        "cursor": row["cursor"],
+        "extra": orjson.loads(extra) if isinstance(extra, str) else (extra or {}),
+    }

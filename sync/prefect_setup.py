@@ -1,0 +1,54 @@
+"""Prefect's environment, set before Prefect is imported: a project-local home, no analytics, and its
+own database on our PostgreSQL server (SQLite's 'database is locked' under concurrent flows otherwise).
+
+Nothing here runs when PREFECT_API_URL points at a real Prefect server: that server owns its database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+from infra.db import resolve_database_url
+from infra.settings import Settings
+from sync.config import SyncSettings
+
+PREFECT_DATABASE = "c360_prefect"
+_DB_VARS = ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL")
+
+
+def _dsn(url: str, database: str) -> str:
+    return make_url(url).set(drivername="postgresql", database=database).render_as_string(hide_password=False)
+
+
+async def ensure_database(url: str) -> None:
+    """Create the database of `url` on its server if it does not exist yet."""
+    name = make_url(url).database
+    admin = await asyncpg.connect(_dsn(url, "postgres"))
+    try:
+        exists = await admin.fetchval("select 1 from pg_database where datname = $1", name)
+        if not exists:
+            try:
+                await admin.execute(f'create database "{name}"')
+            except asyncpg.DuplicateDatabaseError:
+                pass
+    finally:
+        await admin.close()
+
+
+def configure_prefect(settings: Settings, sync_settings: SyncSettings) -> None:
+    """Point Prefect at project-local state; call before the first `import prefect`."""
+    os.environ.setdefault("PREFECT_HOME", str(settings.data_dir / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    if os.environ.get("PREFECT_API_URL") or any(os.environ.get(v) for v in _DB_VARS):
+        return
+    url = sync_settings.prefect_database_url
+    if url is None:
+        base = resolve_database_url(settings)
+        url = make_url(base).set(database=PREFECT_DATABASE).render_as_string(hide_password=False)
+        asyncio.run(ensure_database(url))
+    os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = url

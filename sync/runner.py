@@ -1,0 +1,94 @@
+"""Run one stream of one connector: pull batches, group them to `batch_size`, land each in a transaction.
+
+Pulling and landing overlap: the connector fetches the next pages while the previous batch is written.
+A bounded queue between them keeps memory flat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sync.canonical import Batch
+from sync.connectors.base import Connector
+from sync.landing import Lander, LandingStats, read_watermark
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, LandingStats], None]
+
+
+async def run_stream(
+    engine: AsyncEngine,
+    connector: Connector,
+    stream: str,
+    *,
+    since: datetime | None = None,
+    progress: Progress | None = None,
+    queue_depth: int = 2,
+) -> LandingStats:
+    """Pull `stream` from its watermark (or `since`) to now and land it; return the totals."""
+    key = connector.watermark_key(stream)
+    watermark = await read_watermark(engine, key)
+    total = LandingStats()
+    queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=queue_depth)
+    batch_size = connector.settings.batch_size
+
+    async def produce() -> None:
+        pending = Batch()
+        async for batch in connector.pull(stream, watermark, since):
+            pending.extend(batch)
+            if pending.size() >= batch_size:
+                await queue.put(pending)
+                pending = Batch()
+        # The last batch may hold only a watermark advance (an empty window): it lands all the same.
+        await queue.put(pending)
+        await queue.put(None)
+
+    async def consume(lander: Lander) -> None:
+        while True:
+            batch = await queue.get()
+            if batch is None:
+                return
+            stats = await lander.land(batch)
+            total.merge(stats)
+            if batch.files_done:
+                connector.files_landed(batch.files_done)
+            if progress is not None:
+                progress(key, total)
+
+    async with Lander.open(engine) as lander:
+        producer = asyncio.create_task(produce(), name=f"pull {key}")
+        try:
+            await consume(lander)
+            await producer
+        finally:
+            if not producer.done():
+                producer.cancel()
+                await asyncio.gather(producer, return_exceptions=True)
+    log.info("%s landed %s", key, total.summary())
+    return total
+
+
+async def run_connector(
+    engine: AsyncEngine,
+    connector: Connector,
+    *,
+    since: datetime | None = None,
+    streams: tuple[str, ...] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """All streams of a connector, one after the other (refunds need their trades landed first)."""
+    results: dict[str, Any] = {}
+    total = LandingStats()
+    for stream in streams or connector.streams:
+        stats = await run_stream(engine, connector, stream, since=since, progress=progress)
+        total.merge(stats)
+        results[stream] = stats.summary()
+    results["_total"] = total
+    return results
