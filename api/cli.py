@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from types import FrameType
 from typing import NoReturn, TypeVar
 
 import typer
+import uvicorn
 from pydantic import ValidationError
 
 from infra.db import DatabaseConfigError, ensure_reachable, make_engine, resolve_database_url
@@ -103,9 +105,17 @@ def db_current() -> None:
     current(database_url_checked(load_settings()))
 
 
-def serve_api(settings: Settings, migrate: bool) -> None:
-    import uvicorn
+class GracefulServer(uvicorn.Server):
+    """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, which kills the process before
+    atexit handlers run; returning normally lets the embedded PostgreSQL stop cleanly."""
 
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
+
+
+def serve_api(settings: Settings, migrate: bool) -> None:
+    """Migrate (optionally) and serve the API until SIGINT/SIGTERM."""
     from api.app import create_app
 
     url = database_url_checked(settings)
@@ -116,9 +126,10 @@ def serve_api(settings: Settings, migrate: bool) -> None:
     typer.echo(
         f"Customer 360 API on http://{settings.host}:{settings.port}/graphql (database {mask_url(url)})"
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower()
     )
+    GracefulServer(config).run()
 
 
 @app.command()

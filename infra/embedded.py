@@ -6,6 +6,7 @@ folder and is reused across runs; the server stops when the last process that as
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -31,13 +32,31 @@ def start_embedded(pgdata: Path) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import pgserver
+            from pgserver.postgres_server import PostgresServer
 
+            with PostgresServer._lock:
+                _forget_dead_handles(pgdata)
             return pgserver.get_server(pgdata, cleanup_mode="stop")
     except Exception as exc:
         raise EmbeddedDatabaseError(
             f"could not start the embedded PostgreSQL in {pgdata} ({type(exc).__name__}: {exc}). "
             "Check the log in that folder, or set C360_DATABASE_URL to use an external server."
         ) from exc
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """pgserver stops the server when the last process holding it exits, but a process that was
+    killed never says goodbye; without this, one kill -9 would keep the server running forever."""
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    import psutil
+
+    alive = [pid for pid in pids if psutil.pid_exists(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
 
 
 def embedded_url(pgdata: Path, database: str = "postgres") -> str:

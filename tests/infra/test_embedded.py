@@ -52,3 +52,46 @@ async def test_embedded_server_starts_and_a_second_start_reuses_it(tmp_path_fact
     finally:
         server._cleanup()  # the last handle stops the server cleanly
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def _postmaster_pid(pgdata: Path) -> int | None:
+    pidfile = pgdata / "postmaster.pid"
+    return int(pidfile.read_text().splitlines()[0]) if pidfile.exists() else None
+
+
+def test_serve_on_embedded_defaults_stops_its_database_on_sigterm(tmp_path_factory) -> None:
+    """`c360 serve` with no C360_DATABASE_URL brings up the API on an embedded server and, when
+    stopped the way a process manager stops it, leaves no PostgreSQL behind."""
+    import os
+    import signal
+    import time
+
+    import httpx
+
+    from tests.support import free_port
+
+    data_dir = tmp_path_factory.mktemp("serve-embedded")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("C360_")}
+    env.update(C360_DATA_DIR=str(data_dir), C360_PORT=str(port))
+    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve"], cwd=ROOT, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                reply = httpx.post(
+                    f"http://127.0.0.1:{port}/graphql",
+                    json={"query": "{ health { database serverVersion } }"},
+                )
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, "c360 serve did not come up"
+                time.sleep(0.3)
+        assert reply.json()["data"]["health"]["serverVersion"].startswith("16")
+        pid = _postmaster_pid(data_dir / "pgdata")
+        assert pid is not None and psutil.pid_exists(pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
