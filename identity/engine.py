@@ -1,0 +1,340 @@
+"""The resolution engine: standardized records in, clusters (customer ids) out. No database.
+
+Steps: blocked values are masked out; deterministic rules link strong identifiers; multi-pass
+blocking yields candidate pairs in chunks; each chunk is compared (vectorized) and scored by a
+Fellegi-Sunter model fitted with EM; pairs above the link threshold become links, pairs between the
+thresholds go to review; a constrained union-find applies links strongest first. The database path
+(`identity.linking`) reuses every step with the candidate set restricted to new identities.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from identity.blocking import DEFAULT_PASSES, BlockingPass, blocking_keys, candidate_pairs
+from identity.cluster import ConstrainedUnionFind, apply_links, stable_cluster_ids
+from identity.compare import PreparedRecords, compare_pairs
+from identity.model import FellegiSunterModel, decode_patterns, pattern_codes, reference_model
+from identity.rules import DEFAULT_RULES, IdentityRules, blocked_mask, strong_values
+from identity.standardize import STANDARD_COLUMNS, standardize_frame
+
+# progress(stage, amount): stage is "standardize", "fit", "compare", "cluster"; amount is records or pairs.
+Progress = Callable[[str, int], None]
+MASKABLE = ("phone", "phone_masked", "email", "member_no", "id_number", "wechat_unionid")
+
+
+@dataclass
+class Edges:
+    """Links between records (positional indices), strongest first when applied."""
+
+    left: np.ndarray
+    right: np.ndarray
+    strength: np.ndarray  # deterministic rules > 1 (by priority), probabilistic = probability
+    rule: np.ndarray  # object: rule name or "fellegi_sunter"
+    levels: np.ndarray  # (edges, features) agreement levels; -1 rows for deterministic edges
+
+    @classmethod
+    def empty(cls, n_features: int) -> Edges:
+        z = np.zeros(0, dtype=np.int64)
+        return cls(z, z, np.zeros(0), np.zeros(0, dtype=object), np.zeros((0, n_features), dtype=np.int8))
+
+    @classmethod
+    def concat(cls, parts: list[Edges], n_features: int) -> Edges:
+        if not parts:
+            return cls.empty(n_features)
+        return cls(
+            np.concatenate([p.left for p in parts]),
+            np.concatenate([p.right for p in parts]),
+            np.concatenate([p.strength for p in parts]),
+            np.concatenate([p.rule for p in parts]),
+            np.concatenate([p.levels for p in parts]),
+        )
+
+
+@dataclass
+class ResolveResult:
+    """record_id -> customer_id, with the figures a caller reports."""
+
+    record_ids: np.ndarray
+    customer_ids: np.ndarray
+    model: FellegiSunterModel
+    pairs_compared: int = 0
+    links: int = 0
+    deterministic_links: int = 0
+    review_pairs: int = 0
+    refused_links: int = 0
+    review: pd.DataFrame = field(default_factory=pd.DataFrame)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"record_id": self.record_ids, "customer_id": self.customer_ids})
+
+
+def mask_blocked(
+    std: pd.DataFrame, rules: IdentityRules, shared: Mapping[str, pd.Series] | None = None
+) -> pd.DataFrame:
+    """A copy of a standardized frame with blocked identifier values set to None.
+
+    `shared[kind]` optionally gives how many identities hold each value in a wider population (the
+    database path); otherwise the frame itself is the population.
+    """
+    out = std.copy()
+    for kind in MASKABLE:
+        if kind not in out:
+            continue
+        values = out[kind]
+        mask = blocked_mask(values, kind, rules)
+        if shared is not None and kind in shared:
+            counts = values.map(shared[kind]).fillna(0).to_numpy()
+            mask |= counts > rules.max_identities_per_value
+        if kind == "phone":
+            tails = values.map(lambda p: isinstance(p, str) and len(set(p[-8:])) == 1).astype(bool).to_numpy()
+            mask |= tails
+        out[kind] = values.where(~mask, None)
+    out["phone_verified"] = out["phone_verified"].astype(bool) & out["phone"].notna()
+    return out
+
+
+def deterministic_edges(std: pd.DataFrame, rules: IdentityRules, restrict: np.ndarray | None = None) -> Edges:
+    """Star edges between records sharing a strong identifier (already masked for blocked values)."""
+    from identity.compare import FEATURES
+
+    parts: list[Edges] = []
+    for ident in rules.strong_identifiers:
+        values = strong_values(std, ident.kind)
+        codes = pd.factorize(values, use_na_sentinel=True)[0]
+        valid = np.flatnonzero(codes >= 0)
+        if len(valid) < 2:
+            continue
+        order = valid[np.argsort(codes[valid], kind="stable")]
+        sc = codes[order]
+        is_first = np.r_[True, sc[1:] != sc[:-1]]
+        group_first = order[np.maximum.accumulate(np.where(is_first, np.arange(len(order)), 0))]
+        left, right = group_first[~is_first], order[~is_first]
+        if restrict is not None:
+            # A group with a new member links all of it: anchor new members to the group's first.
+            touched = np.unique(codes[restrict & (codes >= 0)])
+            keep = np.isin(codes[right], touched)
+            left, right = left[keep], right[keep]
+        if len(left) == 0:
+            continue
+        strength = np.full(len(left), 2.0 + (100 - ident.priority) / 100)
+        rule = np.full(len(left), f"rule:{ident.kind}", dtype=object)
+        parts.append(
+            Edges(left, right, strength, rule, np.full((len(left), len(FEATURES)), -1, dtype=np.int8))
+        )
+    return Edges.concat(parts, len(FEATURES))
+
+
+def node_constraints(std: pd.DataFrame, rules: IdentityRules, n: int | None = None) -> ConstrainedUnionFind:
+    """A union-find with each record's cannot-link facts and limited values loaded."""
+    uf = ConstrainedUnionFind(n if n is not None else len(std), limits=rules.per_customer_limits)
+    valid_id = strong_values(std, "id_number")
+    for i in np.flatnonzero(valid_id.notna().to_numpy()):
+        uf.add_exclusive(int(i), "id_number", valid_id.iat[i])
+    unionid = std["wechat_unionid"]
+    for i in np.flatnonzero(unionid.notna().to_numpy()):
+        uf.add_exclusive(int(i), "wechat_unionid", unionid.iat[i])
+    verified = std["phone"].where(std["phone_verified"].astype(bool), None)
+    source = std["source"] if "source" in std else pd.Series([None] * len(std))
+    for i in np.flatnonzero(verified.notna().to_numpy()):
+        # Two verified mobiles from one member system are two accounts, so two people.
+        uf.add_exclusive(int(i), ("verified_phone", source.iat[i]), verified.iat[i])
+    for kind in ("phone", "email", "member_no"):
+        values = std[kind]
+        for i in np.flatnonzero(values.notna().to_numpy()):
+            uf.add_limited(int(i), kind, values.iat[i])
+    return uf
+
+
+@dataclass
+class Scoring:
+    """Scored candidate pairs: links and review pairs (positional), plus counts."""
+
+    links: Edges
+    review: Edges
+    pairs_compared: int
+
+
+def fit_model(
+    rec: PreparedRecords,
+    keys: pd.DataFrame,
+    rules: IdentityRules,
+    *,
+    passes: tuple[BlockingPass, ...] = DEFAULT_PASSES,
+    sorted_neighbourhood: bool = True,
+    random_pairs: int = 300_000,
+    max_em_pairs: int = 2_000_000,
+    seed: int = 42,
+    progress: Progress | None = None,
+) -> FellegiSunterModel:
+    """u from random pairs, then m and the prior by EM on (a sample of) the candidate pairs."""
+    rng = np.random.default_rng(seed)
+    # Start EM from the reference weights: a sparse start (few shared fields) otherwise lets EM drift
+    # to the degenerate "every candidate is a match" solution.
+    model = reference_model()
+    model.prior = 0.05
+    n = rec.n
+    if n < 2:
+        return model
+    left = rng.integers(0, n, random_pairs)
+    right = rng.integers(0, n, random_pairs)
+    keep = left != right
+    model.estimate_u(compare_pairs(rec, left[keep], right[keep]))
+    # Estimate the candidate count cheaply to pick a sampling rate that caps EM's input.
+    counts: dict[int, int] = {}
+    total = 0
+    rate = 1.0
+    for lc, rc, _ in candidate_pairs(
+        keys,
+        passes,
+        max_block_size=rules.max_block_size,
+        sorted_neighbourhood="name_key" if sorted_neighbourhood else None,
+        window=rules.sorted_neighbourhood_window,
+    ):
+        total += len(lc)
+        if total > max_em_pairs:
+            rate = min(rate, max_em_pairs / (total * 2))
+        if rate < 1.0:
+            pick = rng.random(len(lc)) < rate
+            lc, rc = lc[pick], rc[pick]
+        codes = pattern_codes(compare_pairs(rec, lc, rc))
+        uniq, cnt = np.unique(codes, return_counts=True)
+        for c, k in zip(uniq.tolist(), cnt.tolist(), strict=True):
+            counts[c] = counts.get(c, 0) + k
+        if progress:
+            progress("fit", len(lc))
+    if counts:
+        patterns = decode_patterns(np.fromiter(counts.keys(), dtype=np.int64))
+        start = [m.copy() for m in model.m]
+        model.fit_em(patterns, np.fromiter(counts.values(), dtype=np.int64))
+        if model.prior > 0.5:  # degenerate fit: keep the reference m with the estimated u
+            model.m, model.prior = start, 0.05
+    return model
+
+
+def score_candidates(
+    rec: PreparedRecords,
+    keys: pd.DataFrame,
+    model: FellegiSunterModel,
+    rules: IdentityRules,
+    *,
+    passes: tuple[BlockingPass, ...] = DEFAULT_PASSES,
+    sorted_neighbourhood: bool = True,
+    restrict: np.ndarray | None = None,
+    progress: Progress | None = None,
+) -> Scoring:
+    """Compare and score every candidate pair chunk by chunk; keep only links and review pairs."""
+    from identity.compare import FEATURES
+
+    links: list[Edges] = []
+    review: list[Edges] = []
+    compared = 0
+    for lc, rc, _ in candidate_pairs(
+        keys,
+        passes,
+        max_block_size=rules.max_block_size,
+        sorted_neighbourhood="name_key" if sorted_neighbourhood else None,
+        window=rules.sorted_neighbourhood_window,
+        restrict=restrict,
+    ):
+        levels = compare_pairs(rec, lc, rc)
+        p = model.probability(levels)
+        compared += len(lc)
+        for bucket, mask in (
+            (links, p >= rules.link_threshold),
+            (review, (p >= rules.review_threshold) & (p < rules.link_threshold)),
+        ):
+            if mask.any():
+                bucket.append(
+                    Edges(
+                        lc[mask],
+                        rc[mask],
+                        p[mask],
+                        np.full(int(mask.sum()), "fellegi_sunter", dtype=object),
+                        levels[mask],
+                    )
+                )
+        if progress:
+            progress("compare", len(lc))
+    return Scoring(Edges.concat(links, len(FEATURES)), Edges.concat(review, len(FEATURES)), compared)
+
+
+def resolve_frame(
+    df: pd.DataFrame,
+    rules: IdentityRules = DEFAULT_RULES,
+    *,
+    model: FellegiSunterModel | None = None,
+    previous: Mapping[Any, int] | None = None,
+    sorted_neighbourhood: bool = True,
+    standardized: bool = False,
+    progress: Progress | None = None,
+) -> ResolveResult:
+    """Resolve person records into customers.
+
+    `df` has the contract columns (or `STANDARD_COLUMNS` when `standardized=True`). `model` fixes the
+    match weights; without it a model is fitted on the data (EM). `previous` maps record_id ->
+    customer_id of an earlier run: ids survive, merges keep the oldest (smallest) id, and a split
+    cluster keeps the id on the side holding the earliest record (input order is age). New clusters
+    are numbered after the largest previous id, in input order, so a re-run gives the same ids.
+    """
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    std = df[list(STANDARD_COLUMNS)].reset_index(drop=True) if standardized else standardize_frame(df)
+    if progress:
+        progress("standardize", len(std))
+    std = mask_blocked(std, rules)
+    keys = blocking_keys(std)
+    rec = PreparedRecords.from_frame(std)
+    seconds["standardize"] = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    if model is None:
+        model = fit_model(rec, keys, rules, sorted_neighbourhood=sorted_neighbourhood, progress=progress)
+    seconds["fit"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    det = deterministic_edges(std, rules)
+    scoring = score_candidates(
+        rec, keys, model, rules, sorted_neighbourhood=sorted_neighbourhood, progress=progress
+    )
+    seconds["compare"] = time.perf_counter() - t2
+
+    t3 = time.perf_counter()
+    uf = node_constraints(std, rules)
+    edges = Edges.concat([det, scoring.links], det.levels.shape[1])
+    apply_links(uf, edges.left, edges.right, edges.strength)
+    labels = uf.labels()
+    record_ids = std["record_id"].to_numpy()
+    prev = [previous.get(r) for r in record_ids] if previous else [None] * len(record_ids)
+    next_id = max((p for p in prev if p is not None), default=0) + 1
+    customer_ids, _ = stable_cluster_ids(labels, prev, np.arange(len(labels)), next_id)
+    if progress:
+        progress("cluster", len(std))
+    seconds["cluster"] = time.perf_counter() - t3
+
+    review = pd.DataFrame(
+        {
+            "left_record_id": record_ids[scoring.review.left],
+            "right_record_id": record_ids[scoring.review.right],
+            "score": scoring.review.strength,
+        }
+    )
+    return ResolveResult(
+        record_ids=record_ids,
+        customer_ids=customer_ids,
+        model=model,
+        pairs_compared=scoring.pairs_compared,
+        links=len(edges.left),
+        deterministic_links=len(det.left),
+        review_pairs=len(review),
+        refused_links=uf.refused,
+        review=review,
+        seconds=seconds,
+    )
