@@ -1,0 +1,108 @@
+"""Fault injection: 500, 429 with Retry-After, timeouts, malformed rows, platform error envelopes."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+import httpx
+import pytest
+
+from sync.simulator import SimulatorConfig
+
+
+def _arm(sim, **fault) -> None:
+    reply = sim.http.post("/_sim/faults", json=fault)
+    assert reply.status_code == 200, reply.text
+
+
+def test_500_then_recovery_after_count(start_sim):
+    sim = start_sim()
+    _arm(sim, path_prefix="/app", kind="500", count=2)
+    assert sim.app_get("/app/api/v1/members").status_code == 500
+    assert sim.app_get("/app/api/v1/orders").status_code == 500
+    assert sim.app_get("/app/api/v1/members").status_code == 200
+    # Other channels were never affected.
+    assert sim.pos_get().status_code == 200
+
+
+def test_429_carries_retry_after(start_sim):
+    sim = start_sim()
+    _arm(sim, path_prefix="/jd", kind="429", count=1, retry_after=7)
+    reply = sim.http.post("/jd/routerjson", data={})
+    assert reply.status_code == 429 and reply.headers["Retry-After"] == "7"
+
+
+def test_timeout_outlasts_the_client(start_sim):
+    sim = start_sim()
+    _arm(sim, path_prefix="/pos", kind="timeout", count=1, delay_s=3)
+    with pytest.raises(httpx.ReadTimeout):
+        sim.http.get(
+            "/pos/v1/transactions",
+            headers={"Authorization": f"Bearer {sim.config.pos_api_token}"},
+            timeout=0.5,
+        )
+
+
+def test_platform_errors_use_each_platform_envelope(start_sim):
+    sim = start_sim()
+    _arm(sim, path_prefix="/taobao", kind="platform_error", count=1)
+    error = sim.top("taobao.trades.sold.get")["error_response"]
+    assert error["code"] == 7 and error["sub_code"].startswith("accesscontrol")
+    _arm(sim, path_prefix="/taobao", kind="platform_error", count=1, code="15")
+    assert sim.top("taobao.trades.sold.get")["error_response"]["sub_code"].startswith("isp.")
+    _arm(sim, path_prefix="/wechat", kind="platform_error", count=1, code="45009")
+    assert sim.http.get("/wechat/cgi-bin/token").json()["errcode"] == 45009
+    _arm(sim, path_prefix="/weibo", kind="platform_error", count=1)
+    assert sim.weibo("/weibo/2/comments/to_me.json").json()["error_code"] == 10023
+    _arm(sim, path_prefix="/jd", kind="platform_error", count=1)
+    assert sim.jd({})["error_response"]["code"] == "2"
+
+
+def _broken(trade: dict) -> bool:
+    if "tid" not in trade:
+        return True
+    try:
+        Decimal(trade["payment"])
+    except InvalidOperation:
+        return True
+    return trade["created"][5:7] > "12"
+
+
+def test_malformed_fault_breaks_one_row_of_the_page(start_sim):
+    sim = start_sim()
+    _arm(sim, path_prefix="/taobao", kind="malformed", count=1)
+    broken = sim.top("taobao.trades.sold.get", page_size=20)["trades_sold_get_response"]["trades"]["trade"]
+    assert [_broken(t) for t in broken].count(True) == 1
+    clean = sim.top("taobao.trades.sold.get", page_size=20)["trades_sold_get_response"]["trades"]["trade"]
+    assert not any(_broken(t) for t in clean)
+    _arm(sim, path_prefix="/app/api/v1/members", kind="malformed", count=1)
+    members = sim.app_get("/app/api/v1/members", limit=10).json()["data"]
+    assert [m["mobile"] for m in members].count("abc") == 1
+
+
+def test_malformed_rate_breaks_the_same_rows_every_time(start_sim):
+    sim = start_sim(SimulatorConfig(malformed_rate=0.05))
+    pages = [
+        sim.top("taobao.trades.sold.get", page_size=100, page_no=n)["trades_sold_get_response"]["trades"][
+            "trade"
+        ]
+        for n in (1, 2, 3)
+    ]
+    again = [
+        sim.top("taobao.trades.sold.get", page_size=100, page_no=n)["trades_sold_get_response"]["trades"][
+            "trade"
+        ]
+        for n in (1, 2, 3)
+    ]
+    assert pages == again
+    broken = sum(_broken(t) for page in pages for t in page)
+    assert 0 < broken < 60
+
+
+def test_delete_clears_faults_and_bad_requests_are_explained(start_sim):
+    sim = start_sim()
+    _arm(sim, path_prefix="/app", kind="500", count=5)
+    assert sim.http.delete("/_sim/faults").json() == {"faults": []}
+    assert sim.app_get("/app/api/v1/members").status_code == 200
+    reply = sim.http.post("/_sim/faults", json={"path_prefix": "/app", "kind": "explode"})
+    assert reply.status_code == 400 and "kind" in reply.json()["error"]
