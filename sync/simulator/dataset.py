@@ -25,8 +25,7 @@ def exposed_count(config: SimulatorConfig, channel: str, members: int) -> int:
         label, attribute, per_member = _STREAM_FOR[channel]
         explicit = getattr(config, attribute)
         per_span = explicit if explicit is not None else members * per_member
-        start = int(config.start.timestamp())
-        stream = Stream(config.seed, f"stream:{label}", start, config.days, per_span)
+        stream = Stream(config.seed, f"stream:{label}", config.start, config.days, per_span)
         return min(members, stream.visible_count(int(config.now.timestamp())))
     return members
 

@@ -22,6 +22,7 @@ from sync.simulator.catalogue import Product, catalogue
 from sync.simulator.config import SimulatorConfig
 from sync.simulator.people import POS_DUMMY_PHONES, Population, SourceIdentity
 from sync.simulator.seeding import row_random, stream_key, uniform_one, uniforms
+from sync.simulator.trading_hours import ONLINE_HOURS, STORE_HOURS, Rhythm
 
 I64 = npt.NDArray[np.int64]
 MINUTE, HOUR, DAY = 60, 3600, 86400
@@ -136,7 +137,8 @@ class OrderFeed:
         self.key = stream_key(config.seed, f"orders:{channel}")
         self.base_count = max(1, config.orders_for(channel))
         self.start = int(config.start.timestamp())
-        self.interval = config.days * DAY / self.base_count
+        hours = STORE_HOURS if channel == "pos" else ONLINE_HOURS
+        self.rhythm = Rhythm(self.key, config.start, config.days, self.base_count, hours)
         self.products = catalogue(config.seed)
         self.buyers = population.first_seen_order("pos" if channel == "pos" else channel)
         # index -> (forced stage, time): orders moved forward by POST /_sim/update_orders.
@@ -149,16 +151,11 @@ class OrderFeed:
     # ----------------------------------------------------------------- index arithmetic
 
     def created_one(self, i: int) -> int:
-        return self.start + int((i + uniform_one(self.key, i, 0)) * self.interval)
+        return self.rhythm.time(i)
 
     def first_index_at_or_after(self, t: int) -> int:
         """Smallest index whose creation time is >= t (creation time is non-decreasing in the index)."""
-        i = max(0, int((t - self.start) / self.interval) - 2)
-        while self.created_one(i) < t:
-            i += 1
-        while i > 0 and self.created_one(i - 1) >= t:
-            i -= 1
-        return i
+        return self.rhythm.first_at_or_after(t)
 
     def visible_count(self, now: int) -> int:
         """Orders created at or before `now` are indexes [0, visible_count)."""
@@ -172,7 +169,7 @@ class OrderFeed:
         self.timeline_rows += len(idx)
         k = self.key
         u = [uniforms(k, idx, f) for f in range(9)]
-        created = self.start + ((idx + u[0]) * self.interval).astype(np.int64)
+        created = self.rhythm.times(idx)
         never = np.full(len(idx), NEVER, dtype=np.int64)
         if self.channel == "pos":
             late = u[8] < 0.07

@@ -78,6 +78,9 @@ class SimulatorState:
 
     def stream(self, name: str) -> Stream:
         """The item-time stream behind WeChat pushes, Weibo items or app events."""
+        cached = self.cache.get(f"stream:{name}")
+        if isinstance(cached, Stream):
+            return cached
         c = self.config
         members = {
             "wechat": len(self.population.by_channel["wechat"]),
@@ -86,7 +89,9 @@ class SimulatorState:
         }[name]
         explicit = {"wechat": c.wechat_pushes, "weibo": c.weibo_items, "app-events": c.app_events}[name]
         per_span = explicit if explicit is not None else members * (5 if name == "app-events" else 3)
-        return Stream(c.seed, f"stream:{name}", self.start, c.days, per_span)
+        stream = Stream(c.seed, f"stream:{name}", c.start, c.days, per_span)
+        self.cache[f"stream:{name}"] = stream
+        return stream
 
     def wechat_history(self) -> tuple[list[WechatPush], dict[str, Follower]]:
         """All pushes up to now and each follower's state, extended incrementally as the clock moves.

@@ -7,32 +7,26 @@ when advanced) and the first items introduce every identity of the channel once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sync.simulator.people import SourceIdentity
-from sync.simulator.seeding import row_random, stream_key, uniform_one
-
-DAY = 86400
+from sync.simulator.seeding import row_random, stream_key
+from sync.simulator.trading_hours import ONLINE_HOURS, Rhythm
 
 
 class Stream:
     """Item times for one stream: `per_span` items over `days` days from `start`."""
 
-    def __init__(self, seed: int, label: str, start: int, days: int, per_span: int) -> None:
+    def __init__(self, seed: int, label: str, start: datetime, days: int, per_span: int) -> None:
         self.key = stream_key(seed, label)
-        self.start = start
-        self.interval = days * DAY / max(1, per_span)
+        self.rhythm = Rhythm(self.key, start, days, per_span, ONLINE_HOURS)
 
     def time(self, i: int) -> int:
-        return self.start + int((i + uniform_one(self.key, i, 0)) * self.interval)
+        return self.rhythm.time(i)
 
     def visible_count(self, now: int) -> int:
         """Items at or before `now` are [0, visible_count)."""
-        i = max(0, int((now + 1 - self.start) / self.interval) - 2)
-        while self.time(i) <= now:
-            i += 1
-        while i > 0 and self.time(i - 1) > now:
-            i -= 1
-        return i
+        return self.rhythm.first_at_or_after(now + 1)
 
     def subject(self, i: int, members: tuple[SourceIdentity, ...]) -> SourceIdentity:
         """Who item i is about: first every member once, then repeat visitors favoured."""

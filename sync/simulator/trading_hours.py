@@ -1,0 +1,93 @@
+"""When things happen: a monotone map from a row's index to its time, shaped like real trade.
+
+Online orders peak in the evening (20:00-23:00) and barely happen before dawn; stores only sell
+between 10:00 and 22:00. Weekends are busier, the ten days before 11.11 carry pre-sales and
+双十一 itself is several times a normal day. The map from index to time is non-decreasing, so a time
+window is still an index range (found by binary search) and row i stays a pure function of i.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import numpy.typing as npt
+
+from sync.simulator.seeding import uniforms
+
+DAY = 86400
+I64 = npt.NDArray[np.int64]
+
+# Relative activity per hour of day, 00:00-23:00.
+ONLINE_HOURS = (3, 2, 1, 1, 1, 1, 2, 4, 6, 8, 9, 9, 8, 8, 9, 9, 8, 7, 7, 9, 11, 12, 11, 7)
+STORE_HOURS = (0,) * 10 + (4, 6, 7, 6, 6, 7, 8, 8, 9, 10, 9, 6) + (0, 0)
+_HORIZON_DAYS = 3 * 365  # the clock can be advanced this far before rows run out of calendar
+
+
+def _day_weight(day: datetime, promotions: bool) -> float:
+    weight = 1.25 if day.weekday() >= 5 else 1.0
+    if promotions and day.month == 11:
+        if day.day == 11:
+            weight *= 6.0
+        elif 1 <= day.day <= 10:
+            weight *= 1.5
+        elif day.day == 12:
+            weight *= 2.0
+    return weight
+
+
+class Rhythm:
+    """Index -> time for `per_span` rows over the first `days` days from `start`, continuing at the
+    same average rate afterwards."""
+
+    def __init__(
+        self,
+        key: int,
+        start: datetime,
+        days: int,
+        per_span: int,
+        hours: tuple[int, ...],
+        promotions: bool = True,
+    ) -> None:
+        self.key = key
+        self.start = int(start.timestamp())
+        local_midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
+        self._offset = int((start - local_midnight).total_seconds())
+        weights = np.array(
+            [_day_weight(local_midnight + timedelta(days=d), promotions) for d in range(days + _HORIZON_DAYS)]
+        )
+        self._day_cumulative = np.concatenate([[0.0], np.cumsum(weights)])
+        self._weights = weights
+        self._per_row = self._day_cumulative[days] / max(1, per_span)
+        open_hours = [h for h, w in enumerate(hours) if w > 0]
+        first, last = open_hours[0], open_hours[-1] + 1
+        active = np.array(hours[first:last], dtype=np.float64)
+        self._hour_cdf = np.concatenate([[0.0], np.cumsum(active) / active.sum()])
+        self._hour_seconds = np.arange(first, last + 1, dtype=np.float64) * 3600
+
+    def times(self, index: npt.ArrayLike) -> I64:
+        """Times (epoch seconds) of the rows at `index`; non-decreasing in the index."""
+        idx = np.asarray(index, dtype=np.int64)
+        position = (idx + uniforms(self.key, idx, 0)) * self._per_row
+        day = np.searchsorted(self._day_cumulative, position, side="right") - 1
+        day = np.minimum(day, len(self._weights) - 1)
+        fraction = np.clip((position - self._day_cumulative[day]) / self._weights[day], 0.0, 0.999999)
+        seconds = np.interp(fraction, self._hour_cdf, self._hour_seconds)
+        # Days are counted from local midnight of the start day; rows before `start` are pushed to it.
+        return np.maximum(self.start, self.start - self._offset + day * DAY + seconds.astype(np.int64))
+
+    def time(self, i: int) -> int:
+        return int(self.times([i])[0])
+
+    def first_at_or_after(self, t: int) -> int:
+        """Smallest index whose time is >= t (binary search over the monotone map)."""
+        lo, hi = 0, 1
+        while self.time(hi) < t:
+            lo, hi = hi, hi * 2
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.time(mid) < t:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
