@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from urllib.parse import parse_qsl
 
@@ -19,12 +20,21 @@ def yuan(fen: int) -> str:
 
 def gmt8(ts: int | None) -> str | None:
     """`yyyy-MM-dd HH:mm:ss` in GMT+8, as TOP and JOS send times."""
-    return None if ts is None else datetime.fromtimestamp(ts, CST).strftime("%Y-%m-%d %H:%M:%S")
+    if ts is None:
+        return None
+    # time.gmtime on the shifted stamp: several times faster than datetime.strftime on hot pages.
+    t = time.gmtime(ts + 8 * 3600)
+    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
 
 
 def iso(ts: int | None) -> str | None:
     """ISO 8601 with the +08:00 offset, as our own APIs send times."""
-    return None if ts is None else datetime.fromtimestamp(ts, CST).isoformat()
+    if ts is None:
+        return None
+    t = time.gmtime(ts + 8 * 3600)
+    return (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}+08:00"
+    )
 
 
 def weibo_time(ts: int) -> str:

@@ -33,9 +33,11 @@ class Fault:
 
 @dataclass
 class WechatTokens:
-    """Issued access tokens: a new one leaves the previous valid for 5 more minutes, like WeChat."""
+    """Issued access tokens (wall clock): each lives 7200 s; a new one leaves the previous valid
+    for 5 more minutes, like WeChat."""
 
     current: str | None = None
+    current_until: float = 0.0
     previous: str | None = None
     previous_until: float = 0.0
 
@@ -132,12 +134,19 @@ class SimulatorState:
 
     def issue_wechat_token(self, wall_clock: float) -> str:
         tokens = self.wechat_tokens
-        tokens.previous, tokens.previous_until = tokens.current, wall_clock + 300
+        tokens.previous = tokens.current
+        tokens.previous_until = min(tokens.current_until, wall_clock + 300)
         tokens.current = secrets.token_urlsafe(48)
+        tokens.current_until = wall_clock + 7200
         return tokens.current
 
-    def wechat_token_valid(self, token: str, wall_clock: float) -> bool:
+    def wechat_token_state(self, token: str, wall_clock: float) -> str:
+        """ "valid", "expired" (42001) or "invalid" (40001)."""
         tokens = self.wechat_tokens
-        if token and token == tokens.current:
-            return True
-        return bool(token) and token == tokens.previous and wall_clock < tokens.previous_until
+        for known, until in (
+            (tokens.current, tokens.current_until),
+            (tokens.previous, tokens.previous_until),
+        ):
+            if token and token == known:
+                return "valid" if wall_clock < until else "expired"
+        return "invalid"

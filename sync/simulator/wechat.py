@@ -57,9 +57,10 @@ async def token(request: Request, state: SimulatorState) -> Response:
 
 
 def _token_problem(request: Request, state: SimulatorState) -> Response | None:
-    if not state.wechat_token_valid(request.query_params.get("access_token", ""), time.time()):
-        return wechat_error(40001)
-    return None
+    verdict = state.wechat_token_state(request.query_params.get("access_token", ""), time.time())
+    if verdict == "expired":
+        return wechat_error(42001)
+    return None if verdict == "valid" else wechat_error(40001)
 
 
 async def user_get(request: Request, state: SimulatorState) -> Response:

@@ -98,3 +98,11 @@ def test_weibo_mentions_and_expired_token(sim):
     assert len(mentions) == 5 and all("@" in m["text"] for m in mentions)
     reply = sim.http.get("/weibo/2/statuses/mentions.json", params={"access_token": "old"})
     assert reply.json()["error_code"] == 21327
+
+
+def test_a_new_wechat_token_keeps_only_the_previous_one_alive(start_sim):
+    sim = start_sim()
+    first, second, third = sim.wechat_token(), sim.wechat_token(), sim.wechat_token()
+    ask = lambda token: sim.http.get("/wechat/cgi-bin/user/get", params={"access_token": token}).json()  # noqa: E731
+    assert ask(first)["errcode"] == 40001
+    assert "total" in ask(second) and "total" in ask(third)
