@@ -135,12 +135,14 @@ class OrderFeed:
         self.config = config
         self.population = population
         self.key = stream_key(config.seed, f"orders:{channel}")
-        self.base_count = max(1, config.orders_for(channel))
+        self.base_count = config.orders_for(channel)
         self.start = int(config.start.timestamp())
         hours = STORE_HOURS if channel == "pos" else ONLINE_HOURS
-        self.rhythm = Rhythm(self.key, config.start, config.days, self.base_count, hours)
+        self.rhythm = Rhythm(self.key, config.start, config.days, max(1, self.base_count), hours)
         self.products = catalogue(config.seed)
-        self.buyers = population.first_seen_order("pos" if channel == "pos" else channel)
+        self.buyers = population.first_seen_order(channel)
+        # No share of the orders, or nobody in the channel: the feed stays empty whatever the clock.
+        self.empty = self.base_count == 0 or not self.buyers
         # index -> (forced stage, time): orders moved forward by POST /_sim/update_orders.
         self.overlay: dict[int, tuple[int, int]] = {}
         self._blocks: OrderedDict[int, Timeline] = OrderedDict()
@@ -155,7 +157,7 @@ class OrderFeed:
 
     def first_index_at_or_after(self, t: int) -> int:
         """Smallest index whose creation time is >= t (creation time is non-decreasing in the index)."""
-        return self.rhythm.first_at_or_after(t)
+        return 0 if self.empty else self.rhythm.first_at_or_after(t)
 
     def visible_count(self, now: int) -> int:
         """Orders created at or before `now` are indexes [0, visible_count)."""

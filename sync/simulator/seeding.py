@@ -6,6 +6,7 @@ order, and vectorised over millions of indexes with numpy without materialising 
 
 from __future__ import annotations
 
+import base64
 import random
 import zlib
 
@@ -70,14 +71,16 @@ def row_random(key: int, index: int) -> random.Random:
     return random.Random(hash_one(key, index, 0xFFFF))
 
 
+_B64_STANDARD = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_TABLES: dict[str, dict[int, str]] = {}
+
+
 def token(key: int, index: int, field: int, length: int, alphabet: str) -> str:
-    """A fixed-length opaque identifier (openid, oaid, pin) for one row."""
-    chars: list[str] = []
-    word, block, base = 0, 0, len(alphabet)
-    while len(chars) < length:
-        if word < base:  # fewer than one symbol's worth of entropy left: draw the next word
-            word = hash_one(key, index, field * 1024 + block) | (1 << 64)
-            block += 1
-        word, digit = divmod(word, base)
-        chars.append(alphabet[digit])
-    return "".join(chars)
+    """A fixed-length opaque identifier (openid, oaid, pin) for one row, drawn from `alphabet`
+    (base64 of hash words mapped onto it: fast, and uniform for 16- and 64-symbol alphabets)."""
+    table = _TABLES.get(alphabet)
+    if table is None:
+        table = _TABLES[alphabet] = {ord(c): alphabet[n % len(alphabet)] for n, c in enumerate(_B64_STANDARD)}
+    words = length * 6 // 64 + 1
+    raw = b"".join(hash_one(key, index, field * 1024 + w).to_bytes(8, "little") for w in range(words))
+    return base64.b64encode(raw).decode()[:length].translate(table)

@@ -118,10 +118,21 @@ def _feed_identities(sim) -> dict[str, dict]:
 
 
 def test_truth_and_feeds_agree(sim):
-    truth = pd.read_csv(io.StringIO(sim.http.get("/_sim/truth").text), dtype=str, keep_default_na=False)
+    truth = _check_truth(sim)
     assert list(truth.record_id) == list(identity_frame().record_id)
-    assert truth.record_id.is_unique
     assert set(truth.source) == {"tmall", "jd", "app", "wechat", "weibo", "pos"}
+
+
+def test_truth_and_feeds_agree_for_a_tiny_shop_without_jd_or_app_orders(start_sim):
+    config = SimulatorConfig(seed=3, people=40, orders=60, order_shares={"tmall": 0.5, "pos": 0.5})
+    truth = _check_truth(start_sim(config))
+    assert "jd" not in set(truth.source)
+    assert list(truth.record_id) == list(identity_frame(config=config).record_id)
+
+
+def _check_truth(sim) -> pd.DataFrame:
+    truth = pd.read_csv(io.StringIO(sim.http.get("/_sim/truth").text), dtype=str, keep_default_na=False)
+    assert truth.record_id.is_unique
     feeds = _feed_identities(sim)
     dummies = {f"pos:{p}" for p in POS_DUMMY_PHONES}
     assert set(truth.record_id) == set(feeds) - dummies
@@ -131,6 +142,7 @@ def test_truth_and_feeds_agree(sim):
             continue
         for column, value in seen.items():
             assert rows.loc[record_id, column] == (value or ""), (record_id, column)
+    return truth
 
 
 def test_truth_is_realistic(sim):
