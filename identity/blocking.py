@@ -31,7 +31,7 @@ DEFAULT_PASSES: tuple[BlockingPass, ...] = (
     BlockingPass("member_no", ("member_no",)),
     BlockingPass("phone", ("phone",)),
     BlockingPass("email", ("email",)),
-    BlockingPass("masked_phone_family", ("phone_masked_key", "family_key")),
+    BlockingPass("masked_phone", ("phone_masked_key",)),
     BlockingPass("name_city", ("name_key", "city")),
     BlockingPass("family_birth", ("family_key", "birth_date")),
     BlockingPass("given_birth", ("given_key", "birth_date")),
@@ -60,7 +60,8 @@ def blocking_keys(frame: pd.DataFrame) -> pd.DataFrame:
     keys["family_key"], keys["given_key"] = family, given
     # Order-free name key: "zhang wei" and "wei zhang" land in one block.
     tokens = frame["name_pinyin"].fillna("").str.split()
-    keys["name_key"] = tokens.map(lambda t: " ".join(sorted(t)) if t else None)
+    # Only full names: a surname alone (a masked receiver 冯**) with a city is half a city's 冯s.
+    keys["name_key"] = tokens.map(lambda t: " ".join(sorted(t)) if len(t) >= 2 else None)
     masked = frame["phone"].map(
         lambda p: f"{p[3:6]}{p[-4:]}" if isinstance(p, str) and p.startswith("+86") and len(p) == 14 else None
     )

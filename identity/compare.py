@@ -36,13 +36,13 @@ class Feature:
 FEATURES: tuple[Feature, ...] = (
     Feature("family_name", ("different", "jw>=0.80", "jw>=0.92", "exact")),
     Feature("given_name", ("different", "jw>=0.80", "jw>=0.92", "exact")),
-    Feature("name_hanzi", ("different", "exact")),
+    Feature("name_hanzi", ("homophone", "exact")),
     Feature("birth_date", ("different", "same_year", "one_edit", "exact")),
     Feature("gender", ("different", "exact")),
     Feature("id_number", ("different", "one_edit", "exact")),
     Feature("phone", ("different", "mask_compatible", "exact")),
     Feature("email", ("different", "similar_local", "exact")),
-    Feature("address", ("different", "sim>=0.70", "sim>=0.90", "exact")),
+    Feature("address", ("different", "sim>=0.70_or_street", "sim>=0.90", "exact")),
     Feature("street_number", ("different", "exact")),
     Feature("city", ("different", "jw>=0.90", "exact")),
     Feature("district", ("different", "exact")),
@@ -72,6 +72,7 @@ class PreparedRecords:
     codes: dict[str, np.ndarray]
     strings: dict[str, np.ndarray]
     birth_int: np.ndarray  # yyyymmdd, -1 when missing
+    address_numbered: np.ndarray  # the detail has a house number: exact agreement is strong evidence
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> PreparedRecords:
@@ -117,6 +118,7 @@ class PreparedRecords:
             codes={k: _codes(v) for k, v in columns.items()},
             strings={k: _strings(v) for k, v in columns.items() if k in _FUZZY},
             birth_int=birth_int.to_numpy(),
+            address_numbered=detail.fillna("").str.contains(r"\d", regex=True).to_numpy(dtype=bool),
         )
 
 
@@ -184,7 +186,10 @@ def compare_pairs(rec: PreparedRecords, left: np.ndarray, right: np.ndarray) -> 
         given[not_exact[better]] = swapped_g[better]
     out[:, FEATURE_INDEX["family_name"]] = family
     out[:, FEATURE_INDEX["given_name"]] = given
-    out[:, FEATURE_INDEX["name_hanzi"]] = _exact(rec, "hanzi", left, right)
+    # Characters only tell homophones apart: defined when the pinyin agrees, so a name is not counted twice.
+    hanzi = _exact(rec, "hanzi", left, right)
+    hanzi[(family < 3) | (given < 3)] = -1
+    out[:, FEATURE_INDEX["name_hanzi"]] = hanzi
     out[:, FEATURE_INDEX["birth_date"]] = _birth_levels(rec, left, right)
     out[:, FEATURE_INDEX["gender"]] = _exact(rec, "gender", left, right)
     out[:, FEATURE_INDEX["id_number"]] = _graded(
@@ -194,9 +199,7 @@ def compare_pairs(rec: PreparedRecords, left: np.ndarray, right: np.ndarray) -> 
     out[:, FEATURE_INDEX["email"]] = _graded(
         rec, "email", left, right, (0.92,), JaroWinkler.normalized_similarity
     )
-    out[:, FEATURE_INDEX["address"]] = _graded(
-        rec, "address", left, right, (0.70, 0.90), Indel.normalized_similarity
-    )
+    out[:, FEATURE_INDEX["address"]] = _address_levels(rec, left, right)
     out[:, FEATURE_INDEX["street_number"]] = _exact(rec, "street_number", left, right)
     out[:, FEATURE_INDEX["city"]] = _graded(rec, "city", left, right, (0.90,))
     out[:, FEATURE_INDEX["district"]] = _exact(rec, "district", left, right)
@@ -204,6 +207,27 @@ def compare_pairs(rec: PreparedRecords, left: np.ndarray, right: np.ndarray) -> 
         rec, "postcode", left, right, (1,), DamerauLevenshtein.distance, distance=True
     )
     out[:, FEATURE_INDEX["province"]] = _exact(rec, "province", left, right)
+    return out
+
+
+def _address_levels(rec: PreparedRecords, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Graded similarity; a street without a house number (a masked marketplace address) that equals
+    or prefixes the other side only reaches the street level: many people live on one street."""
+    out = _graded(rec, "address", left, right, (0.70, 0.90), Indel.normalized_similarity)
+    numbered = rec.address_numbered[left] & rec.address_numbered[right]
+    street_only = (out >= 0) & ~numbered
+    idx = np.flatnonzero(street_only)
+    if len(idx):
+        sl, sr = rec.strings["address"][left[idx]], rec.strings["address"][right[idx]]
+        prefix = np.fromiter(
+            (
+                len(a) >= 2 and len(b) >= 2 and (a.startswith(b) or b.startswith(a))
+                for a, b in zip(sl, sr, strict=True)
+            ),
+            dtype=bool,
+            count=len(idx),
+        )
+        out[idx] = np.where(prefix, 1, np.minimum(out[idx], 1))
     return out
 
 

@@ -20,7 +20,13 @@ import pandas as pd
 from identity.blocking import DEFAULT_PASSES, BlockingPass, blocking_keys, candidate_pairs
 from identity.cluster import ConstrainedUnionFind, apply_links, stable_cluster_ids
 from identity.compare import PreparedRecords, compare_pairs
-from identity.model import FellegiSunterModel, decode_patterns, pattern_codes, reference_model
+from identity.model import (
+    FellegiSunterModel,
+    decode_patterns,
+    pattern_codes,
+    random_pair_prior,
+    reference_model,
+)
 from identity.rules import DEFAULT_RULES, IdentityRules, blocked_mask, strong_values
 from identity.standardize import STANDARD_COLUMNS, standardize_frame
 
@@ -172,15 +178,17 @@ def fit_model(
     random_pairs: int = 300_000,
     max_em_pairs: int = 2_000_000,
     seed: int = 42,
+    prior_strength: float = 300.0,
     progress: Progress | None = None,
 ) -> FellegiSunterModel:
-    """u from random pairs, then m and the prior by EM on (a sample of) the candidate pairs."""
+    """u from random pairs, then m and the prior by EM on (a sample of) the candidate pairs, with
+    the reference m as a Dirichlet prior worth `prior_strength` pairs."""
     rng = np.random.default_rng(seed)
     # Start EM from the reference weights: a sparse start (few shared fields) otherwise lets EM drift
     # to the degenerate "every candidate is a match" solution.
-    model = reference_model()
-    model.prior = 0.05
     n = rec.n
+    model = reference_model(n)
+    model.prior = 0.05
     if n < 2:
         return model
     left = rng.integers(0, n, random_pairs)
@@ -212,10 +220,25 @@ def fit_model(
             progress("fit", len(lc))
     if counts:
         patterns = decode_patterns(np.fromiter(counts.keys(), dtype=np.int64))
+        weights = np.fromiter(counts.values(), dtype=np.int64)
         start = [m.copy() for m in model.m]
-        model.fit_em(patterns, np.fromiter(counts.values(), dtype=np.int64))
-        if model.prior > 0.5:  # degenerate fit: keep the reference m with the estimated u
-            model.m, model.prior = start, 0.05
+        observed_u = [u.copy() for u in model.u]
+        all_pairs = n * (n - 1) / 2
+        for _ in range(3):
+            model.prior = 0.05
+            model.fit_em(patterns, weights, m_prior=start, prior_strength=prior_strength)
+            if model.prior > 0.5:  # degenerate fit: keep the reference m with the estimated u
+                model.m, model.prior = start, random_pair_prior(n)
+                break
+            # EM's prior is among candidate pairs; u is from random pairs, so score on that scale.
+            model.prior = min(0.5, model.prior * total / all_pairs)
+            # Random pairs of a small, dense file include true matches: take them out of u
+            # (u_observed = (1 - prior) u + prior m), else a strong identifier looks common.
+            model.u = [
+                np.maximum((u - model.prior * m) / (1 - model.prior), 1e-7)
+                for u, m in zip(observed_u, model.m, strict=True)
+            ]
+            model.u = [u / u.sum() for u in model.u]
     return model
 
 

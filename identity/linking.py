@@ -362,8 +362,9 @@ async def link_in_transaction(
         if len(lo):
             inserted = await conn.execute(
                 sa.text(
-                    "insert into identity_review (left_identity_id, right_identity_id, score, features)"
-                    " select * from unnest(cast(:l as bigint[]), cast(:r as bigint[]), cast(:s as float8[]), cast(:f as jsonb[]))"
+                    "insert into identity_review (left_identity_id, right_identity_id, score, features, status)"
+                    " select l, r, s, f, 'pending' from unnest(cast(:l as bigint[]), cast(:r as bigint[]),"
+                    " cast(:s as float8[]), cast(:f as jsonb[])) as t(l, r, s, f)"
                     " on conflict (left_identity_id, right_identity_id) do nothing returning id"
                 ),
                 {"l": lo.tolist(), "r": hi.tolist(), "s": review.strength[differ].tolist(), "f": features},

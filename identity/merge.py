@@ -607,15 +607,38 @@ async def unmerge_identity(
         sa.text("update source_identity set customer_id = :n, updated_at = now() where id = any(:ids)"),
         {"n": new_customer, "ids": moving},
     )
-    await _move_rows(
-        conn,
-        new_customer,
-        [customer],
-        {
-            t: ("customer_id = :c and source_identity_id = any(:ids)", {"c": customer, "ids": moving})
-            for t in FOLLOWING_TABLES
-        },
+    # Rows without an identity (a redemption, a staff case) that a merge brought along with the moving
+    # identities go back with them too, or the remaining customer could be left owing their points.
+    listed: dict[str, list[int]] = {t: [] for t in FOLLOWING_TABLES}
+    events = await conn.execute(
+        sa.text(
+            "select snapshot from merge_event where kind = 'merge' and undone_by_event_id is null and surviving_customer_id = :c"
+        ),
+        {"c": customer},
     )
+    for (snapshot,) in events:
+        for absorbed_id, identity_list in snapshot.get("identities", {}).items():
+            if int(absorbed_id) != customer and set(map(int, identity_list)) & set(moving):
+                for table in FOLLOWING_TABLES:
+                    listed[table] += [int(i) for i in snapshot["rows"].get(table, {}).get(absorbed_id, [])]
+    try:
+        await _move_rows(
+            conn,
+            new_customer,
+            [customer],
+            {
+                t: (
+                    "customer_id = :c and (source_identity_id = any(:ids) or (source_identity_id is null and id = any(:rids)))",
+                    {"c": customer, "ids": moving, "rids": listed[t]},
+                )
+                for t in FOLLOWING_TABLES
+            },
+        )
+    except sa.exc.IntegrityError as exc:
+        raise MergeError(
+            f"cannot split identity {identity_id} off customer {customer}: a points balance would go negative"
+            " (points earned by this identity were redeemed by the customer); adjust points first"
+        ) from exc
     pairs = sorted({(min(identity_id, r), max(identity_id, r)) for r in rest})
     await conn.execute(
         sa.text(

@@ -120,6 +120,21 @@ COMPOUND_SURNAMES: frozenset[str] = frozenset(
     }
 )
 
+# Common single-character surnames (about 99% of the population); a "name" that starts with none of
+# these nor a compound surname is taken for a nickname (微博 screen names, 小云0521).
+COMMON_SURNAMES: frozenset[str] = frozenset(
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
+    "姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
+    "常温康施文牛樊葛邢安齐易乔伍庞颜倪庄聂章鲁岳翟殷詹申欧耿关兰焦俞左柳甘祝包宁尚符舒阮柯纪梅童凌毕单"
+    "季裴霍涂成苗谷盛曲翁冉骆蓝路游辛靳管柴蒙鲍华喻祁蒲房滕屈饶解牟艾尤阳时穆农司卓古吉缪简车项连芦麦褚"
+    "娄窦戚岑景党宫费卜冷晏席卫米柏宗瞿桂全佟应臧闵苟邬边卞姬师和仇栾隋商刁沙荣巫寇桑郎甄丛仲虞敖巩明佘池"
+    "查麻苑迟邝官封谈匡鞠惠荆乐冀郁胥南班储原栗燕楚鄢劳谌奚皮粟冼蔺楼盘满闻位厉伊仝区郜海阚花权强帅屠豆朴"
+    "盖练廉禹井祖漆巴丰支卿国狄平计索宣晋相初门云容敬来扈晁芮都普阙浦戈伏鹿薄邸雍辜羊阿乌母裘亓修邰赫杭况"
+    "那宿鲜印逯隆茹诸战慕危玉银亢嵇公哈湛宾戎勾茅利於呼居揭干但尉冶斯元束檀衣信展阴昝智幸奉植衡富尧闭由"
+)
+_NAME_MASK = re.compile(r"[*＊]")
+_ADDRESS_MASK = re.compile(r"[*＊]+")
+
 # Municipalities: cpca reports their city as 市辖区; the city of Shanghai is Shanghai.
 MUNICIPALITIES: frozenset[str] = frozenset({"北京市", "上海市", "天津市", "重庆市"})
 
@@ -207,6 +222,15 @@ def split_chinese_name(name: str) -> tuple[str, str]:
     return name, ""
 
 
+def is_plausible_chinese_name(name: str) -> bool:
+    """2-4 Chinese characters starting with a known surname (2-5 with a compound surname)."""
+    if not all("\u3400" <= c <= "\u9fff" for c in name):
+        return False
+    if name[:2] in COMPOUND_SURNAMES:
+        return 3 <= len(name) <= 5
+    return 2 <= len(name) <= 4 and name[0] in COMMON_SURNAMES
+
+
 def chinese_pinyin(text: str, surname: bool = False) -> str:
     """Pinyin of Chinese text without tones; `surname=True` applies the surname reading table."""
     if surname and text in SURNAME_READINGS:
@@ -246,10 +270,19 @@ def standardize_name(
         return None, None
     if _CJK.search(name):
         simplified = re.sub(r"[\s·•・.]+", "", _t2s()(name))
+        if _NAME_MASK.search(simplified):
+            # A masked receiver name (宋**): the surname is evidence, the display name is not.
+            family = _NAME_MASK.sub("", simplified)[:2]
+            family = family if family in COMPOUND_SURNAMES else family[:1]
+            return None, (f"{chinese_pinyin(family, surname=True)} " if family else None)
+        if not is_plausible_chinese_name(simplified):
+            return None, None
         fam, giv = split_chinese_name(simplified)
         key = f"{chinese_pinyin(fam, surname=True)} {chinese_pinyin(giv)}"
         return simplified, (key if key.strip() else None)
     lowered = re.sub(r"\s+", " ", name.strip().lower())
+    if re.search(r"\d|[_@#*]", lowered):
+        return None, None  # a handle (tb78211011175, linqiyan78769), not a name
     if "," in lowered:
         fam_part, _, giv_part = lowered.partition(",")
     else:
@@ -396,11 +429,29 @@ def _parse_chinese_addresses(addresses: list[str]) -> pd.DataFrame:
     )
 
 
-def _clean_region(value: str | None) -> str | None:
+PROVINCES: tuple[str, ...] = (
+    "北京市", "天津市", "上海市", "重庆市", "河北省", "山西省", "辽宁省", "吉林省", "黑龙江省", "江苏省",
+    "浙江省", "安徽省", "福建省", "江西省", "山东省", "河南省", "湖北省", "湖南省", "广东省", "海南省",
+    "四川省", "贵州省", "云南省", "陕西省", "甘肃省", "青海省", "台湾省", "内蒙古自治区",
+    "广西壮族自治区", "西藏自治区", "宁夏回族自治区", "新疆维吾尔自治区", "香港特别行政区", "澳门特别行政区",
+)  # fmt: skip
+_PROVINCE_BY_SHORT: dict[str, str] = {
+    re.sub(r"(省|市|壮族自治区|回族自治区|维吾尔自治区|自治区|特别行政区)$", "", p): p for p in PROVINCES
+}
+_CITY_SUFFIXES = ("市", "州", "盟", "地区", "区", "县", "自治州")
+
+
+def _clean_region(value: str | None, level: str = "") -> str | None:
+    """Simplified, full official form: 广东 -> 广东省, 上海 -> 上海市, 深圳 -> 深圳市 (level 'city')."""
     if value is None:
         return None
     if _CJK.search(value):
-        return _t2s()(value).strip()
+        text = _t2s()(value).strip()
+        if level == "province":
+            return _PROVINCE_BY_SHORT.get(text, text)
+        if level == "city" and not text.endswith(_CITY_SUFFIXES):
+            return text + "市"
+        return text
     return re.sub(r"\s+", " ", value.lower()).strip() or None
 
 
@@ -435,7 +486,10 @@ def standardize_frame(df: pd.DataFrame) -> pd.DataFrame:
     names = _per_unique(parts, lambda t: standardize_name(*t))
     out["name"] = names.map(lambda t: t[0] if t else None)
     out["name_pinyin"] = names.map(lambda t: t[1] if t else None)
-    out["nickname"] = _text(df, "nickname")
+    # A screen name that is not a person's name (小云0521, tb7821) is kept, as a nickname.
+    nickname = _text(df, "nickname")
+    not_a_name = name.notna() & out["name"].isna() & out["name_pinyin"].isna()
+    out["nickname"] = nickname.where(nickname.notna() | ~not_a_name, name)
 
     phones = _per_unique(_text(df, "phone"), standardize_phone)
     out["phone"] = phones.map(lambda t: t[0] if t else None)
@@ -460,11 +514,14 @@ def standardize_frame(df: pd.DataFrame) -> pd.DataFrame:
     out["wechat_unionid"] = _text(df, "wechat_unionid")
     out["wechat_openid"] = _text(df, "wechat_openid")
 
-    province = _text(df, "province").map(_clean_region)
-    city = _text(df, "city").map(_clean_region)
+    province = _text(df, "province").map(lambda v: _clean_region(v, "province"))
+    city = _text(df, "city").map(lambda v: _clean_region(v, "city"))
     district = _text(df, "district").map(_clean_region)
     street = _join_text([_text(df, c) for c in ("street_number", "address_1", "address_2")])
-    address = _text(df, "address")
+    # Marketplaces mask the end of the line (科技路********): the visible prefix is the evidence.
+    address = _text(df, "address").map(
+        lambda v: None if v is None else _ADDRESS_MASK.sub("", v).strip() or None
+    )
     detail = street.where(street.notna(), address)
     chinese = address.map(lambda v: v is not None and bool(_CJK.search(v))).astype(bool)
     if chinese.any():
@@ -476,11 +533,16 @@ def standardize_frame(df: pd.DataFrame) -> pd.DataFrame:
         # Explicit columns win over what the parser read from the free-text line.
         for column, series in (("province", province), ("city", city), ("district", district)):
             series.loc[chinese] = series[chinese].where(series[chinese].notna(), rows[column])
-        detail.loc[chinese] = rows["address_detail"].where(street[chinese].isna(), street[chinese])
+        parsed_detail = rows["address_detail"].where(
+            rows[["province", "city", "district"]].notna().any(axis=1), address[chinese].map(_t2s())
+        )
+        detail.loc[chinese] = parsed_detail.where(street[chinese].isna(), street[chinese])
     latin_detail = ~detail.map(lambda v: v is not None and bool(_CJK.search(v))).astype(bool)
     detail = detail.where(
         ~latin_detail | detail.isna(), detail.map(lambda v: v and re.sub(r"\s+", " ", v.lower()))
     )
+    municipality = province.isin(MUNICIPALITIES) & city.isna()
+    city = city.where(~municipality, province)
     out["province"] = province.astype(object).where(province.notna(), None)
     out["city"] = city.astype(object).where(city.notna(), None)
     out["district"] = district.astype(object).where(district.notna(), None)
