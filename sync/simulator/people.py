@@ -192,7 +192,7 @@ def make_person(seed: int, index: int) -> Person:
         pinyin = SURNAME_PINYIN[surname] + "".join(g[1] for g in given)
     birth = date(1960, 1, 1) + timedelta(days=rng.randint(0, 46 * 365))
     mobile = _mobile(rng, index, seed)
-    marketplace_mobile = _mobile(rng, index + 50_000_000, seed) if rng.random() < 0.08 else mobile
+    marketplace_mobile = _mobile(rng, index + 50_000_000, seed) if rng.random() < 0.03 else mobile
     email: str | None = None
     if rng.random() < 0.55:
         if rng.random() < 0.3:
@@ -212,6 +212,13 @@ def make_person(seed: int, index: int) -> Person:
         pick = rng.choices(CHANNELS, weights=_CHANNEL_WEIGHTS)[0]
         if pick not in chosen:
             chosen.append(pick)
+    if len(chosen) >= 2 and {"wechat", "weibo"} & set(chosen) and "app" not in chosen:
+        # A follower or fan who also buys is, for this brand, a member: the mini-program login is
+        # what ties an official-account openid (unionid) or a Weibo fan (real name) to a customer.
+        if len(chosen) < 4:
+            chosen.append("app")
+        else:
+            chosen[next(n for n, c in enumerate(chosen) if c not in ("wechat", "weibo"))] = "app"
     return Person(
         index=index,
         person_id=f"P{index:06d}",
@@ -317,7 +324,7 @@ def _app(seed: int, p: Person) -> SourceIdentity:
         email = f"{local}@{_EMAIL_TYPOS.get(domain, domain)}"
     has_address = rng.random() < 0.65
     # Members who signed in through the mini-program carry the unionid the official account also sees.
-    bound = ("wechat" in p.channels and rng.random() < 0.8) or rng.random() < 0.15
+    bound = "wechat" in p.channels or rng.random() < 0.1
     return SourceIdentity(
         channel="app",
         external_id=p.member_no,
@@ -343,7 +350,8 @@ def _app(seed: int, p: Person) -> SourceIdentity:
 def _wechat(seed: int, p: Person) -> SourceIdentity:
     key = stream_key(seed, "wechat-id")
     rng = row_random(key, p.index)
-    unionid = p.unionid if rng.random() < 0.85 else None
+    # Bound to the Open Platform for members (the app logs in with WeChat); not always for the rest.
+    unionid = p.unionid if "app" in p.channels or rng.random() < 0.85 else None
     return SourceIdentity(
         channel="wechat",
         external_id="o" + token(key, p.index, 1, 27, _B64),
@@ -356,9 +364,11 @@ def _weibo(seed: int, p: Person) -> SourceIdentity:
     key = stream_key(seed, "weibo-id")
     rng = row_random(key, p.index)
     roll = rng.random()
-    if roll < 0.3:
+    # Fans who also shop mostly post under their real name; the rest hide behind nicknames.
+    real = 0.95 if len(p.channels) >= 2 else 0.3
+    if roll < real * 0.88:
         screen_name = p.name
-    elif roll < 0.4:
+    elif roll < real:
         screen_name = _traditional(p.name)
     else:
         screen_name = _nick(rng, p) + str(rng.randint(1, 999))
