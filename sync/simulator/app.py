@@ -56,6 +56,7 @@ async def products(request: Request, state: SimulatorState) -> Response:
 
 
 async def index(request: Request) -> Response:
+    """Where am I: the simulator's seed and where its documentation lives."""
     state: SimulatorState = request.app.state.simulator
     return JSONResponse(
         {

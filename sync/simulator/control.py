@@ -22,6 +22,7 @@ ErrorEnvelope = Callable[[Request, str | None], Response]
 
 
 def state_of(request: Request) -> SimulatorState:
+    """The simulator state the app was built with."""
     state: SimulatorState = request.app.state.simulator
     return state
 
@@ -115,11 +116,13 @@ def _fault_json(fault: Fault) -> dict[str, Any]:
 
 
 async def get_faults(request: Request) -> Response:
+    """The faults still armed (remaining uses > 0)."""
     state = state_of(request)
     return JSONResponse({"faults": [_fault_json(f) for f in state.faults if f.count > 0]})
 
 
 async def delete_faults(request: Request) -> Response:
+    """Disarm every fault."""
     state = state_of(request)
     state.faults.clear()
     return JSONResponse({"faults": []})

@@ -53,9 +53,11 @@ class Timeline:
     delivered: I64  # POS only: when the transaction reached the back office
 
     def take(self, mask: npt.NDArray[np.bool_] | I64 | slice) -> Timeline:
+        """The rows selected by a mask, index array or slice."""
         return Timeline(*(getattr(self, f)[mask] for f in _FIELDS))
 
     def stage_at(self, now: int) -> I64:
+        """Each order's stage at `now` (CLOSED wins over everything for unpaid orders)."""
         stage = np.zeros(len(self.index), dtype=np.int64)
         for event in EVENTS:
             stage += getattr(self, event) <= now
@@ -63,6 +65,7 @@ class Timeline:
         return stage
 
     def modified_at(self, now: int) -> I64:
+        """Each order's latest event time at or before `now`."""
         modified = self.created.copy()
         for event in (*EVENTS, "closed"):
             times = getattr(self, event)
@@ -93,6 +96,7 @@ class Line:
 
     @property
     def amount_fen(self) -> int:
+        """What the line costs after its own discount."""
         return self.unit_price_fen * self.quantity - self.discount_fen
 
 
@@ -124,6 +128,7 @@ class OrderRow:
 
     @property
     def payment_fen(self) -> int:
+        """What the buyer paid: goods less discounts plus shipping."""
         return self.total_fen - self.discount_fen + self.shipping_fen
 
 
@@ -153,6 +158,7 @@ class OrderFeed:
     # ----------------------------------------------------------------- index arithmetic
 
     def created_one(self, i: int) -> int:
+        """Creation time of order i."""
         return self.rhythm.time(i)
 
     def first_index_at_or_after(self, t: int) -> int:
@@ -252,6 +258,7 @@ class OrderFeed:
         return self.buyers[int(rng.random() ** 2 * len(self.buyers))], None
 
     def external_id(self, i: int) -> str:
+        """The id the channel gives order i (tid, JD orderId, app order_no, POS receipt)."""
         prefixes = {"tmall": 3_100_000_000_000_000_000, "jd": 280_000_000_000, "app": 0, "pos": 0}
         if self.channel == "app":
             return f"A{self.config.start:%y%m}{i:09d}"
@@ -260,6 +267,7 @@ class OrderFeed:
         return str(prefixes[self.channel] + i * 7 + 3)
 
     def pos_reference(self, i: int) -> str:
+        """`<store>-<register>-<sequence>`: the receipt number printed on a POS sale."""
         store, register, sequence = self.pos_position(i)
         return f"{store}-{register:02d}-{sequence:06d}"
 
@@ -278,6 +286,7 @@ class OrderFeed:
         return (1 + (u >= 0.70) + (u >= 0.92)).astype(np.int64)
 
     def line_count_one(self, i: int) -> int:
+        """`line_counts` for one order."""
         u = uniform_one(self.key, i, 10)
         return 1 + (u >= 0.70) + (u >= 0.92)
 

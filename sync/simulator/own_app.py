@@ -60,6 +60,7 @@ def platform_error(request: Request, code: str | None) -> Response:
 
 
 def check_bearer(request: Request, token: str) -> Response | None:
+    """A 401 unless the request carries `Authorization: Bearer <token>`."""
     header = request.headers.get("authorization", "")
     if header != f"Bearer {token}":
         return api_error(401, "unauthorized", "send Authorization: Bearer <api token>")
@@ -67,6 +68,7 @@ def check_bearer(request: Request, token: str) -> Response | None:
 
 
 def encode_cursor(at: int, index: int) -> str:
+    """An opaque cursor for the position (time, index)."""
     return base64.urlsafe_b64encode(f"{at}:{index}".encode()).decode().rstrip("=")
 
 
@@ -154,6 +156,7 @@ def member_clocks(state: SimulatorState) -> list[MemberClock]:
 
 
 def render_member(clock: MemberClock, now: int, seed: int) -> dict[str, Any]:
+    """A member as the member API returns it at `now` (tier and points change with profile updates)."""
     f = clock.identity.fields
     updated = clock.profile_update_at if clock.profile_update_at <= now else clock.registered_at
     rng = row_random(stream_key(seed, "app-member-profile"), clock.position + (updated << 20))
@@ -216,6 +219,7 @@ async def members(request: Request, state: SimulatorState) -> Response:
 
 
 def render_app_order(row: OrderRow) -> dict[str, Any]:
+    """An order as the own app's order API returns it (money in integer fen)."""
     buyer = row.buyer
     assert buyer is not None
     f = buyer.fields

@@ -125,6 +125,7 @@ class SourceIdentity:
 
     @property
     def record_id(self) -> str:
+        """`<channel>:<external id>`, the ground truth's key."""
         return f"{self.channel}:{self.external_id}"
 
 

@@ -130,6 +130,7 @@ def _position(row: OrderRow) -> tuple[str, int, int]:
 
 
 def corrupt_transaction(transaction: dict[str, Any], index: int, key: int) -> None:
+    """Break one field: a non-numeric quantity or an unparseable end time."""
     if hash_one(key, index, 77) % 2:
         transaction["lines"][0]["quantity"] = "two"
     else:

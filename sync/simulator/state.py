@@ -58,12 +58,14 @@ class SimulatorState:
 
     @classmethod
     def create(cls, config: SimulatorConfig) -> SimulatorState:
+        """Fresh state for `config`: clock at the initial now, no faults, no overlay."""
         pop = population(config.seed, config.people)
         feeds = {ch: OrderFeed(config, ch, pop) for ch in ORDER_CHANNELS}
         return cls(config=config, population=pop, feeds=feeds, now=int(config.now.timestamp()))
 
     @property
     def start(self) -> int:
+        """The start of the history in epoch seconds."""
         return int(self.config.start.timestamp())
 
     # ----------------------------------------------------------------- faults
@@ -133,6 +135,7 @@ class SimulatorState:
         return self.pushes[:visible], self.followers
 
     def issue_wechat_token(self, wall_clock: float) -> str:
+        """Issue a new access token; the previous one stays valid for 5 minutes."""
         tokens = self.wechat_tokens
         tokens.previous = tokens.current
         tokens.previous_until = min(tokens.current_until, wall_clock + 300)

@@ -22,6 +22,7 @@ class Stream:
         self.rhythm = Rhythm(self.key, start, days, per_span, ONLINE_HOURS)
 
     def time(self, i: int) -> int:
+        """Time of item i."""
         return self.rhythm.time(i)
 
     def visible_count(self, now: int) -> int:

@@ -77,6 +77,7 @@ class Rhythm:
         return np.maximum(self.start, self.start - self._offset + day * DAY + seconds.astype(np.int64))
 
     def time(self, i: int) -> int:
+        """Time of row i."""
         return int(self.times([i])[0])
 
     def first_at_or_after(self, t: int) -> int:

@@ -300,6 +300,7 @@ class District:
 
     @property
     def municipality(self) -> bool:
+        """Beijing, Shanghai, Tianjin, Chongqing: the city is the province."""
         return self.province == self.city
 
 

@@ -46,6 +46,7 @@ def platform_error(request: Request, code: str | None) -> Response:
 
 
 def item_id(stream_key: int, i: int) -> int:
+    """Weibo id of stream item i."""
     # Monotone in i: the spacing (1000) exceeds the jitter.
     return ID_BASE + i * 1000 + hash_one(stream_key, i, 3) % 1000
 
