@@ -16,6 +16,7 @@ from sync.simulator.config import ORDER_CHANNELS
 from sync.simulator.dataset import truth_frame
 from sync.simulator.formats import iso
 from sync.simulator.state import FAULT_KINDS, Fault, SimulatorState
+from sync.simulator.trading_hours import HORIZON_DAYS
 
 Handler = Callable[[Request, SimulatorState], Awaitable[Response]]
 ErrorEnvelope = Callable[[Request, str | None], Response]
@@ -147,6 +148,9 @@ async def post_advance(request: Request) -> Response:
         return _bad(f"minutes must be a number: {exc}")
     if minutes < 0:
         return _bad("minutes must be >= 0: the clock only moves forward")
+    limit = state.start + (state.config.days + HORIZON_DAYS - 1) * 86400
+    if state.now + minutes * 60 > limit:
+        return _bad(f"the simulated calendar ends {HORIZON_DAYS} days after the history; advance less")
     state.now += int(minutes * 60)
     return JSONResponse(_clock(state))
 

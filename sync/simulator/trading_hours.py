@@ -21,7 +21,7 @@ I64 = npt.NDArray[np.int64]
 # Relative activity per hour of day, 00:00-23:00.
 ONLINE_HOURS = (3, 2, 1, 1, 1, 1, 2, 4, 6, 8, 9, 9, 8, 8, 9, 9, 8, 7, 7, 9, 11, 12, 11, 7)
 STORE_HOURS = (0,) * 10 + (4, 6, 7, 6, 6, 7, 8, 8, 9, 10, 9, 6) + (0, 0)
-_HORIZON_DAYS = 3 * 365  # the clock can be advanced this far before rows run out of calendar
+HORIZON_DAYS = 3 * 365  # the clock can be advanced this far past the history before rows run out
 
 
 def _day_weight(day: datetime, promotions: bool) -> float:
@@ -54,11 +54,13 @@ class Rhythm:
         local_midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
         self._offset = int((start - local_midnight).total_seconds())
         weights = np.array(
-            [_day_weight(local_midnight + timedelta(days=d), promotions) for d in range(days + _HORIZON_DAYS)]
+            [_day_weight(local_midnight + timedelta(days=d), promotions) for d in range(days + HORIZON_DAYS)]
         )
         self._day_cumulative = np.concatenate([[0.0], np.cumsum(weights)])
         self._weights = weights
         self._per_row = self._day_cumulative[days] / max(1, per_span)
+        # Rows that fit in the calendar; searches stop here instead of running past its end.
+        self._capacity = int(self._day_cumulative[-1] / self._per_row) - 1
         open_hours = [h for h, w in enumerate(hours) if w > 0]
         first, last = open_hours[0], open_hours[-1] + 1
         active = np.array(hours[first:last], dtype=np.float64)
@@ -82,9 +84,11 @@ class Rhythm:
 
     def first_at_or_after(self, t: int) -> int:
         """Smallest index whose time is >= t (binary search over the monotone map)."""
+        if self.time(self._capacity) < t:
+            return self._capacity
         lo, hi = 0, 1
         while self.time(hi) < t:
-            lo, hi = hi, hi * 2
+            lo, hi = hi, min(hi * 2, self._capacity)
         while lo < hi:
             mid = (lo + hi) // 2
             if self.time(mid) < t:

@@ -52,3 +52,4 @@ def test_update_orders_moves_status_with_a_new_modified_time(start_sim):
 def test_clock_never_goes_back(start_sim):
     sim = start_sim()
     assert sim.http.post("/_sim/advance", json={"minutes": -5}).status_code == 400
+    assert sim.http.post("/_sim/advance", json={"minutes": 60 * 24 * 365 * 10}).status_code == 400
