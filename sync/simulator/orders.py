@@ -247,15 +247,14 @@ class OrderFeed:
             return None, None
         if i < len(self.buyers):
             return self.buyers[i], None
-        rng = row_random(self.key, i)
         if self.channel == "pos":
-            roll = rng.random()
+            roll = uniform_one(self.key, i, 12)
             if roll < 0.35:
                 return None, None
             if roll < 0.37:
-                return None, rng.choice(POS_DUMMY_PHONES)
+                return None, POS_DUMMY_PHONES[int((roll - 0.35) / 0.02 * len(POS_DUMMY_PHONES))]
         # Squaring skews towards the front of the list: some customers buy far more often than others.
-        return self.buyers[int(rng.random() ** 2 * len(self.buyers))], None
+        return self.buyers[int(uniform_one(self.key, i, 11) ** 2 * len(self.buyers))], None
 
     def external_id(self, i: int) -> str:
         """The id the channel gives order i (tid, JD orderId, app order_no, POS receipt)."""
