@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pandas as pd
 
@@ -187,3 +191,35 @@ def test_a_million_order_feed_serves_page_5000_lazily(start_sim):
     # One 30-minute window looks at a few weeks of orders at most, never at the whole feed.
     assert stats["rows_materialized"] == 200
     assert stats["timeline_rows"] < 400_000
+
+
+_FINGERPRINT = """
+import hashlib, json, numpy as np
+from sync.simulator.config import SimulatorConfig
+from sync.simulator.dataset import identity_frame
+from sync.simulator.state import SimulatorState
+from sync.simulator.taobao import _trades_page
+state = SimulatorState.create(SimulatorConfig())
+trades = _trades_page(state.feeds["tmall"], np.arange(500, 600), state.now, {}, False)
+payload = identity_frame().to_csv(index=False) + json.dumps(trades, ensure_ascii=False, sort_keys=True)
+print(hashlib.sha256(payload.encode()).hexdigest())
+"""
+
+
+def test_data_does_not_depend_on_the_process(tmp_path):
+    """Nothing may hang on Python's per-process string hashing: two interpreters with different
+    PYTHONHASHSEED produce byte-identical truth and trades."""
+    root = str(Path(__file__).resolve().parents[3])
+    prints = set()
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": root}
+        result = subprocess.run(
+            [sys.executable, "-c", _FINGERPRINT],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tmp_path,
+        )
+        prints.add(result.stdout.strip())
+    assert len(prints) == 1
