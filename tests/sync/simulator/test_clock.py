@@ -53,3 +53,17 @@ def test_clock_never_goes_back(start_sim):
     sim = start_sim()
     assert sim.http.post("/_sim/advance", json={"minutes": -5}).status_code == 400
     assert sim.http.post("/_sim/advance", json={"minutes": 60 * 24 * 365 * 10}).status_code == 400
+
+
+def test_advance_delivers_late_pos_sales_and_member_updates(start_sim):
+    sim = start_sim()
+    old_now = sim.config.now
+    sim.http.post("/_sim/advance", json={"minutes": 3 * 24 * 60})
+    sales = sim.pos_get(since=old_now.isoformat(), limit=1000).json()["data"]
+    assert sales and all(datetime.fromisoformat(s["delivered_at"]) >= old_now for s in sales)
+    # Sales rung up before the old now that only reached the back office after it.
+    assert any(datetime.fromisoformat(s["ended_at"]) < old_now for s in sales)
+    sim.http.post("/_sim/advance", json={"minutes": 27 * 24 * 60})
+    members = sim.app_get("/app/api/v1/members", updated_since=old_now.isoformat(), limit=500).json()["data"]
+    assert members and all(datetime.fromisoformat(m["updated_at"]) >= old_now for m in members)
+    assert all(datetime.fromisoformat(m["registered_at"]) < old_now for m in members)
