@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
 import httpx
@@ -106,3 +107,38 @@ def test_delete_clears_faults_and_bad_requests_are_explained(start_sim):
     assert sim.app_get("/app/api/v1/members").status_code == 200
     reply = sim.http.post("/_sim/faults", json={"path_prefix": "/app", "kind": "explode"})
     assert reply.status_code == 400 and "kind" in reply.json()["error"]
+
+
+def test_malformed_fault_on_every_other_channel(start_sim):
+    sim = start_sim()
+    end = sim.config.now
+    window = {
+        "start_date": f"{end - timedelta(days=5):%Y-%m-%d %H:%M:%S}",
+        "end_date": f"{end:%Y-%m-%d %H:%M:%S}",
+    }
+    business = {
+        **window,
+        "order_state": "WAIT_SELLER_STOCK_OUT,WAIT_GOODS_RECEIVE_CONFIRM,FINISHED_L",
+        "page_size": "20",
+    }
+    _arm(sim, path_prefix="/jd", kind="malformed", count=1)
+    orders = sim.jd(business)["jingdong_pop_order_search_responce"]["searchorderinfo_result"]["orderInfoList"]
+    assert sum("orderId" not in o or o["orderPayment"] == "abc" for o in orders) == 1
+
+    _arm(sim, path_prefix="/app/api/v1/orders", kind="malformed", count=1)
+    app_orders = sim.app_get("/app/api/v1/orders", limit=20).json()["data"]
+    assert sum("order_no" not in o or not isinstance(o["total_fen"], int) for o in app_orders) == 1
+
+    _arm(sim, path_prefix="/pos", kind="malformed", count=1)
+    sales = sim.pos_get(limit=20).json()["data"]
+    assert (
+        sum(s["ended_at"].startswith("yesterday") or s["lines"][0]["quantity"] == "two" for s in sales) == 1
+    )
+
+    _arm(sim, path_prefix="/weibo", kind="malformed", count=1)
+    comments = sim.weibo("/weibo/2/comments/to_me.json", count=20).json()["comments"]
+    assert [c["created_at"] for c in comments].count("刚刚") == 1
+
+    _arm(sim, path_prefix="/wechat/_sim/pushes", kind="malformed", count=1)
+    items = sim.http.get("/wechat/_sim/pushes", params={"limit": 20}).json()["items"]
+    assert sum(not i["xml"].endswith("</xml>") for i in items) == 1
