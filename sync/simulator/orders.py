@@ -258,12 +258,13 @@ class OrderFeed:
 
     def external_id(self, i: int) -> str:
         """The id the channel gives order i (tid, JD orderId, app order_no, POS receipt)."""
-        prefixes = {"tmall": 3_100_000_000_000_000_000, "jd": 280_000_000_000, "app": 0, "pos": 0}
         if self.channel == "app":
             return f"A{self.config.start:%y%m}{i:09d}"
         if self.channel == "pos":
             return self.pos_reference(i)
-        return str(prefixes[self.channel] + i * 7 + 3)
+        # Platform ids are sparse, not consecutive: step by 7 from a channel-typical magnitude.
+        base = 3_100_000_000_000_000_000 if self.channel == "tmall" else 280_000_000_000
+        return str(base + i * 7 + 3)
 
     def pos_reference(self, i: int) -> str:
         """`<store>-<register>-<sequence>`: the receipt number printed on a POS sale."""
