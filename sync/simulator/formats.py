@@ -18,23 +18,35 @@ def yuan(fen: int) -> str:
     return f"{sign}{fen // 100}.{fen % 100:02d}"
 
 
+_DATES: dict[int, str] = {}
+
+
+def _clock_parts(ts: int) -> tuple[str, int, int, int]:
+    # Days repeat across rows, so the calendar date is computed once per day and the time by arithmetic.
+    day, seconds = divmod(ts + 8 * 3600, 86400)
+    date = _DATES.get(day)
+    if date is None:
+        t = time.gmtime(day * 86400)
+        date = _DATES[day] = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return date, hours, minutes, secs
+
+
 def gmt8(ts: int | None) -> str | None:
     """`yyyy-MM-dd HH:mm:ss` in GMT+8, as TOP and JOS send times."""
     if ts is None:
         return None
-    # time.gmtime on the shifted stamp: several times faster than datetime.strftime on hot pages.
-    t = time.gmtime(ts + 8 * 3600)
-    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+    date, h, m, s = _clock_parts(ts)
+    return f"{date} {h:02d}:{m:02d}:{s:02d}"
 
 
 def iso(ts: int | None) -> str | None:
     """ISO 8601 with the +08:00 offset, as our own APIs send times."""
     if ts is None:
         return None
-    t = time.gmtime(ts + 8 * 3600)
-    return (
-        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}+08:00"
-    )
+    date, h, m, s = _clock_parts(ts)
+    return f"{date}T{h:02d}:{m:02d}:{s:02d}+08:00"
 
 
 def weibo_time(ts: int) -> str:

@@ -86,7 +86,7 @@ _FIELDS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Line:
     line_no: int
     product: Product
@@ -100,7 +100,7 @@ class Line:
         return self.unit_price_fen * self.quantity - self.discount_fen
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class OrderRow:
     """One order as the channel-neutral core every payload shape is rendered from."""
 
@@ -293,38 +293,36 @@ class OrderFeed:
     def rows(self, index: npt.ArrayLike, now: int) -> list[OrderRow]:
         """Materialise the orders at `index` as they stand at `now`."""
         line = self.timeline(index)
-        stages = line.stage_at(now)
-        modified = line.modified_at(now)
-        malformed = uniforms(self.key, line.index, 20) < self.config.malformed_rate
-        return [
-            self._row(line, pos, int(stages[pos]), int(modified[pos]), bool(malformed[pos]), now)
-            for pos in range(len(line.index))
-        ]
+        # Plain Python lists: indexing numpy scalars one by one costs more than the whole row.
+        events = {f: getattr(line, f).tolist() for f in _FIELDS}
+        stages = line.stage_at(now).tolist()
+        modified = line.modified_at(now).tolist()
+        malformed = (uniforms(self.key, line.index, 20) < self.config.malformed_rate).tolist()
+        rows = []
+        for pos in range(len(stages)):
+            times = {f: events[f][pos] for f in _FIELDS}
+            rows.append(self._row(times, stages[pos], modified[pos], malformed[pos], now))
+        return rows
 
-    def _row(
-        self, line: Timeline, pos: int, stage: int, modified: int, malformed: bool, now: int
-    ) -> OrderRow:
+    def _row(self, times: dict[str, int], stage: int, modified: int, malformed: bool, now: int) -> OrderRow:
         self.rows_materialized += 1
-        i = int(line.index[pos])
+        i = times["index"]
         rng = row_random(self.key, i + (1 << 40))
         buyer, dummy = self.buyer_for(i)
         lines: list[Line] = []
         for n in range(self.line_count_one(i)):
-            product = rng.choice(self.products)
-            quantity = rng.choices((1, 2, 3), weights=(80, 15, 5))[0]
+            product = self.products[int(rng.random() * len(self.products))]
+            roll = rng.random()
+            quantity = 1 if roll < 0.8 else 2 if roll < 0.95 else 3
             discount = product.price_fen * quantity // 10 if rng.random() < 0.2 else 0
             lines.append(Line(n + 1, product, quantity, product.price_fen, discount))
         total = sum(ln.unit_price_fen * ln.quantity for ln in lines)
         goods = total - sum(ln.discount_fen for ln in lines)
         coupon = 0
         if self.channel != "pos" and goods >= 30000 and rng.random() < 0.4:
-            coupon = rng.choice((2000, 3000, 5000))
+            coupon = (2000, 3000, 5000)[int(rng.random() * 3)]
         shipping = 1000 if self.channel != "pos" and goods < 9900 else 0
-
-        def at(event: str) -> int | None:
-            value = int(getattr(line, event)[pos])
-            return value if value <= now else None
-
+        seen = {event: (at if at <= now else None) for event, at in times.items()}
         return OrderRow(
             channel=self.channel,
             index=i,
@@ -336,16 +334,16 @@ class OrderFeed:
             discount_fen=total - goods + coupon,
             shipping_fen=shipping,
             stage=stage,
-            created=int(line.created[pos]),
-            paid=at("paid"),
-            shipped=at("shipped"),
-            finished=at("finished"),
-            refund_asked=at("refund_asked"),
-            refund_done=at("refund_done"),
-            closed=at("closed"),
+            created=times["created"],
+            paid=seen["paid"],
+            shipped=seen["shipped"],
+            finished=seen["finished"],
+            refund_asked=seen["refund_asked"],
+            refund_done=seen["refund_done"],
+            closed=seen["closed"],
             modified=modified,
-            delivered=int(line.delivered[pos]),
-            refund_line=rng.randint(1, len(lines)) if int(line.refund_asked[pos]) < NEVER else 0,
+            delivered=times["delivered"],
+            refund_line=1 + int(rng.random() * len(lines)) if times["refund_asked"] < NEVER else 0,
             malformed=malformed,
         )
 

@@ -8,12 +8,13 @@ window is still an index range (found by binary search) and row i stays a pure f
 
 from __future__ import annotations
 
+import bisect
 from datetime import datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
 
-from sync.simulator.seeding import uniforms
+from sync.simulator.seeding import uniform_one, uniforms
 
 DAY = 86400
 I64 = npt.NDArray[np.int64]
@@ -66,21 +67,37 @@ class Rhythm:
         active = np.array(hours[first:last], dtype=np.float64)
         self._hour_cdf = np.concatenate([[0.0], np.cumsum(active) / active.sum()])
         self._hour_seconds = np.arange(first, last + 1, dtype=np.float64) * 3600
+        self._day_list: list[float] = self._day_cumulative.tolist()
+        self._weight_list: list[float] = self._weights.tolist()
+        self._cdf_list: list[float] = self._hour_cdf.tolist()
+        self._seconds_list: list[float] = self._hour_seconds.tolist()
 
     def times(self, index: npt.ArrayLike) -> I64:
         """Times (epoch seconds) of the rows at `index`; non-decreasing in the index."""
         idx = np.asarray(index, dtype=np.int64)
         position = (idx + uniforms(self.key, idx, 0)) * self._per_row
-        day = np.searchsorted(self._day_cumulative, position, side="right") - 1
-        day = np.minimum(day, len(self._weights) - 1)
+        day = np.minimum(
+            np.searchsorted(self._day_cumulative, position, side="right") - 1, len(self._weights) - 1
+        )
         fraction = np.clip((position - self._day_cumulative[day]) / self._weights[day], 0.0, 0.999999)
-        seconds = np.interp(fraction, self._hour_cdf, self._hour_seconds)
+        k = np.minimum(np.searchsorted(self._hour_cdf, fraction, side="right") - 1, len(self._hour_cdf) - 2)
+        x0, x1 = self._hour_cdf[k], self._hour_cdf[k + 1]
+        y0, y1 = self._hour_seconds[k], self._hour_seconds[k + 1]
+        # Spelled out (not np.interp) so `time` below repeats the exact float operations.
+        seconds = y0 + (fraction - x0) * (y1 - y0) / (x1 - x0)
         # Days are counted from local midnight of the start day; rows before `start` are pushed to it.
         return np.maximum(self.start, self.start - self._offset + day * DAY + seconds.astype(np.int64))
 
     def time(self, i: int) -> int:
-        """Time of row i."""
-        return int(self.times([i])[0])
+        """Time of row i: `times` for one index in plain Python (binary searches call it a lot)."""
+        position = (i + uniform_one(self.key, i, 0)) * self._per_row
+        day = min(bisect.bisect_right(self._day_list, position) - 1, len(self._weight_list) - 1)
+        fraction = min(max((position - self._day_list[day]) / self._weight_list[day], 0.0), 0.999999)
+        k = min(bisect.bisect_right(self._cdf_list, fraction) - 1, len(self._cdf_list) - 2)
+        x0, x1 = self._cdf_list[k], self._cdf_list[k + 1]
+        y0, y1 = self._seconds_list[k], self._seconds_list[k + 1]
+        seconds = y0 + (fraction - x0) * (y1 - y0) / (x1 - x0)
+        return max(self.start, self.start - self._offset + day * DAY + int(seconds))
 
     def first_at_or_after(self, t: int) -> int:
         """Smallest index whose time is >= t (binary search over the monotone map)."""
