@@ -176,8 +176,8 @@ where refund.source_updated_at is null or excluded.source_updated_at >= refund.s
 """
 
 UPSERT_QUARANTINE = """
-insert into quarantine (channel_code, entity, external_id, payload_hash, raw, reason, errors)
-select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::jsonb[])
+insert into quarantine (channel_code, entity, external_id, payload_hash, raw, reason, errors, seen_count)
+select *, 1 from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::jsonb[])
 on conflict (channel_code, payload_hash) do update set
     reason = excluded.reason, errors = excluded.errors, last_seen_at = now(),
     seen_count = quarantine.seen_count + 1

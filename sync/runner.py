@@ -36,25 +36,31 @@ async def run_stream(
     key = connector.watermark_key(stream)
     watermark = await read_watermark(engine, key)
     total = LandingStats()
-    queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=queue_depth)
+    queue: asyncio.Queue[Batch | BaseException | None] = asyncio.Queue(maxsize=queue_depth)
     batch_size = connector.settings.batch_size
 
     async def produce() -> None:
-        pending = Batch()
-        async for batch in connector.pull(stream, watermark, since):
-            pending.extend(batch)
-            if pending.size() >= batch_size:
-                await queue.put(pending)
-                pending = Batch()
-        # The last batch may hold only a watermark advance (an empty window): it lands all the same.
-        await queue.put(pending)
-        await queue.put(None)
+        try:
+            pending = Batch()
+            async for batch in connector.pull(stream, watermark, since):
+                pending.extend(batch)
+                if pending.size() >= batch_size:
+                    await queue.put(pending)
+                    pending = Batch()
+            # The last batch may hold only a watermark advance (an empty window): it lands all the same.
+            await queue.put(pending)
+            await queue.put(None)
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            # Everything pulled before the failure has landed or is queued ahead of it: no loss.
+            await queue.put(exc)
 
     async def consume(lander: Lander) -> None:
         while True:
             batch = await queue.get()
             if batch is None:
                 return
+            if isinstance(batch, BaseException):
+                raise batch
             stats = await lander.land(batch)
             total.merge(stats)
             if batch.files_done:

@@ -24,7 +24,8 @@ def describe_errors(errors: list[dict[str, Any]]) -> str:
     parts = []
     for err in errors[:5]:
         loc = ".".join(str(p) for p in err.get("loc", ())) or "(row)"
-        parts.append(f"field `{loc}`: {err.get('msg')}")
+        msg = str(err.get("msg", "")).removeprefix("Value error, ")
+        parts.append(f"field `{loc}`: {msg}")
     more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
     return "; ".join(parts) + more
 

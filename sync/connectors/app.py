@@ -11,15 +11,13 @@ from collections.abc import AsyncIterator, Callable
 from datetime import date, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from sync.canonical import (
     Batch,
     ConsentRecord,
-    Fen,
     InteractionRecord,
     LocalTime,
-    OptionalFen,
     OptionalLocalTime,
     OrderLineRecord,
     OrderRecord,
@@ -30,69 +28,70 @@ from sync.connectors.base import Connector
 from sync.validation import key_of, validate_rows
 
 APP_ORDER_STATUS = {
-    "pending": "pending",
-    "created": "pending",
-    "unpaid": "pending",
+    "pending_payment": "pending",
     "paid": "paid",
     "shipped": "shipped",
-    "delivered": "completed",
     "completed": "completed",
-    "cancelled": "cancelled",
-    "canceled": "cancelled",
+    # A refund being processed does not undo the sale until it is done.
+    "refunding": "completed",
     "refunded": "refunded",
+    "cancelled": "cancelled",
 }
 
 
 class AppMember(BaseModel):
-    """A member registration or profile update."""
+    """A member registration or profile update. The member system verifies mobiles by SMS code at
+    registration, so a mobile it sends is a verified one."""
 
-    model_config = ConfigDict(coerce_numbers_to_str=True, extra="allow")
+    model_config = ConfigDict(coerce_numbers_to_str=True)
 
     member_no: str = Field(min_length=1, max_length=64)
     name: str | None = None
     nickname: str | None = None
-    mobile: str | None = None
-    mobile_verified: bool = False
+    mobile: str | None = Field(None, pattern=r"^\+?[0-9][0-9 \-]{6,19}$")
     email: str | None = None
-    unionid: str | None = None
-    openid: str | None = None
+    id_number: str | None = None
+    wechat_unionid: str | None = Field(None, max_length=64)
+    wechat_openid: str | None = Field(None, max_length=64)
     birthday: date | None = None
     gender: str | None = None
     province: str | None = None
     city: str | None = None
     district: str | None = None
     address: str | None = None
+    tier: str | None = None
+    points: int | None = None
     marketing_opt_in: bool | None = None
     registered_at: OptionalLocalTime = None
     updated_at: LocalTime
 
-    @field_validator("birthday", mode="before")
+    @field_validator("birthday", "mobile", "email", "id_number", mode="before")
     @classmethod
-    def _blank_birthday(cls, value: Any) -> Any:
+    def _blank(cls, value: Any) -> Any:
         return None if value == "" else value
 
 
 class AppOrderLine(BaseModel):
-    model_config = ConfigDict(coerce_numbers_to_str=True)
+    """Our own API sends money as integer fen: strict, so '12.5' is refused rather than guessed at."""
 
+    line_no: int = Field(ge=1)
     sku: str | None = None
     title: str | None = None
-    quantity: int = Field(gt=0)
-    unit_price: Fen = Field(ge=0)
-    discount: OptionalFen = None
-    amount: Fen = Field(ge=0)
+    quantity: StrictInt = Field(gt=0)
+    unit_price_fen: StrictInt = Field(ge=0)
+    discount_fen: StrictInt = Field(0, ge=0)
+    amount_fen: StrictInt = Field(ge=0)
 
 
 class AppOrder(BaseModel):
-    model_config = ConfigDict(coerce_numbers_to_str=True)
-
     order_no: str = Field(min_length=1, max_length=64)
     member_no: str | None = Field(None, max_length=64)
     status: str
-    total: Fen = Field(ge=0)
-    paid: OptionalFen = None
-    discount: OptionalFen = None
-    shipping: OptionalFen = None
+    currency: str = Field("CNY", min_length=3, max_length=3)
+    total_fen: StrictInt = Field(ge=0)
+    discount_fen: StrictInt = Field(0, ge=0)
+    shipping_fen: StrictInt = Field(0, ge=0)
+    paid_fen: StrictInt = Field(0, ge=0)
     created_at: LocalTime
     paid_at: OptionalLocalTime = None
     updated_at: LocalTime
@@ -107,14 +106,18 @@ class AppOrder(BaseModel):
 
 
 class AppEvent(BaseModel):
-    model_config = ConfigDict(coerce_numbers_to_str=True, extra="allow")
+    """A browsing event: page_view, add_to_cart, search, ..."""
+
+    model_config = ConfigDict(coerce_numbers_to_str=True)
 
     id: str = Field(min_length=1, max_length=100)
     member_no: str | None = Field(None, max_length=64)
     type: str = Field(min_length=1, max_length=32)
     occurred_at: LocalTime
-    page: str | None = None
+    source: str | None = None
+    session_id: str | None = None
     sku: str | None = None
+    keyword: str | None = None
 
 
 def normalize_members(rows: list[Any], channel: str = "app") -> Batch:
@@ -133,10 +136,11 @@ def normalize_members(rows: list[Any], channel: str = "app") -> Batch:
                     "name": m.name,
                     "nickname": m.nickname,
                     "phone": m.mobile,
-                    "phone_verified": "true" if m.mobile_verified else "false",
+                    "phone_verified": "true" if m.mobile else "false",
                     "email": m.email,
-                    "wechat_unionid": m.unionid,
-                    "wechat_openid": m.openid,
+                    "id_number": m.id_number,
+                    "wechat_unionid": m.wechat_unionid,
+                    "wechat_openid": m.wechat_openid,
                     "birth_date": m.birthday.isoformat() if m.birthday else None,
                     "gender": m.gender,
                     "province": m.province,
@@ -174,18 +178,25 @@ def normalize_orders(rows: list[Any], channel: str = "app") -> Batch:
                 store_code=None,
                 status=APP_ORDER_STATUS[o.status],
                 source_status=o.status,
-                total_fen=o.total,
-                paid_fen=o.paid if o.paid is not None else (o.total if o.paid_at else 0),
-                discount_fen=o.discount or 0,
-                shipping_fen=o.shipping or 0,
+                total_fen=o.total_fen,
+                paid_fen=o.paid_fen,
+                discount_fen=o.discount_fen,
+                shipping_fen=o.shipping_fen,
+                currency=o.currency,
                 placed_at=o.created_at,
                 paid_at=o.paid_at,
                 source_updated_at=o.updated_at,
                 lines=[
                     OrderLineRecord(
-                        i, ln.sku, ln.title, ln.quantity, ln.unit_price, ln.discount or 0, ln.amount
+                        ln.line_no,
+                        ln.sku,
+                        ln.title,
+                        ln.quantity,
+                        ln.unit_price_fen,
+                        ln.discount_fen,
+                        ln.amount_fen,
                     )
-                    for i, ln in enumerate(o.lines, start=1)
+                    for ln in o.lines
                 ],
             )
         )
@@ -205,7 +216,7 @@ def normalize_events(rows: list[Any], channel: str = "app") -> Batch:
                 identity_external_id=e.member_no,
                 type=e.type,
                 occurred_at=e.occurred_at,
-                summary=e.page or e.sku,
+                summary=e.keyword or e.sku,
                 payload=raw,
             )
         )
@@ -269,7 +280,9 @@ class AppConnector(Connector):
         key = self.watermark_key("events")
         while True:
             body = await self.client.request_json(
-                "GET", "/app/api/v1/events", params={"since_id": since_id, "limit": self.config.page_size}
+                "GET",
+                "/app/api/v1/events",
+                params={"since_id": since_id, "limit": min(self.config.page_size * 2, 1000)},
             )
             rows = body.get("data") or []
             if not rows:
@@ -279,7 +292,7 @@ class AppConnector(Connector):
             since_id = str(max(last, _int(since_id)))
             batch.watermarks.append(WatermarkAdvance(key, cursor=since_id))
             yield batch
-            if not body.get("next_cursor") and len(rows) < self.config.page_size:
+            if not body.get("has_more"):
                 return
 
 

@@ -47,8 +47,11 @@ ORDER_STATE = {
     "PAUSE": "paid",
 }
 RESPONSE_KEY = "jingdong_pop_order_search_responce"
-# Gateway codes that are caller faults: bad signature (12), bad token (19), bad parameters.
-PERMANENT_GATEWAY_CODES = {"12", "19", "11", "13", "14", "15", "16", "17", "18", "20"}
+# Gateway codes that are caller faults (missing/invalid version, timestamp, signature, method, app_key,
+# access_token); the others (2: call limit, 66: service unavailable, ...) are worth retrying.
+PERMANENT_GATEWAY_CODES = {"4", "7", "8", "11", "12", "13", "14", "15", "16", "17", "18", "19", "20"}
+# Business failures that are our fault: retrying the same parameters cannot succeed.
+PERMANENT_BUSINESS_CODES = {"INVALID_PARAM", "MISSING_PARAM"}
 
 
 def jd_sign(params: dict[str, str], secret: str) -> str:
@@ -71,7 +74,10 @@ def check_jd(body: Any) -> None:
     result = (body.get(RESPONSE_KEY) or {}).get("searchorderinfo_result") or {}
     api = result.get("apiResult") or {}
     if api and not api.get("success", True):
-        text = f"JD business error {api.get('resultCode')}: {api.get('resultDescribe') or api.get('chineseErrCode') or ''}"
+        code = str(api.get("resultCode"))
+        text = f"JD business error {code}: {api.get('resultDescribe') or api.get('chineseErrCode') or ''}"
+        if code in PERMANENT_BUSINESS_CODES:
+            raise PermanentError(text)
         raise TransientError(text)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import date, datetime, timedelta
@@ -24,6 +25,7 @@ from sync.canonical import (
     Fen,
     LocalTime,
     OptionalFen,
+    OptionalLocalTime,
     OrderLineRecord,
     OrderRecord,
     PersonIdentity,
@@ -75,6 +77,8 @@ class PosTransaction(BaseModel):
     cashier_id: str | None = None
     business_day: date
     ended_at: LocalTime
+    delivered_at: OptionalLocalTime = None
+    currency: str = Field("CNY", min_length=3, max_length=3)
     member_phone: str | None = None
     member_card_no: str | None = Field(None, max_length=60)
     total: Fen
@@ -82,9 +86,10 @@ class PosTransaction(BaseModel):
     tax_total: OptionalFen = None
     lines: list[PosLine] = Field(default_factory=list)
     tenders: list[PosTender] = Field(default_factory=list)
-    updated_at: LocalTime | None = None
 
-    @field_validator("member_phone", "member_card_no", "cashier_id", "transaction_id", mode="before")
+    @field_validator(
+        "member_phone", "member_card_no", "cashier_id", "transaction_id", "delivered_at", mode="before"
+    )
     @classmethod
     def _blank(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -103,10 +108,20 @@ class PosTransaction(BaseModel):
         )
 
 
+# Cashiers type a placeholder when a shopper will not give a number: 138 0000 0000, 188 8888 8888.
+_PLACEHOLDER_PHONE = re.compile(r"^1\d{2}(\d)\1{7}$")
+
+
+def is_placeholder_phone(phone: str) -> bool:
+    return bool(_PLACEHOLDER_PHONE.match(re.sub(r"\D", "", phone)[-11:]))
+
+
 def _member_key(t: PosTransaction) -> str | None:
+    """The identity a sale belongs to: the member card, else the phone; a placeholder phone is an
+    anonymous sale, not one person buying in every store."""
     if t.member_card_no:
         return f"card:{t.member_card_no}"
-    if t.member_phone:
+    if t.member_phone and not is_placeholder_phone(t.member_phone):
         return f"phone:{t.member_phone}"
     return None
 
@@ -129,14 +144,18 @@ def normalize_transactions(rows: list[Any], channel: str = "pos") -> Batch:
     stores: set[str] = set()
     for t, _raw in valid:
         member = _member_key(t)
-        updated = t.updated_at or t.ended_at
+        # POS sales are final: the only "modification" is the back office receiving them.
+        updated = t.delivered_at or t.ended_at
         if member:
             batch.identities.append(
                 PersonIdentity(
                     channel=channel,
                     external_id=member,
                     source_updated_at=updated,
-                    attributes={"phone": t.member_phone, "member_no": t.member_card_no},
+                    attributes={
+                        "phone": t.member_phone if member.startswith("phone:") else None,
+                        "member_no": t.member_card_no,
+                    },
                     raw={
                         "member_phone": t.member_phone,
                         "member_card_no": t.member_card_no,
@@ -172,6 +191,7 @@ def normalize_transactions(rows: list[Any], channel: str = "pos") -> Batch:
                 paid_at=t.ended_at,
                 source_updated_at=updated,
                 lines=lines,
+                currency=t.currency,
             )
         )
     return batch

@@ -32,6 +32,10 @@ TOKEN_ERRORS = {40001, 40014, 42001}
 QUOTA_ERRORS = {45009, 45011}
 
 
+class InvalidOpenidError(PermanentError):
+    """40003: e.g. a stored next_openid whose follower has since unfollowed."""
+
+
 def check_wechat(body: Any) -> None:
     """errcode -1 (busy) and quota codes retry; token codes refresh; the rest are caller faults."""
     if not isinstance(body, dict):
@@ -44,6 +48,8 @@ def check_wechat(body: Any) -> None:
         raise TokenExpiredError(text)
     if code == -1 or code in QUOTA_ERRORS:
         raise TransientError(text)
+    if code == 40003:
+        raise InvalidOpenidError(text)
     raise PermanentError(text)
 
 
@@ -205,12 +211,19 @@ class WeChatConnector(Connector):
         sem = asyncio.Semaphore(self.settings.concurrency)
         while True:
             cursor = next_openid
-            body = await self.client.request_json(
-                "GET",
-                "/wechat/cgi-bin/user/get",
-                params=lambda cursor=cursor: {"access_token": self._token, "next_openid": cursor},  # type: ignore[misc]
-                check=check_wechat,
-            )
+            try:
+                body = await self.client.request_json(
+                    "GET",
+                    "/wechat/cgi-bin/user/get",
+                    params=lambda cursor=cursor: {"access_token": self._token, "next_openid": cursor},  # type: ignore[misc]
+                    check=check_wechat,
+                )
+            except InvalidOpenidError:
+                if not cursor:
+                    raise
+                # The follower we resumed after has unfollowed: list everyone again (landing is idempotent).
+                next_openid = ""
+                continue
             openids: list[str] = ((body.get("data") or {}).get("openid")) or []
             if not openids:
                 return

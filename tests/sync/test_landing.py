@@ -1,0 +1,87 @@
+"""Landing: idempotent upserts keyed on (channel, external id), in-place updates, stale versions ignored,
+lines replaced whole, watermark in the same transaction, quarantine kept once per payload."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from sync.canonical import WatermarkAdvance
+from sync.connectors.taobao import normalize_trades
+from sync.landing import Lander, read_watermark
+from tests.sync.factories import top_trade
+
+
+async def _orders(engine):
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                sa.text(
+                    "select o.external_id, o.status, o.source_status, o.total_fen, count(l.id) as lines, "
+                    "o.source_identity_id is not null as has_identity from orders o "
+                    "left join order_line l on l.order_id = o.id group by o.id order by o.external_id"
+                )
+            )
+        ).all()
+    return [tuple(r) for r in rows]
+
+
+async def test_landing_twice_gives_the_same_rows(committed_db):
+    batch = normalize_trades([top_trade(1001), top_trade(1002, lines=3)])
+    async with Lander.open(committed_db) as lander:
+        first = await lander.land(batch)
+        await lander.land(normalize_trades([top_trade(1001), top_trade(1002, lines=3)]))
+    assert first.orders == 2 and first.order_lines == 5
+    assert await _orders(committed_db) == [
+        ("1001", "paid", "WAIT_SELLER_SEND_GOODS", 39800, 2, True),
+        ("1002", "paid", "WAIT_SELLER_SEND_GOODS", 59700, 3, True),
+    ]
+
+
+async def test_later_status_updates_in_place_and_stale_versions_are_ignored(committed_db):
+    async with Lander.open(committed_db) as lander:
+        await lander.land(normalize_trades([top_trade(2001)]))
+        await lander.land(
+            normalize_trades(
+                [top_trade(2001, status="WAIT_BUYER_CONFIRM_GOODS", modified="2026-10-02 10:00:00", lines=1)]
+            )
+        )
+        # An older version arriving late must not roll the order back.
+        await lander.land(normalize_trades([top_trade(2001, modified="2026-10-01 11:00:00")]))
+    assert await _orders(committed_db) == [("2001", "shipped", "WAIT_BUYER_CONFIRM_GOODS", 19900, 1, True)]
+
+
+async def test_bad_rows_are_quarantined_once_with_the_field_named(committed_db):
+    bad = top_trade(3002, price="19.999")
+    batch = normalize_trades([top_trade(3001), bad])
+    async with Lander.open(committed_db) as lander:
+        await lander.land(batch)
+        await lander.land(normalize_trades([bad]))
+    async with committed_db.connect() as conn:
+        rows = (
+            await conn.execute(sa.text("select external_id, reason, seen_count, raw from quarantine"))
+        ).all()
+    assert len(rows) == 1
+    assert rows[0].external_id == "3002"
+    assert "orders.order.0.price" in rows[0].reason and "fractions of a fen" in rows[0].reason
+    assert rows[0].seen_count == 2
+    assert rows[0].raw == bad
+    assert [r[0] for r in await _orders(committed_db)] == ["3001"]
+
+
+async def test_watermark_commits_with_its_batch_only(committed_db):
+    batch = normalize_trades([top_trade(4001)])
+    batch.watermarks.append(WatermarkAdvance("tmall.trades", cursor="page-1"))
+    # A batch that fails inside the transaction takes its watermark down with it.
+    broken = normalize_trades([top_trade(4002)])
+    broken.orders[0].status = "x" * 100  # wider than the column: the insert fails
+    broken.watermarks.append(WatermarkAdvance("tmall.trades", cursor="page-2"))
+    async with Lander.open(committed_db) as lander:
+        await lander.land(batch)
+        try:
+            await lander.land(broken)
+        except Exception:  # noqa: BLE001 - the failure itself is the point
+            pass
+        else:
+            raise AssertionError("the broken batch should have failed")
+    assert (await read_watermark(committed_db, "tmall.trades"))["cursor"] == "page-1"
+    assert [r[0] for r in await _orders(committed_db)] == ["4001"]
