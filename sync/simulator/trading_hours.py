@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 
+from sync.simulator.config import CST
 from sync.simulator.seeding import uniform_one, uniforms
 
 DAY = 86400
@@ -52,7 +53,8 @@ class Rhythm:
     ) -> None:
         self.key = key
         self.start = int(start.timestamp())
-        local_midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
+        # Hours of the day are China's, whatever zone `start` was given in.
+        local_midnight = start.astimezone(CST).replace(hour=0, minute=0, second=0, microsecond=0)
         self._offset = int((start - local_midnight).total_seconds())
         weights = np.array(
             [_day_weight(local_midnight + timedelta(days=d), promotions) for d in range(days + HORIZON_DAYS)]
