@@ -15,9 +15,17 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from sync.simulator.config import ORDER_CHANNELS
 from sync.simulator.dataset import truth_frame
 from sync.simulator.formats import iso
+from sync.simulator.orders import FINISHED, PAID, REFUND_ASKED, REFUNDED, SHIPPED
 from sync.simulator.state import FAULT_KINDS, Fault, SimulatorState
 from sync.simulator.trading_hours import HORIZON_DAYS
 
+STAGE_NAMES = {
+    PAID: "paid",
+    SHIPPED: "shipped",
+    FINISHED: "finished",
+    REFUND_ASKED: "refund_asked",
+    REFUNDED: "refunded",
+}
 Handler = Callable[[Request, SimulatorState], Awaitable[Response]]
 ErrorEnvelope = Callable[[Request, str | None], Response]
 
@@ -176,7 +184,7 @@ async def post_update_orders(request: Request) -> Response:
                 {
                     "channel": channel,
                     "external_id": row.external_id,
-                    "stage": row.stage,
+                    "stage": STAGE_NAMES.get(row.stage, str(row.stage)),
                     "modified": iso(row.modified),
                 }
             )
