@@ -13,6 +13,7 @@ Time is integer seconds since the epoch throughout; arrays are numpy int64.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -151,6 +152,7 @@ class OrderFeed:
         # index -> (forced stage, time): orders moved forward by POST /_sim/update_orders.
         self.overlay: dict[int, tuple[int, int]] = {}
         self._blocks: OrderedDict[int, Timeline] = OrderedDict()
+        self._key_cache: OrderedDict[tuple[int, int, str], tuple[I64, npt.NDArray[np.bool_]]] = OrderedDict()
         # Counters that let tests prove laziness through behaviour.
         self.rows_materialized = 0
         self.timeline_rows = 0
@@ -359,16 +361,15 @@ class OrderFeed:
         slack = MAX_POS_DELAY if key == "delivered" else MAX_LIFE
         lo = self.first_index_at_or_after(start - slack)
         hi = min(visible, self.first_index_at_or_after(end + 1))
-        pieces = self.scan(lo, hi) if hi > lo else []
+        pieces = list(self._keyed(lo, hi, now, key))
         extra = self.overlay_timeline(visible)
         if extra is not None:
-            outside = (extra.index < lo) | (extra.index >= hi)
-            pieces.append(extra.take(outside))
+            outside = extra.take((extra.index < lo) | (extra.index >= hi))
+            pieces.append((outside, *self._key_times(outside, now, key)))
         found_idx: list[I64] = []
         found_at: list[I64] = []
-        for piece in pieces:
-            at, ok = self._key_times(piece, now, key)
-            ok &= (at >= start) & (at <= end)
+        for piece, at, ok in pieces:
+            ok = ok & (at >= start) & (at <= end)
             if stages is not None:
                 ok &= np.isin(piece.stage_at(now), list(stages))
             found_idx.append(piece.index[ok])
@@ -379,6 +380,26 @@ class OrderFeed:
         at = np.concatenate(found_at)
         order = np.lexsort((-idx, -at))  # newest first, ties by index descending: a total order
         return idx[order], at[order]
+
+    def _keyed(
+        self, lo: int, hi: int, now: int, key: str
+    ) -> Iterator[tuple[Timeline, I64, npt.NDArray[np.bool_]]]:
+        """(piece, key time, visible) for indexes [lo, hi), block by block. Key times of untouched
+        blocks are cached per clock value: consecutive pages and windows re-read the same blocks."""
+        for number in range(lo // BLOCK, (hi - 1) // BLOCK + 1 if hi > lo else lo // BLOCK):
+            line = self.block(number)
+            if self.overlay:
+                at, ok = self._key_times(line, now, key)
+            else:
+                cached = self._key_cache.get((number, now, key))
+                if cached is None:
+                    cached = self._key_cache[(number, now, key)] = self._key_times(line, now, key)
+                    if len(self._key_cache) > 64:
+                        self._key_cache.popitem(last=False)
+                at, ok = cached
+            first = number * BLOCK
+            cut = slice(max(lo, first) - first, min(hi, first + BLOCK) - first)
+            yield line.take(cut), at[cut], ok[cut]
 
     def _key_times(self, piece: Timeline, now: int, key: str) -> tuple[I64, npt.NDArray[np.bool_]]:
         if key == "delivered":
@@ -402,9 +423,8 @@ class OrderFeed:
         times: list[I64] = []
         indexes: list[I64] = []
 
-        def keep(piece: Timeline) -> None:
-            at, ok = self._key_times(piece, now, key)
-            ok &= at >= floor_t
+        def keep(piece: Timeline, at: I64, ok: npt.NDArray[np.bool_]) -> None:
+            ok = ok & (at >= floor_t)
             if after is not None:
                 ok &= (at > after[0]) | ((at == after[0]) & (piece.index > after[1]))
             times.append(at[ok])
@@ -412,12 +432,13 @@ class OrderFeed:
 
         extra = self.overlay_timeline(visible)
         if extra is not None:
-            keep(extra.take(extra.index < lo))
+            before = extra.take(extra.index < lo)
+            keep(before, *self._key_times(before, now, key))
         position, found = lo, 0
         while position < visible:
             hi = min(visible, (position // BLOCK + 1) * BLOCK)
-            for piece in self.scan(position, hi):
-                keep(piece)
+            for piece, at, ok in self._keyed(position, hi, now, key):
+                keep(piece, at, ok)
                 found += len(indexes[-1])
             position = hi
             if found >= limit and position < visible:
