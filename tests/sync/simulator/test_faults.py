@@ -142,3 +142,10 @@ def test_malformed_fault_on_every_other_channel(start_sim):
     _arm(sim, path_prefix="/wechat/_sim/pushes", kind="malformed", count=1)
     items = sim.http.get("/wechat/_sim/pushes", params={"limit": 20}).json()["items"]
     assert sum(not i["xml"].endswith("</xml>") for i in items) == 1
+
+
+def test_page_delay_applies_to_channel_routes_only(start_sim):
+    sim = start_sim(SimulatorConfig(page_delay_s=3))
+    with pytest.raises(httpx.ReadTimeout):
+        sim.http.get("/catalog/v1/products", timeout=0.5)
+    assert sim.http.get("/_sim/clock", timeout=0.5).status_code == 200

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sync.simulator import CST
+from sync.simulator import CST, SimulatorConfig, top_sign
 
 INC = "taobao.trades.sold.increment.get"
 FMT = "%Y-%m-%d %H:%M:%S"
@@ -46,8 +46,6 @@ def test_tampered_parameter_breaks_the_signature(sim):
         "sign_method": "md5",
         "page_size": "5",
     }
-    from sync.simulator import top_sign
-
     form["sign"] = top_sign(form, sim.config.taobao_app_secret)
     form["page_size"] = "6"
     assert sim.http.post("/taobao/router/rest", data=form).json()["error_response"]["code"] == 25
@@ -186,3 +184,12 @@ def test_refunds_point_at_trades_and_lines(sim):
         oids = {line["oid"] for line in trades[refund["tid"]]["orders"]["order"]}
         assert refund["oid"] in oids
         assert refund["status"] in ("WAIT_SELLER_AGREE", "SUCCESS")
+
+
+def test_timestamps_are_checked_against_the_wall_clock_when_asked(start_sim):
+    sim = start_sim(SimulatorConfig(check_timestamp=True))
+    # The helper signs with a fixed 2026-11-20 timestamp; only a fresh one passes the check.
+    assert sim.top("taobao.trades.sold.get")["error_response"]["code"] == 31
+    fresh = datetime.now(CST).strftime(FMT)
+    reply = sim.top("taobao.trades.sold.get", timestamp=fresh, page_size=1)
+    assert "error_response" not in reply
