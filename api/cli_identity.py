@@ -7,7 +7,7 @@ import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -39,7 +39,7 @@ INPUT_COLUMNS = (
 DATASETS = ("febrl2", "febrl4", "simulator")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     from api.cli import fail
 
     fail(message)
@@ -94,6 +94,12 @@ def resolve(
     review: Annotated[
         Path | None, typer.Option(help="Also write the pairs that need a person's review.")
     ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="Labelled pairs (left_record_id,right_record_id,is_match): score with a supervised model."
+        ),
+    ] = None,
     model: Annotated[
         str,
         typer.Option(help="'em' fits Fellegi-Sunter weights on the file; 'reference' uses fixed weights."),
@@ -121,6 +127,14 @@ def resolve(
             r: int(c) for r, c in zip(prev["record_id"], prev["customer_id"], strict=True) if str(c).isdigit()
         }
 
+    labelled = None
+    if labels is not None:
+        import pandas as pd
+
+        labelled = pd.read_csv(labels, dtype=str) if labels.exists() else pd.DataFrame()
+        if not {"left_record_id", "right_record_id", "is_match"} <= set(labelled.columns):
+            _fail(f"--labels {labels}: expected columns left_record_id,right_record_id,is_match")
+
     bar = _progress()
     tasks = {
         "standardize": bar.add_task("standardizing records", total=len(frame)),
@@ -133,12 +147,16 @@ def resolve(
         bar.advance(tasks[stage], amount)
 
     with bar if not quiet else contextlib.nullcontext():
-        result = resolve_frame(
-            frame,
-            model=None if model == "em" else reference_model(len(frame)),
-            previous=prior or None,
-            progress=None if quiet else progress,
-        )
+        try:
+            result = resolve_frame(
+                frame,
+                model=None if model == "em" else reference_model(len(frame)),
+                previous=prior or None,
+                labelled_pairs=labelled,
+                progress=None if quiet else progress,
+            )
+        except ValueError as exc:
+            _fail(str(exc))
         for task in tasks.values():  # pair totals are known only at the end
             bar.update(task, total=bar.tasks[task].completed or 1)
     output.parent.mkdir(parents=True, exist_ok=True)

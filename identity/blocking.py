@@ -41,7 +41,7 @@ DEFAULT_PASSES: tuple[BlockingPass, ...] = (
 )
 
 
-def _name_parts(name_pinyin: pd.Series) -> tuple[pd.Series, pd.Series]:
+def name_parts(name_pinyin: pd.Series) -> tuple[pd.Series, pd.Series]:
     parts = name_pinyin.fillna(" ").str.split(" ", n=1, expand=True)
     if parts.shape[1] == 1:
         parts[1] = ""
@@ -56,7 +56,7 @@ def blocking_keys(frame: pd.DataFrame) -> pd.DataFrame:
     for column in ("wechat_unionid", "id_number", "member_no", "phone", "email", "city", "postcode"):
         keys[column] = frame[column].astype(object) if column in frame else None
     keys["birth_date"] = frame["birth_date"].astype(str).where(frame["birth_date"].notna(), None)
-    family, given = _name_parts(frame["name_pinyin"])
+    family, given = name_parts(frame["name_pinyin"])
     keys["family_key"], keys["given_key"] = family, given
     # Order-free name key: "zhang wei" and "wei zhang" land in one block.
     tokens = frame["name_pinyin"].fillna("").str.split()

@@ -11,8 +11,8 @@ be plugged into `recordlinkage.Compare` when someone wants its API.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature("province", ("different", "exact")),
 )
 FEATURE_INDEX: dict[str, int] = {f.name: i for i, f in enumerate(FEATURES)}
+# Features whose exact level is weighted by how common the agreed value is (feature -> column).
+TF_FEATURES: dict[str, str] = {"family_name": "family", "given_name": "given"}
 
 
 def _codes(values: pd.Series) -> np.ndarray:
@@ -73,9 +75,16 @@ class PreparedRecords:
     strings: dict[str, np.ndarray]
     birth_int: np.ndarray  # yyyymmdd, -1 when missing
     address_numbered: np.ndarray  # the detail has a house number: exact agreement is strong evidence
+    # Term frequency of each record's own value (share of records holding it), for the features
+    # in TF_FEATURES: agreeing on 王 or 伟 is weaker evidence than agreeing on 翟 or 翊.
+    term_frequency: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame) -> PreparedRecords:
+    def from_frame(
+        cls, frame: pd.DataFrame, population: Mapping[str, tuple[Mapping[str, int], int]] | None = None
+    ) -> PreparedRecords:
+        """`population[column] = (counts by value, total)` gives term frequencies from a wider
+        population than the frame (the database path); by default the frame is the population."""
         parts = frame["name_pinyin"].fillna(" ").str.split(" ", n=1, expand=True)
         if parts.shape[1] == 1:
             parts[1] = ""
@@ -113,8 +122,18 @@ class PreparedRecords:
         }
         birth = pd.to_datetime(frame["birth_date"], errors="coerce")
         birth_int = (birth.dt.year * 10000 + birth.dt.month * 100 + birth.dt.day).fillna(-1).astype(np.int64)
+        term_frequency = {}
+        for feature, column in TF_FEATURES.items():
+            values = columns[column]
+            if population is not None and column in population:
+                counts, total = population[column]
+                tf = values.map(counts).astype(float) / max(total, 1)
+            else:
+                tf = values.map(values.value_counts()).astype(float) / max(int(values.notna().sum()), 1)
+            term_frequency[feature] = tf.fillna(0.0).to_numpy()
         return cls(
             n=len(frame),
+            term_frequency=term_frequency,
             codes={k: _codes(v) for k, v in columns.items()},
             strings={k: _strings(v) for k, v in columns.items() if k in _FUZZY},
             birth_int=birth_int.to_numpy(),
@@ -281,6 +300,25 @@ def _phone_levels(rec: PreparedRecords, left: np.ndarray, right: np.ndarray) -> 
     return out
 
 
+def tf_adjustment(
+    rec: PreparedRecords, left: np.ndarray, levels: np.ndarray, u_exact: Mapping[str, float]
+) -> np.ndarray:
+    """Bits to add per pair: log2(u_exact / tf(value)) on the TF features where the pair agrees
+    exactly. The left record's frequency is used (both sides hold the same value)."""
+    total = np.zeros(len(left))
+    for feature, _column in TF_FEATURES.items():
+        j = FEATURE_INDEX[feature]
+        exact = levels[:, j] == FEATURES[j].n_levels - 1
+        if not exact.any() or feature not in rec.term_frequency:
+            continue
+        tf = rec.term_frequency[feature][left[exact]]
+        ok = tf > 0
+        adjust = np.zeros(int(exact.sum()))
+        adjust[ok] = np.log2(u_exact[feature] / tf[ok])
+        total[np.flatnonzero(exact)] += adjust
+    return total
+
+
 def describe_levels(levels: np.ndarray) -> dict[str, str]:
     """Readable evidence for one pair: feature -> level label (missing features left out)."""
     return {f.name: f.levels[int(v)] for f, v in zip(FEATURES, levels, strict=True) if v >= 0}
@@ -302,16 +340,14 @@ class RecordlinkageFeature:
 
         class _Feature(BaseCompareFeature):
             def __init__(self) -> None:
+                # Empty label lists: recordlinkage passes an empty frame indexed by each side's labels.
                 super().__init__([], [], label=[f.name for f in FEATURES])
 
-            def _compute(self, pairs: pd.MultiIndex, *_: Any) -> pd.DataFrame:
-                left = positions.loc[pairs.get_level_values(0)].to_numpy()
-                right = positions.loc[pairs.get_level_values(1)].to_numpy()
-                return pd.DataFrame(
-                    compare_pairs(rec, left, right), index=pairs, columns=[f.name for f in FEATURES]
-                )
-
-            def compute(self, pairs: pd.MultiIndex, x: Any = None, x_link: Any = None) -> pd.DataFrame:
-                return self._compute(pairs)
+            def _compute(
+                self, left_data: tuple[pd.DataFrame], right_data: tuple[pd.DataFrame]
+            ) -> pd.DataFrame:
+                left = positions.loc[left_data[0].index.get_level_values(0)].to_numpy()
+                right = positions.loc[right_data[0].index.get_level_values(1)].to_numpy()
+                return pd.DataFrame(compare_pairs(rec, left, right), columns=[f.name for f in FEATURES])
 
         return _Feature()

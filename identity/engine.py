@@ -19,7 +19,7 @@ import pandas as pd
 
 from identity.blocking import DEFAULT_PASSES, BlockingPass, blocking_keys, candidate_pairs
 from identity.cluster import ConstrainedUnionFind, apply_links, stable_cluster_ids
-from identity.compare import PreparedRecords, compare_pairs
+from identity.compare import PreparedRecords, compare_pairs, tf_adjustment
 from identity.model import (
     FellegiSunterModel,
     decode_patterns,
@@ -251,10 +251,13 @@ def score_candidates(
     passes: tuple[BlockingPass, ...] = DEFAULT_PASSES,
     sorted_neighbourhood: bool = True,
     restrict: np.ndarray | None = None,
+    term_frequency: bool = True,
     progress: Progress | None = None,
 ) -> Scoring:
     """Compare and score every candidate pair chunk by chunk; keep only links and review pairs."""
     from identity.compare import FEATURES
+
+    u_exact = model.u_exact()
 
     links: list[Edges] = []
     review: list[Edges] = []
@@ -268,7 +271,7 @@ def score_candidates(
         restrict=restrict,
     ):
         levels = compare_pairs(rec, lc, rc)
-        p = model.probability(levels)
+        p = model.probability(levels, tf_adjustment(rec, lc, levels, u_exact) if term_frequency else None)
         compared += len(lc)
         for bucket, mask in (
             (links, p >= rules.link_threshold),
@@ -289,12 +292,31 @@ def score_candidates(
     return Scoring(Edges.concat(links, len(FEATURES)), Edges.concat(review, len(FEATURES)), compared)
 
 
+def fit_supervised_on(
+    std: pd.DataFrame, rec: PreparedRecords, labelled_pairs: pd.DataFrame, base: FellegiSunterModel
+) -> FellegiSunterModel:
+    """A supervised model (logistic regression over agreement levels) from labelled record pairs."""
+    position = pd.Series(np.arange(len(std)), index=std["record_id"].astype(str))
+    left = position.reindex(labelled_pairs["left_record_id"].astype(str)).to_numpy()
+    right = position.reindex(labelled_pairs["right_record_id"].astype(str)).to_numpy()
+    known = ~(np.isnan(left) | np.isnan(right))
+    if not known.any():
+        raise ValueError("labelled_pairs: no pair refers to two record_ids of this file")
+    labels = labelled_pairs["is_match"].astype(str).str.lower().isin(["1", "true", "yes", "y"]).to_numpy()
+    if labels[known].all() or not labels[known].any():
+        raise ValueError("labelled_pairs: need both matches and non-matches (is_match 1 and 0)")
+    levels = compare_pairs(rec, left[known].astype(np.int64), right[known].astype(np.int64))
+    model = FellegiSunterModel(m=base.m, u=base.u, prior=base.prior)
+    return model.fit_supervised(levels, labels[known])
+
+
 def resolve_frame(
     df: pd.DataFrame,
     rules: IdentityRules = DEFAULT_RULES,
     *,
     model: FellegiSunterModel | None = None,
     previous: Mapping[Any, int] | None = None,
+    labelled_pairs: pd.DataFrame | None = None,
     sorted_neighbourhood: bool = True,
     standardized: bool = False,
     progress: Progress | None = None,
@@ -306,6 +328,8 @@ def resolve_frame(
     customer_id of an earlier run: ids survive, merges keep the oldest (smallest) id, and a split
     cluster keeps the id on the side holding the earliest record (input order is age). New clusters
     are numbered after the largest previous id, in input order, so a re-run gives the same ids.
+    `labelled_pairs` (left_record_id, right_record_id, is_match) switches scoring to a supervised
+    model trained on those pairs of this file.
     """
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -320,6 +344,8 @@ def resolve_frame(
     t1 = time.perf_counter()
     if model is None:
         model = fit_model(rec, keys, rules, sorted_neighbourhood=sorted_neighbourhood, progress=progress)
+    if labelled_pairs is not None and len(labelled_pairs):
+        model = fit_supervised_on(std, rec, labelled_pairs, model)
     seconds["fit"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()

@@ -28,7 +28,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from identity.blocking import DEFAULT_PASSES, BlockingPass, blocking_keys
+from identity.blocking import DEFAULT_PASSES, BlockingPass, blocking_keys, name_parts
 from identity.cluster import apply_links
 from identity.compare import FEATURES, PreparedRecords, describe_levels
 from identity.engine import Edges, deterministic_edges, mask_blocked, node_constraints, score_candidates
@@ -157,6 +157,28 @@ async def _shared_counts(conn: AsyncConnection, std: pd.DataFrame) -> dict[str, 
     return shared
 
 
+async def _name_frequencies(
+    conn: AsyncConnection, std: pd.DataFrame
+) -> dict[str, tuple[dict[str, int], int]]:
+    """Population counts of the surname and given-name keys in the frame, for term frequencies."""
+    family, given = name_parts(std["name_pinyin"])
+    population: dict[str, tuple[dict[str, int], int]] = {}
+    for column, expr, values in (
+        ("family", KEY_SQL["family_key"], family),
+        ("given", KEY_SQL["given_key"], given),
+    ):
+        wanted = sorted({str(v) for v in values.dropna()})
+        counts: dict[str, int] = {}
+        if wanted:
+            sql = f"select {expr} as k, count(*) from source_identity si where {expr} = any(:v) group by 1"  # noqa: S608 - fixed expressions
+            rows = await conn.execute(sa.text(sql), {"v": wanted})
+            counts = {str(k): int(n) for k, n in rows}
+        sql = f"select count(*) from source_identity si where {expr} is not null"  # noqa: S608 - fixed expressions
+        total = (await conn.execute(sa.text(sql))).scalar_one()
+        population[column] = (counts, int(total))
+    return population
+
+
 async def link_source_identities(
     engine: AsyncEngine,
     identity_ids: Sequence[int],
@@ -188,8 +210,11 @@ async def link_in_transaction(
     new_ids = sorted({int(i) for i in identity_ids})
     if not new_ids:
         return report
-    model = model or reference_model()
     await conn.execute(sa.text("select pg_advisory_xact_lock(:k)"), {"k": LINKING_LOCK_KEY})
+    if model is None:
+        # Weights on the random-pair scale need the population size: every identity in the base.
+        population = (await conn.execute(sa.text("select count(*) from source_identity"))).scalar_one()
+        model = reference_model(int(population))
     new = await load_identities(conn, "si.id = any(:ids)", {"ids": new_ids})
     if new.empty:
         return report
@@ -207,7 +232,7 @@ async def link_in_transaction(
     std = mask_blocked(raw_std, rules, shared)
     is_new = frame["id"].isin(new_ids).to_numpy()
     keys = blocking_keys(std)
-    rec = PreparedRecords.from_frame(std)
+    rec = PreparedRecords.from_frame(std, population=await _name_frequencies(conn, std))
 
     det = deterministic_edges(std, rules, restrict=is_new)
     scoring = score_candidates(

@@ -63,11 +63,19 @@ class FellegiSunterModel:
             total += table[levels[:, j].astype(np.int64) + 1]
         return total
 
-    def probability(self, levels: np.ndarray) -> np.ndarray:
-        """Match probability of each pair (rows of agreement levels)."""
+    def probability(self, levels: np.ndarray, adjustment: np.ndarray | None = None) -> np.ndarray:
+        """Match probability of each pair (rows of agreement levels); `adjustment` adds bits per
+        pair (term-frequency adjustments of the exact levels)."""
         if self.supervised is not None:
             return np.asarray(self.supervised.predict_proba(_one_hot(levels, self.features))[:, 1])
-        return 1.0 / (1.0 + np.exp2(-self.match_weight(levels)))
+        weight = self.match_weight(levels)
+        if adjustment is not None:
+            weight = weight + adjustment
+        return 1.0 / (1.0 + np.exp2(-weight))
+
+    def u_exact(self) -> dict[str, float]:
+        """u of each feature's exact (top) level."""
+        return {f.name: float(u[-1]) for f, u in zip(self.features, self.u, strict=True)}
 
     def estimate_u(self, random_levels: np.ndarray) -> FellegiSunterModel:
         """u from levels of random pairs (nearly all non-matches)."""

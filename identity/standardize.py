@@ -172,9 +172,9 @@ def _text(df: pd.DataFrame, column: str) -> pd.Series:
     """Column as stripped strings with None for missing/blank; a missing column is all None."""
     if column not in df.columns:
         return pd.Series([None] * len(df), index=df.index, dtype=object)
-    values = df[column].astype(object).where(df[column].notna(), None)
-    out = values.map(lambda v: None if v is None else str(v).strip())
-    return out.where(out.astype(bool), None)
+    values = df[column].astype("string").str.strip()
+    values = values.mask(values == "")
+    return values.astype(object).where(values.notna(), None)
 
 
 def _per_unique(values: pd.Series, fn: Callable[[Any], Any]) -> pd.Series:
@@ -184,19 +184,39 @@ def _per_unique(values: pd.Series, fn: Callable[[Any], Any]) -> pd.Series:
         return pd.Series([None] * len(values), index=values.index, dtype=object)
     uniques = pd.unique(present)
     table = {u: fn(u) for u in uniques}
-    out = values.map(lambda v: None if v is None else table.get(v))
-    return out.astype(object).where(out.notna(), None)
+    out = pd.Series(values.map(table.get).to_numpy(dtype=object), index=values.index, dtype=object)
+    return out.where(out.notna(), None)
 
 
 # --------------------------------------------------------------------------- names
 
 
 @lru_cache(maxsize=1)
-def _t2s() -> Callable[[str], str]:
+def _opencc() -> Callable[[str], str]:
     import opencc
 
     converter = opencc.OpenCC("t2s")
     return converter.convert
+
+
+_CHAR_T2S: dict[str, str] = {}
+
+
+def _t2s_text(text: str) -> str:
+    """Traditional to simplified, character by character through a cache (OpenCC's phrase parser
+    costs ~60 us a string; names and addresses convert one character at a time)."""
+    out = []
+    for c in text:
+        simplified = _CHAR_T2S.get(c)
+        if simplified is None:
+            simplified = _opencc()(c) if "\u3400" <= c <= "\u9fff" else c
+            _CHAR_T2S[c] = simplified
+        out.append(simplified)
+    return "".join(out)
+
+
+def _t2s() -> Callable[[str], str]:
+    return _t2s_text
 
 
 _CHAR_PINYIN: dict[str, str] = {}
@@ -514,9 +534,9 @@ def standardize_frame(df: pd.DataFrame) -> pd.DataFrame:
     out["wechat_unionid"] = _text(df, "wechat_unionid")
     out["wechat_openid"] = _text(df, "wechat_openid")
 
-    province = _text(df, "province").map(lambda v: _clean_region(v, "province"))
-    city = _text(df, "city").map(lambda v: _clean_region(v, "city"))
-    district = _text(df, "district").map(_clean_region)
+    province = _per_unique(_text(df, "province"), lambda v: _clean_region(v, "province"))
+    city = _per_unique(_text(df, "city"), lambda v: _clean_region(v, "city"))
+    district = _per_unique(_text(df, "district"), _clean_region)
     street = _join_text([_text(df, c) for c in ("street_number", "address_1", "address_2")])
     # Marketplaces mask the end of the line (科技路********): the visible prefix is the evidence.
     address = _text(df, "address").map(

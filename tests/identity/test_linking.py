@@ -18,7 +18,7 @@ from tests.identity.factories import create_channels, customer_of, land_identiti
 async def test_incremental_linking_matches_a_full_run(committed_db: AsyncEngine) -> None:
     records = synthetic_people(120, seed=7)
     std = standardize_frame(records)
-    full = resolve_frame(std, model=reference_model(), sorted_neighbourhood=False, standardized=True)
+    full = resolve_frame(std, model=reference_model(len(std)), sorted_neighbourhood=False, standardized=True)
     async with committed_db.begin() as conn:
         await create_channels(conn)
         ids = await land_identities(conn, std, standardized=True)
@@ -132,35 +132,49 @@ async def test_blocked_values_never_link(committed_db: AsyncEngine) -> None:
 
 
 async def test_pairs_between_thresholds_go_to_review(committed_db: AsyncEngine) -> None:
-    # Same name (one written in traditional characters) and city, nothing else: plausible, not certain.
-    records = pd.DataFrame(
+    # A common name in the same city, but two birth dates, among a thousand other identities:
+    # plausible, not certain.
+    background = synthetic_people(600, seed=3).drop(columns=["true_person_id"])
+    pair = pd.DataFrame(
         [
             {
                 "record_id": "q1",
                 "source": "app",
-                "name": "陈思源",
+                "name": "张丽",
                 "birth_date": "1990-05-06",
                 "city": "杭州市",
                 "phone": "13711112222",
             },
             {
                 "record_id": "q2",
-                "source": "tmall",
-                "name": "陳思源",
+                "source": "pos",
+                "name": "張麗",
+                "birth_date": "1985-03-02",
                 "address": "浙江省杭州市西湖区文三路1号",
             },
         ]
     )
     async with committed_db.begin() as conn:
         await create_channels(conn)
-        ids = await land_identities(conn, records)
+        background_ids = await land_identities(conn, background)
+        ids = await land_identities(conn, pair)
+    await link_source_identities(committed_db, background_ids)
     report = await link_source_identities(committed_db, ids)
     async with committed_db.connect() as conn:
         reviews = (
             await conn.execute(
-                sa.text("select left_identity_id, right_identity_id, score, features from identity_review")
+                sa.text(
+                    "select left_identity_id, right_identity_id, score, features from identity_review"
+                    " where left_identity_id = any(:ids) or right_identity_id = any(:ids)"
+                ),
+                {"ids": ids},
             )
         ).all()
     assert report.queued_for_review == 1 and report.created == 2
-    assert reviews[0][0] == min(ids) and 0.5 <= reviews[0][2] < 0.92
-    assert reviews[0][3]["name_hanzi"] == "exact" and reviews[0][3]["city"] == "exact"
+    assert (reviews[0][0], reviews[0][1]) == (min(ids), max(ids)) and 0.5 <= reviews[0][2] < 0.92
+    features = reviews[0][3]
+    assert (features["name_hanzi"], features["city"], features["birth_date"]) == (
+        "exact",
+        "exact",
+        "different",
+    )
