@@ -38,8 +38,8 @@ def parse_since(value: str | None) -> datetime | None:
         fail(f"--since {value!r} is not an ISO date or time, e.g. 2026-09-01 or 2026-09-01T08:00:00+08:00")
 
 
-def prepare(migrate: bool = True) -> tuple[Settings, Any]:
-    """Settings checked, database reachable (and migrated), Prefect's environment set."""
+def prepare(migrate: bool = True, prefect: bool = True) -> tuple[Settings, Any]:
+    """Settings checked, database reachable (and migrated), Prefect's environment set if `prefect`."""
     from api.cli import database_url_checked, fail, load_settings
     from sync.config import get_sync_settings
     from sync.prefect_setup import configure_prefect
@@ -55,7 +55,8 @@ def prepare(migrate: bool = True) -> tuple[Settings, Any]:
         sync_settings = get_sync_settings()
     except ValueError as exc:
         fail(f"invalid C360_SYNC_* configuration: {exc}")
-    configure_prefect(settings, sync_settings)
+    if prefect:
+        configure_prefect(settings, sync_settings)
     return settings, sync_settings
 
 
@@ -202,7 +203,7 @@ def quarantine_list(
     raw: bool = typer.Option(False, help="Print each row's raw payload too."),
 ) -> None:
     """Show quarantined rows: channel, entity, external id, and the reason naming the field."""
-    prepare(True)
+    prepare(True, prefect=False)
     from infra.db import dispose_engine, get_engine
     from sync.quarantine import count_open, list_quarantine
 
@@ -239,7 +240,7 @@ def quarantine_replay(
     ] = None,
 ) -> None:
     """Re-validate open quarantined rows with the current code and mappings; land those that pass."""
-    _, sync_settings = prepare(True)
+    _, sync_settings = prepare(True, prefect=False)
     from infra.db import dispose_engine, get_engine
     from sync.hooks import recompute_customers
     from sync.identities import link_identities

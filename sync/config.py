@@ -112,6 +112,13 @@ class SyncSettings(BaseSettings):
         ge=0,
         description="Windows end this far before now, so rows still being written are read next run.",
     )
+    source_clock_url: str | None = Field(
+        None,
+        description=(
+            'URL answering {"now": ISO time} with the sources\' clock; incremental windows end there. '
+            "Only for the simulator (`<base>/_sim/clock`), whose clock is virtual; unset in production."
+        ),
+    )
     batch_size: int = Field(2000, ge=1, le=100_000, description="Records landed per transaction.")
     concurrency: int = Field(4, ge=1, le=64, description="HTTP requests in flight per connector.")
     max_retries: int = Field(
@@ -141,6 +148,12 @@ class SyncSettings(BaseSettings):
         for code in CHANNEL_CODES:
             data[code]["base_url"] = base_url
         data["catalog_url"] = base_url
+        return SyncSettings.model_validate(data)
+
+    def pointed_at_simulator(self, base_url: str) -> SyncSettings:
+        """Every channel at the simulator, windows ending at its virtual clock."""
+        data = self.pointed_at(base_url).model_dump()
+        data["source_clock_url"] = base_url.rstrip("/") + "/_sim/clock"
         return SyncSettings.model_validate(data)
 
 

@@ -40,9 +40,13 @@ def _notify(key: str, stats: LandingStats) -> None:
         listener(key, stats)
 
 
-def _settings(base_url: str | None) -> SyncSettings:
+def _settings(base_url: str | None, simulator: bool = False) -> SyncSettings:
+    """The configured settings, or every channel pointed at `base_url` (with the simulator's clock when
+    `simulator`)."""
     settings = get_sync_settings()
-    return settings.pointed_at(base_url) if base_url else settings
+    if not base_url:
+        return settings
+    return settings.pointed_at_simulator(base_url) if simulator else settings.pointed_at(base_url)
 
 
 @task(
@@ -53,11 +57,15 @@ def _settings(base_url: str | None) -> SyncSettings:
     cache_policy=NO_CACHE,
 )
 async def land_stream(
-    channel: str, stream: str, since: datetime | None = None, base_url: str | None = None
+    channel: str,
+    stream: str,
+    since: datetime | None = None,
+    base_url: str | None = None,
+    simulator: bool = False,
 ) -> dict[str, Any]:
     """Pull one stream from its watermark and land it; returns counts and the identity ids touched."""
     logger = get_run_logger()
-    connector = make_connector(channel, _settings(base_url))
+    connector = make_connector(channel, _settings(base_url, simulator))
     batches = 0
 
     def progress(key: str, stats: LandingStats) -> None:
@@ -92,8 +100,10 @@ async def recompute_task(customer_ids: list[int]) -> int:
     return await recompute_customers(get_engine(), set(customer_ids))
 
 
-async def _channel(channel: str, since: datetime | None, base_url: str | None, link: bool) -> dict[str, Any]:
-    connector = make_connector(channel, _settings(base_url))
+async def _channel(
+    channel: str, since: datetime | None, base_url: str | None, simulator: bool, link: bool
+) -> dict[str, Any]:
+    connector = make_connector(channel, _settings(base_url, simulator))
     streams = connector.streams
     await connector.aclose()
     result: dict[str, Any] = {"channel": channel, "streams": {}, "identity_ids": []}
@@ -101,7 +111,7 @@ async def _channel(channel: str, since: datetime | None, base_url: str | None, l
     # Streams of one channel run in order: refunds need their trades, pushes their followers.
     for stream in streams:
         out = await land_stream.with_options(task_run_name=f"{channel}.{stream}")(
-            channel, stream, since, base_url
+            channel, stream, since, base_url, simulator
         )
         result["streams"][stream] = out["counts"]
         ids.update(out["identity_ids"])
@@ -115,50 +125,50 @@ async def _channel(channel: str, since: datetime | None, base_url: str | None, l
 
 @flow(name="sync-tmall")
 async def sync_tmall(
-    since: datetime | None = None, base_url: str | None = None, link: bool = True
+    since: datetime | None = None, base_url: str | None = None, simulator: bool = False, link: bool = True
 ) -> dict[str, Any]:
     """Tmall/Taobao: trades, then refunds."""
-    return await _channel("tmall", since, base_url, link)
+    return await _channel("tmall", since, base_url, simulator, link)
 
 
 @flow(name="sync-jd")
 async def sync_jd(
-    since: datetime | None = None, base_url: str | None = None, link: bool = True
+    since: datetime | None = None, base_url: str | None = None, simulator: bool = False, link: bool = True
 ) -> dict[str, Any]:
     """JD: orders."""
-    return await _channel("jd", since, base_url, link)
+    return await _channel("jd", since, base_url, simulator, link)
 
 
 @flow(name="sync-app")
 async def sync_app(
-    since: datetime | None = None, base_url: str | None = None, link: bool = True
+    since: datetime | None = None, base_url: str | None = None, simulator: bool = False, link: bool = True
 ) -> dict[str, Any]:
     """Own app / site / mini-program: members, orders, browsing events."""
-    return await _channel("app", since, base_url, link)
+    return await _channel("app", since, base_url, simulator, link)
 
 
 @flow(name="sync-wechat")
 async def sync_wechat(
-    since: datetime | None = None, base_url: str | None = None, link: bool = True
+    since: datetime | None = None, base_url: str | None = None, simulator: bool = False, link: bool = True
 ) -> dict[str, Any]:
     """WeChat official account: followers, then pushed events and messages."""
-    return await _channel("wechat", since, base_url, link)
+    return await _channel("wechat", since, base_url, simulator, link)
 
 
 @flow(name="sync-weibo")
 async def sync_weibo(
-    since: datetime | None = None, base_url: str | None = None, link: bool = True
+    since: datetime | None = None, base_url: str | None = None, simulator: bool = False, link: bool = True
 ) -> dict[str, Any]:
     """Weibo: comments and mentions."""
-    return await _channel("weibo", since, base_url, link)
+    return await _channel("weibo", since, base_url, simulator, link)
 
 
 @flow(name="sync-pos")
 async def sync_pos(
-    since: datetime | None = None, base_url: str | None = None, link: bool = True
+    since: datetime | None = None, base_url: str | None = None, simulator: bool = False, link: bool = True
 ) -> dict[str, Any]:
     """Store POS: the HTTP feed, then the drop folder."""
-    return await _channel("pos", since, base_url, link)
+    return await _channel("pos", since, base_url, simulator, link)
 
 
 CHANNEL_FLOWS = {
@@ -173,19 +183,22 @@ CHANNEL_FLOWS = {
 
 @flow(name="sync-all")
 async def sync_all(
-    since: datetime | None = None, base_url: str | None = None, channels: list[str] | None = None
+    since: datetime | None = None,
+    base_url: str | None = None,
+    simulator: bool = False,
+    channels: list[str] | None = None,
 ) -> dict[str, Any]:
     """The catalogue, then every enabled channel concurrently, then identity linking for the identities
     touched and the CRM recomputation hook for the customers touched."""
-    settings = _settings(base_url)
+    settings = _settings(base_url, simulator)
     codes = channels or [c for c in CHANNEL_CODES if settings.channel(c).enabled]
     catalog = await land_stream.with_options(task_run_name="catalog.products")(
-        "catalog", "products", None, base_url
+        "catalog", "products", None, base_url, simulator
     )
     results = await asyncio.gather(
         *(
             CHANNEL_FLOWS[c].with_options(flow_run_name=f"sync-{c}")(
-                since=since, base_url=base_url, link=False
+                since=since, base_url=base_url, simulator=simulator, link=False
             )
             for c in codes
         )

@@ -254,11 +254,16 @@ class AppConnector(Connector):
         watermark: dict[str, Any] | None,
         since: datetime | None,
     ) -> AsyncIterator[Batch]:
-        start = self.start_time(watermark, since)
+        # Members' first pull is complete (a member registered years ago is still a customer); orders'
+        # first pull goes back `initial_lookback_days`.
+        full = stream == "members" and since is None and _watermark_at(watermark) is None
+        start = await self.start_time(watermark, since)
         cursor: str | None = None
         key = self.watermark_key(stream)
         while True:
-            params: dict[str, Any] = {"updated_since": start.isoformat(), "limit": self.config.page_size}
+            params: dict[str, Any] = {"limit": self.config.page_size}
+            if not full:
+                params["updated_since"] = start.isoformat()
             if cursor:
                 params["cursor"] = cursor
             body = await self.client.request_json("GET", path, params=params)
@@ -268,9 +273,9 @@ class AppConnector(Connector):
             newest = _max_updated(rows)
             if newest is not None or cursor is None:
                 # Oldest-change-first: everything up to the newest row of this page has been read.
-                batch.watermarks.append(
-                    WatermarkAdvance(key, watermark_at=newest or _watermark_at(watermark) or start)
-                )
+                high = newest or _watermark_at(watermark) or (None if full else start)
+                if high is not None:
+                    batch.watermarks.append(WatermarkAdvance(key, watermark_at=high))
             yield batch
             if not cursor or not rows:
                 return

@@ -288,17 +288,27 @@ class Connector:
         """Yield batches of `stream` from the stored watermark (or `since`), in landing order."""
         raise NotImplementedError
 
-    def start_time(self, watermark: dict[str, Any] | None, since: datetime | None) -> datetime:
-        """Where an incremental pull starts: --since, else the watermark, else the initial look-back."""
+    async def start_time(self, watermark: dict[str, Any] | None, since: datetime | None) -> datetime:
+        """Where an incremental pull starts: --since, else the watermark, else the initial look-back
+        (counted back from the source's now, see `end_time`)."""
         if since is not None:
             return since
         if watermark and watermark.get("watermark_at") is not None:
             wm: datetime = watermark["watermark_at"]
             return wm
-        return datetime.now(UTC) - timedelta(days=self.settings.initial_lookback_days)
+        return await self.end_time() - timedelta(days=self.settings.initial_lookback_days)
 
-    def end_time(self) -> datetime:
-        return datetime.now(UTC) - timedelta(seconds=self.settings.safety_lag_seconds)
+    async def end_time(self) -> datetime:
+        """Where an incremental window ends: now minus the safety lag, or the source's own clock when
+        `source_clock_url` is set (the simulator's clock is virtual and may lag ours by months)."""
+        end = datetime.now(UTC) - timedelta(seconds=self.settings.safety_lag_seconds)
+        if self.settings.source_clock_url:
+            async with httpx.AsyncClient(timeout=self.settings.request_timeout_seconds) as client:
+                reply = await client.get(self.settings.source_clock_url)
+                reply.raise_for_status()
+                source_now = datetime.fromisoformat(str(reply.json()["now"]))
+            end = min(end, source_now)
+        return end
 
     def files_landed(self, paths: list[str]) -> None:
         """Called after the commit of a batch that held whole drop-folder files (POS)."""

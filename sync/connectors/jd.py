@@ -235,7 +235,7 @@ class JdConnector(Connector):
         return self._orders(watermark, since)
 
     async def _orders(self, watermark: dict[str, Any] | None, since: datetime | None) -> AsyncIterator[Batch]:
-        start, end = self.start_time(watermark, since), self.end_time()
+        start, end = await self.start_time(watermark, since), await self.end_time()
         page_size = min(self.config.page_size, 100)
         key = self.watermark_key("orders")
 

@@ -117,12 +117,12 @@ def is_placeholder_phone(phone: str) -> bool:
 
 
 def _member_key(t: PosTransaction) -> str | None:
-    """The identity a sale belongs to: the member card, else the phone; a placeholder phone is an
-    anonymous sale, not one person buying in every store."""
+    """The identity a sale belongs to: the member card no. (the app's member no.), else the phone typed
+    at the till. A placeholder phone is an anonymous sale, not one person buying in every store."""
     if t.member_card_no:
-        return f"card:{t.member_card_no}"
+        return t.member_card_no
     if t.member_phone and not is_placeholder_phone(t.member_phone):
-        return f"phone:{t.member_phone}"
+        return t.member_phone
     return None
 
 
@@ -282,7 +282,7 @@ class PosConnector(Connector):
         if since is None and watermark and watermark.get("watermark_at"):
             start = watermark["watermark_at"] - timedelta(hours=self.settings.pos_lateness_hours)
         else:
-            start = self.start_time(watermark, since)
+            start = await self.start_time(watermark, since)
         key = self.watermark_key("transactions")
         high = (watermark or {}).get("watermark_at")
         cursor: str | None = None

@@ -302,7 +302,7 @@ class TaobaoConnector(Connector):
         since: datetime | None,
         extra: dict[str, Any],
     ) -> AsyncIterator[Batch]:
-        start, end = self.start_time(watermark, since), self.end_time()
+        start, end = await self.start_time(watermark, since), await self.end_time()
         page_size = min(self.config.page_size, 100)
         windows = list(time_windows(start, end, self.settings.marketplace_window_minutes))
 

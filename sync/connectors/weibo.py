@@ -60,6 +60,21 @@ class WeiboItem(BaseModel):
     user: WeiboUser
 
 
+MUNICIPALITIES = {"北京", "上海", "天津", "重庆"}
+
+
+def split_location(location: str | None) -> tuple[str | None, str | None, str | None]:
+    """'广东 深圳' -> (广东, 深圳, None); '北京 朝阳区' -> (北京, 北京, 朝阳区): a municipality's second part
+    is a district."""
+    if not location:
+        return None, None, None
+    first, _, second = location.strip().partition(" ")
+    second = second.strip()
+    if first in MUNICIPALITIES:
+        return first, first, second or None
+    return first or None, second or None, None
+
+
 def _normalize(rows: list[Any], kind: str, channel: str = "weibo") -> Batch:
     valid, bad = validate_rows(
         WeiboItem, rows, channel=channel, entity="interaction", external_id=key_of("idstr", "id")
@@ -67,17 +82,20 @@ def _normalize(rows: list[Any], kind: str, channel: str = "weibo") -> Batch:
     batch = Batch(quarantined=bad)
     for item, raw in valid:
         u = item.user
-        province, _, city = (u.location or "").partition(" ")
+        province, city, district = split_location(u.location)
         batch.identities.append(
             PersonIdentity(
                 channel=channel,
                 external_id=u.id,
                 source_updated_at=item.created_at,
+                # Many fans post under their real name: the screen name is offered as a name too.
                 attributes={
+                    "name": u.screen_name,
                     "nickname": u.screen_name,
                     "gender": u.gender,
-                    "province": province or None,
-                    "city": city or None,
+                    "province": province,
+                    "city": city,
+                    "district": district,
                 },
                 raw=raw.get("user") if isinstance(raw.get("user"), dict) else {"id": u.id},
             )  # fmt: skip

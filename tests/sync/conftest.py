@@ -44,7 +44,7 @@ def settings_for(tmp_path: Path) -> Callable[..., SyncSettings]:
     """SyncSettings pointed at a simulator, with backoffs short enough for tests."""
 
     def make(base_url: str, **overrides: Any) -> SyncSettings:
-        base = SyncSettings().pointed_at(base_url)
+        base = SyncSettings().pointed_at_simulator(base_url)
         data = base.model_dump()
         data.update(
             backoff_base_seconds=0.01,
@@ -52,6 +52,8 @@ def settings_for(tmp_path: Path) -> Callable[..., SyncSettings]:
             request_timeout_seconds=5.0,
             batch_size=300,
             pos_drop_dir=tmp_path / "pos_drop",
+            # The first run reaches back to just before the simulated history starts.
+            initial_lookback_days=(datetime.now(CST) - SINCE).days + 1,
         )
         data.update(overrides)
         return SyncSettings.model_validate(data)
@@ -76,7 +78,7 @@ async def sim_get(base: str, path: str) -> dict[str, Any]:
 
 
 async def run(
-    engine: AsyncEngine, settings: SyncSettings, channel: str, since: datetime | None = SINCE, **kw: Any
+    engine: AsyncEngine, settings: SyncSettings, channel: str, since: datetime | None = None, **kw: Any
 ) -> dict[str, Any]:
     """Run every stream of `channel` once; returns per-stream counts and the connector's request stats."""
     connector: Connector = make_connector(channel, settings)
