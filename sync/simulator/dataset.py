@@ -6,19 +6,35 @@ channel serves them (masked marketplace mobiles and all) plus `true_person_id`.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from sync.simulator.config import SimulatorConfig
-from sync.simulator.people import CHANNELS, IDENTITY_COLUMNS, population
+from sync.simulator.orders import OrderFeed
+from sync.simulator.people import CHANNELS, IDENTITY_COLUMNS, SourceIdentity, population
 from sync.simulator.streams import Stream
 
 _ORDER_CHANNELS = ("tmall", "jd", "pos")
 _STREAM_FOR = {"wechat": ("wechat", "wechat_pushes", 3), "weibo": ("weibo", "weibo_items", 3)}
 
 
+def exposed(config: SimulatorConfig, channel: str) -> list[SourceIdentity]:
+    """The channel's identities the feeds show at the initial now. Marketplace buyers appear with
+    their first order, POS members once their first sale is delivered (late registers included),
+    social users with their first item, app members all along."""
+    ordered = population(config.seed, config.people).first_seen_order(channel)
+    if channel == "pos" and ordered:
+        feed = OrderFeed(config, "pos", population(config.seed, config.people))
+        first = min(len(ordered), config.orders_for("pos"))
+        delivered = feed.timeline(np.arange(first)).delivered
+        now = int(config.now.timestamp())
+        return [identity for identity, at in zip(ordered, delivered.tolist(), strict=False) if at <= now]
+    return list(ordered[: exposed_count(config, channel, len(ordered))])
+
+
 def exposed_count(config: SimulatorConfig, channel: str, members: int) -> int:
-    """How many of a channel's identities (in first-seen order) the feeds show at the initial now.
-    Marketplace and POS buyers appear with their first order, social users with their first item."""
+    """How many of a channel's identities (in first-seen order) the feeds show at the initial now,
+    for channels whose identities all appear in order (every channel but POS)."""
     if channel in _ORDER_CHANNELS:
         return min(members, config.orders_for(channel))
     if channel in _STREAM_FOR:
@@ -35,9 +51,7 @@ def truth_frame(config: SimulatorConfig) -> pd.DataFrame:
     pop = population(config.seed, config.people)
     rows: list[dict[str, str | None]] = []
     for channel in CHANNELS:
-        ordered = pop.first_seen_order(channel)
-        shown = ordered[: exposed_count(config, channel, len(ordered))]
-        for identity in sorted(shown, key=lambda s: s.person):
+        for identity in sorted(exposed(config, channel), key=lambda s: s.person):
             row: dict[str, str | None] = {column: None for column in IDENTITY_COLUMNS}
             row.update(identity.fields)
             row["record_id"] = identity.record_id
