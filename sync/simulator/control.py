@@ -192,9 +192,10 @@ async def post_update_orders(request: Request) -> Response:
 
 
 async def get_truth(request: Request) -> Response:
-    """Ground truth as CSV: one row per source identity the feeds expose, with true_person_id."""
+    """Ground truth as CSV: one row per source identity the feeds expose at the current clock, with
+    true_person_id."""
     state = state_of(request)
-    frame = truth_frame(state.config)
+    frame = truth_frame(state.config, state.now)
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False)
     return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8")

@@ -14,44 +14,42 @@ from sync.simulator.orders import OrderFeed
 from sync.simulator.people import CHANNELS, IDENTITY_COLUMNS, SourceIdentity, population
 from sync.simulator.streams import Stream
 
-_ORDER_CHANNELS = ("tmall", "jd", "pos")
+_ORDER_CHANNELS = ("tmall", "jd", "pos")  # the app's members are listed whether they ordered or not
 _STREAM_FOR = {"wechat": ("wechat", "wechat_pushes", 3), "weibo": ("weibo", "weibo_items", 3)}
 
 
-def exposed(config: SimulatorConfig, channel: str) -> list[SourceIdentity]:
-    """The channel's identities the feeds show at the initial now. Marketplace buyers appear with
-    their first order, POS members once their first sale is delivered (late registers included),
-    social users with their first item, app members all along."""
-    ordered = population(config.seed, config.people).first_seen_order(channel)
-    if channel == "pos" and ordered:
-        feed = OrderFeed(config, "pos", population(config.seed, config.people))
-        first = min(len(ordered), config.orders_for("pos"))
-        delivered = feed.timeline(np.arange(first)).delivered
-        now = int(config.now.timestamp())
-        return [identity for identity, at in zip(ordered, delivered.tolist(), strict=False) if at <= now]
-    return list(ordered[: exposed_count(config, channel, len(ordered))])
-
-
-def exposed_count(config: SimulatorConfig, channel: str, members: int) -> int:
-    """How many of a channel's identities (in first-seen order) the feeds show at the initial now,
-    for channels whose identities all appear in order (every channel but POS)."""
+def exposed(config: SimulatorConfig, channel: str, now: int | None = None) -> list[SourceIdentity]:
+    """The channel's identities the feeds show at `now` (default: the initial now). Marketplace
+    buyers appear with their first order, POS members once their first sale is delivered (offline
+    registers deliver late), social users with their first item, app members all along."""
+    pop = population(config.seed, config.people)
+    ordered = pop.first_seen_order(channel)
+    at = int(config.now.timestamp()) if now is None else now
+    if not ordered:
+        return []
     if channel in _ORDER_CHANNELS:
-        return min(members, config.orders_for(channel))
+        feed = OrderFeed(config, channel, pop)
+        first = min(len(ordered), feed.visible_count(at))
+        if channel != "pos":
+            return list(ordered[:first])
+        delivered = feed.timeline(np.arange(first)).delivered.tolist()
+        return [identity for identity, when in zip(ordered, delivered, strict=False) if when <= at]
     if channel in _STREAM_FOR:
         label, attribute, per_member = _STREAM_FOR[channel]
         explicit = getattr(config, attribute)
-        per_span = explicit if explicit is not None else members * per_member
+        per_span = explicit if explicit is not None else len(ordered) * per_member
         stream = Stream(config.seed, f"stream:{label}", config.start, config.days, per_span)
-        return min(members, stream.visible_count(int(config.now.timestamp())))
-    return members
+        return list(ordered[: stream.visible_count(at)])
+    return list(ordered)
 
 
-def truth_frame(config: SimulatorConfig) -> pd.DataFrame:
-    """The ground truth for a simulator running `config` (as GET /_sim/truth serves it)."""
+def truth_frame(config: SimulatorConfig, now: int | None = None) -> pd.DataFrame:
+    """The ground truth for a simulator running `config` with its clock at `now` (default: the
+    initial now), as GET /_sim/truth serves it."""
     pop = population(config.seed, config.people)
     rows: list[dict[str, str | None]] = []
     for channel in CHANNELS:
-        for identity in sorted(exposed(config, channel), key=lambda s: s.person):
+        for identity in sorted(exposed(config, channel, now), key=lambda s: s.person):
             row: dict[str, str | None] = {column: None for column in IDENTITY_COLUMNS}
             row.update(identity.fields)
             row["record_id"] = identity.record_id

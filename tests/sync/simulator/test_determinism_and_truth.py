@@ -6,7 +6,7 @@ import io
 import os
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -51,7 +51,7 @@ def _feed_identities(sim) -> dict[str, dict]:
                     "district": t["receiver_district"],
                 },
             )
-    end = sim.config.now
+    end = datetime.fromisoformat(sim.http.get("/_sim/clock").json()["now"])
     while end > sim.config.start:
         start = end - timedelta(days=30)
         for page in range(1, 100):
@@ -231,3 +231,15 @@ def test_data_does_not_depend_on_the_process(tmp_path):
         )
         prints.add(result.stdout.strip())
     assert len(prints) == 1
+
+
+def test_truth_follows_the_clock(start_sim):
+    """More members than sales: sales after the initial now introduce new members, and the truth
+    served at the advanced clock lists them, still matching the feeds."""
+    config = SimulatorConfig(seed=5, people=300, orders=60, days=3, order_shares={"tmall": 0.5, "pos": 0.5})
+    sim = start_sim(config)
+    before = set(_check_truth(sim).record_id)
+    sim.http.post("/_sim/advance", json={"minutes": 24 * 60})
+    after = set(_check_truth(sim).record_id)
+    assert before < after
+    assert before == set(identity_frame(config=config).record_id)
