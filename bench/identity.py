@@ -66,7 +66,6 @@ def run_full(size: int, seed: int) -> dict[str, Any]:
 
 async def run_incremental(base: int, new: int, database_url: str, seed: int) -> dict[str, Any]:
     import asyncpg
-    import numpy as np
 
     from identity.engine import resolve_frame
     from identity.linking import link_source_identities
@@ -80,7 +79,8 @@ async def run_incremental(base: int, new: int, database_url: str, seed: int) -> 
     url = await create_database(to_async_url(database_url), "c360_bench")
     try:
         await asyncio.to_thread(upgrade, url, "heads")
-        records = records_for(base + new, seed)
+        # Shuffled, so new identities are a random sample: many belong to people already in the base.
+        records = records_for(base + new, seed).sample(frac=1.0, random_state=seed).reset_index(drop=True)
         std = standardize_frame(records)
         old, fresh = std.iloc[:base].reset_index(drop=True), std.iloc[base:].reset_index(drop=True)
         t = time.perf_counter()
@@ -179,10 +179,13 @@ async def run_incremental(base: int, new: int, database_url: str, seed: int) -> 
             "merged": report.merged,
             "queued_for_review": report.queued_for_review,
             "pairs_compared": report.pairs_compared,
+            "seconds_by_step": report.seconds,
             "setup_seconds": {"resolve_base": round(base_seconds, 2), "load_base": round(load_seconds, 2)},
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "new_customers_ratio": round(report.created / max(len(new_ids), 1), 3),
-            "np": np.__version__,
+            "new_identities_whose_person_is_in_base": int(
+                records["true_person_id"].iloc[base:].isin(set(records["true_person_id"].iloc[:base])).sum()
+            ),
         }
     finally:
         await drop_database(url)

@@ -152,7 +152,9 @@ def node_constraints(std: pd.DataFrame, rules: IdentityRules, n: int | None = No
     for i in np.flatnonzero(verified.notna().to_numpy()):
         # Two verified mobiles from one member system are two accounts, so two people.
         uf.add_exclusive(int(i), ("verified_phone", source.iat[i]), verified.iat[i])
-    for kind in ("phone", "email", "member_no"):
+    for kind, limit in rules.per_customer_limits.items():
+        if limit <= 1 or kind not in std:
+            continue  # limit 1 is an exclusive fact, loaded above
         values = std[kind]
         for i in np.flatnonzero(values.notna().to_numpy()):
             uf.add_limited(int(i), kind, values.iat[i])

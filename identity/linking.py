@@ -19,6 +19,7 @@ One advisory lock serializes linking runs, so two syncs never create the same cu
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,6 +82,12 @@ class LinkReport:
     pairs_compared: int = 0
     customers_touched: set[int] = field(default_factory=set)
     merge_event_ids: list[int] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # per step, for benchmarks and logs
+
+    def lap(self, step: str, started: float) -> float:
+        now = time.perf_counter()
+        self.seconds[step] = round(self.seconds.get(step, 0.0) + now - started, 3)
+        return now
 
 
 def _name_variants(name_key: str) -> list[str]:
@@ -210,6 +217,7 @@ async def link_in_transaction(
     new_ids = sorted({int(i) for i in identity_ids})
     if not new_ids:
         return report
+    t = time.perf_counter()
     await conn.execute(sa.text("select pg_advisory_xact_lock(:k)"), {"k": LINKING_LOCK_KEY})
     if model is None:
         # Weights on the random-pair scale need the population size: every identity in the base.
@@ -219,7 +227,9 @@ async def link_in_transaction(
     if new.empty:
         return report
     new_std = mask_blocked(identities_to_standard(new), rules)
+    t = report.lap("load_new", t)
     candidates = await _candidate_ids(conn, blocking_keys(new_std), passes, rules, new_ids)
+    t = report.lap("candidates", t)
     # Whole customers: their other identities carry the cannot-link facts and limits.
     frame = await load_identities(
         conn,
@@ -232,13 +242,16 @@ async def link_in_transaction(
     std = mask_blocked(raw_std, rules, shared)
     is_new = frame["id"].isin(new_ids).to_numpy()
     keys = blocking_keys(std)
+    t = report.lap("load_candidates", t)
     rec = PreparedRecords.from_frame(std, population=await _name_frequencies(conn, std))
+    t = report.lap("name_frequencies", t)
 
     det = deterministic_edges(std, rules, restrict=is_new)
     scoring = score_candidates(
         rec, keys, model, rules, passes=tuple(passes), sorted_neighbourhood=False, restrict=is_new
     )
     report.pairs_compared = scoring.pairs_compared
+    t = report.lap("score", t)
 
     uf = node_constraints(std, rules)
     existing = frame["customer_id"].to_numpy()
@@ -266,6 +279,7 @@ async def link_in_transaction(
     edges = Edges.concat([det, scoring.links], len(FEATURES))
     accepted = apply_links(uf, edges.left, edges.right, edges.strength)
     report.refused = int((~accepted).sum())
+    t = report.lap("cluster", t)
     labels = uf.labels()
 
     # The strongest accepted edge of each node is its evidence.
@@ -318,6 +332,7 @@ async def link_in_transaction(
         report.customers_touched.add(survivor)
         for m in members:
             assignment[m] = survivor
+    t = report.lap("merge", t)
     creating.sort(key=lambda ms: min(int(frame["id"].iat[m]) for m in ms))
     created = await create_golden_customers(conn, len(creating))
     for customer_id, members in zip(created, creating, strict=True):
@@ -377,6 +392,7 @@ async def link_in_transaction(
             ],
         )
 
+    t = report.lap("write_links", t)
     review = scoring.review
     if len(review.left):
         differ = labels[review.left] != labels[review.right]
@@ -395,7 +411,9 @@ async def link_in_transaction(
                 {"l": lo.tolist(), "r": hi.tolist(), "s": review.strength[differ].tolist(), "f": features},
             )
             report.queued_for_review = len(inserted.all())
+    t = report.lap("write_reviews", t)
     await refresh_golden_records(conn, report.customers_touched)
+    report.lap("golden_records", t)
     return report
 
 

@@ -31,6 +31,7 @@ class IdentityRules:
     - `blocked_values`: per column, values that never link (placeholders, POS dummies).
     - `max_identities_per_value`: a value shared by more identities than this is treated as blocked
       (a shop's own phone typed in at every checkout, a family email).
+    - each strong identifier's `per_customer_limit`: distinct values one customer may hold.
     - `link_threshold` / `review_threshold`: match probability above which a scored pair links, and
       above which (but below the link threshold) it goes to the review queue.
     """
@@ -67,15 +68,17 @@ class IdentityRules:
         }
     )
     max_identities_per_value: int = 20
-    # A probabilistic link never adds more than this many distinct phones/emails to one customer.
-    per_customer_limits: dict[str, int] = field(
-        default_factory=lambda: {"phone": 3, "email": 5, "member_no": 3, "wechat_unionid": 1, "id_number": 1}
-    )
     link_threshold: float = 0.92
     review_threshold: float = 0.5
     # Blocks bigger than this are skipped (a sorted-neighbourhood pass still covers their members).
     max_block_size: int = 200
     sorted_neighbourhood_window: int = 5
+
+    @property
+    def per_customer_limits(self) -> dict[str, int]:
+        """Distinct values of each identifier one golden customer may hold (a link that would
+        exceed it is refused, so a chain of weak links never gathers 40 phones)."""
+        return {ident.kind: ident.per_customer_limit for ident in self.strong_identifiers}
 
     def priority(self, kind: str) -> int:
         for ident in self.strong_identifiers:
