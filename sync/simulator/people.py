@@ -8,6 +8,7 @@ and the ground truth read it, so the truth is exactly what the channels serve.
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 from dataclasses import dataclass, field
@@ -155,8 +156,11 @@ def _mobile(rng: random.Random, n: int, seed: int) -> str:
     return "13900000001" if number in POS_DUMMY_PHONES else number
 
 
-def _weighted(rng: random.Random, pairs: tuple[tuple[str, int], ...]) -> str:
-    return rng.choices([p[0] for p in pairs], weights=[p[1] for p in pairs])[0]
+_SURNAME_NAMES = [p[0] for p in SURNAMES]
+# Cumulative weights computed once: random.choices would rebuild them on every call.
+_SURNAME_CUM = list(itertools.accumulate(p[1] for p in SURNAMES))
+_CHANNEL_CUM = list(itertools.accumulate(_CHANNEL_WEIGHTS))
+_COUNT_CUM = list(itertools.accumulate(_CHANNEL_COUNT_WEIGHTS))
 
 
 def _address(seed: int, index: int) -> tuple[District, str]:
@@ -186,7 +190,7 @@ def make_person(seed: int, index: int) -> Person:
         name, _, pinyin = rng.choice(common)
         surname = name[0]
     else:
-        surname = _weighted(rng, SURNAMES)
+        surname = rng.choices(_SURNAME_NAMES, cum_weights=_SURNAME_CUM)[0]
         pool = GIVEN_MALE if gender == "m" else GIVEN_FEMALE
         given = [rng.choice(pool) for _ in range(1 if rng.random() < 0.3 else 2)]
         name = surname + "".join(g[0] for g in given)
@@ -207,10 +211,10 @@ def make_person(seed: int, index: int) -> Person:
     )
     first17 = f"{birthplace.code}{birth:%Y%m%d}{sequence:03d}"
     key = stream_key(seed, "ids")
-    count = rng.choices((1, 2, 3, 4), weights=_CHANNEL_COUNT_WEIGHTS)[0]
+    count = rng.choices((1, 2, 3, 4), cum_weights=_COUNT_CUM)[0]
     chosen: list[str] = []
     while len(chosen) < count:
-        pick = rng.choices(CHANNELS, weights=_CHANNEL_WEIGHTS)[0]
+        pick = rng.choices(CHANNELS, cum_weights=_CHANNEL_CUM)[0]
         if pick not in chosen:
             chosen.append(pick)
     if len(chosen) >= 2 and {"wechat", "weibo"} & set(chosen) and "app" not in chosen:

@@ -7,6 +7,7 @@ order, and vectorised over millions of indexes with numpy without materialising 
 from __future__ import annotations
 
 import base64
+import functools
 import random
 import zlib
 
@@ -30,6 +31,7 @@ def _mix(z: U64) -> U64:
     return z ^ (z >> np.uint64(31))
 
 
+@functools.lru_cache(maxsize=4096)
 def stream_key(seed: int, label: str) -> int:
     """The 64-bit key of one named stream (e.g. "orders:tmall") under a seed."""
     return _mix_int((seed * 0x100000001B3 + zlib.crc32(label.encode())) & _MASK)
