@@ -1,7 +1,7 @@
 """Order feeds generated lazily by index.
 
-Order i of a channel is a pure function of (seed, channel, i). Its creation time grows with i, so a
-creation-time window maps to an index range by arithmetic. Its life (paid, shipped, finished, refund
+Order i of a channel is a pure function of (seed, channel, i). Its creation time never decreases with
+i (see trading_hours), so a creation-time window is an index range found by binary search. Its life (paid, shipped, finished, refund
 asked, refund done, or closed unpaid) is a fixed timeline; what a pull sees is the state at the
 simulator's clock, and `modified` is the latest event at or before it. Advancing the clock therefore
 moves orders forward and reveals new ones without any stored state. The only stored state is a small
