@@ -229,11 +229,12 @@ def fit_model(
         for _ in range(3):
             model.prior = 0.05
             model.fit_em(patterns, weights, m_prior=start, prior_strength=prior_strength)
-            if model.prior > 0.5:  # degenerate fit: keep the reference m with the estimated u
+            degenerate = model.prior > 0.95  # "every candidate matches": keep the reference m
+            if degenerate:
                 model.m, model.prior = start, random_pair_prior(n)
-                break
-            # EM's prior is among candidate pairs; u is from random pairs, so score on that scale.
-            model.prior = min(0.5, model.prior * total / all_pairs)
+            else:
+                # EM's prior is among candidate pairs; u is from random pairs, so score on that scale.
+                model.prior = min(0.5, model.prior * total / all_pairs)
             # Random pairs of a small, dense file include true matches: take them out of u
             # (u_observed = (1 - prior) u + prior m), else a strong identifier looks common.
             model.u = [
@@ -241,6 +242,8 @@ def fit_model(
                 for u, m in zip(observed_u, model.m, strict=True)
             ]
             model.u = [u / u.sum() for u in model.u]
+            if degenerate:
+                break
     return model
 
 
