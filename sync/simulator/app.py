@@ -75,8 +75,8 @@ def create_simulator_app(config: SimulatorConfig | None = None) -> Starlette:
     g = control.guarded
     routes = [
         Route("/", index),
-        Route("/taobao/router/rest", g(taobao.router_rest, taobao.platform_error), methods=["POST"]),
-        Route("/jd/routerjson", g(jd.routerjson, jd.platform_error), methods=["POST"]),
+        Route("/taobao/router/rest", g(taobao.router_rest, taobao.platform_error), methods=["GET", "POST"]),
+        Route("/jd/routerjson", g(jd.routerjson, jd.platform_error), methods=["GET", "POST"]),
         Route("/app/api/v1/members", g(own_app.members, own_app.platform_error)),
         Route("/app/api/v1/orders", g(own_app.orders, own_app.platform_error)),
         Route("/app/api/v1/events", g(own_app.events, own_app.platform_error)),
