@@ -59,6 +59,14 @@ class SimulatorConfig:
     def __post_init__(self) -> None:
         if self.start.tzinfo is None:
             raise ValueError("SimulatorConfig.start must be timezone-aware, e.g. tzinfo=CST")
+        if self.days < 1:
+            raise ValueError(f"SimulatorConfig.days must be >= 1 (the history's length), got {self.days}")
+        if self.people < 0 or self.orders < 0:
+            raise ValueError("SimulatorConfig.people and .orders must be >= 0")
+        if not 0.0 <= self.malformed_rate <= 1.0:
+            raise ValueError(
+                f"SimulatorConfig.malformed_rate must be within [0, 1], got {self.malformed_rate}"
+            )
         unknown = set(self.order_shares) - set(ORDER_CHANNELS)
         if unknown:
             raise ValueError(f"order_shares has unknown channels {sorted(unknown)}; use {ORDER_CHANNELS}")

@@ -54,3 +54,18 @@ def test_identity_helpers():
     assert id_check_digit("11010519491231002") == "X"  # the textbook example number
     assert mask_mobile("13812345678") == "138****5678"
     assert mask_name("张伟") == "张*" and mask_name("欧阳娜娜") == "欧***"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"days": 0},
+        {"people": -1},
+        {"malformed_rate": 2.0},
+        {"order_shares": {"taobao": 1.0}},
+        {"start": datetime(2026, 9, 1)},
+    ],
+)
+def test_config_refuses_nonsense_with_a_message_naming_the_field(bad):
+    with pytest.raises(ValueError, match="|".join(bad)):
+        SimulatorConfig(**bad)
