@@ -328,6 +328,10 @@ def _app(seed: int, p: Person) -> SourceIdentity:
         local, domain = email.split("@")
         email = f"{local}@{_EMAIL_TYPOS.get(domain, domain)}"
     has_address = rng.random() < 0.65
+    address = p.address if has_address else None
+    if address and "号" in address and rng.random() < 0.15:
+        # Members often type only the estate and the flat: "阳光花园3栋1单元1203".
+        address = address[address.index("号") + 1 :]
     # Members who signed in through the mini-program carry the unionid the official account also sees.
     bound = "wechat" in p.channels or rng.random() < 0.1
     return SourceIdentity(
@@ -343,7 +347,7 @@ def _app(seed: int, p: Person) -> SourceIdentity:
             "id_number": p.id_number if rng.random() < 0.25 else None,
             "member_no": p.member_no,
             "wechat_unionid": p.unionid if bound else None,
-            "address": p.address if has_address else None,
+            "address": address,
             "district": p.place.district if has_address else None,
             "city": p.place.city if has_address or rng.random() < 0.5 else None,
             "province": p.place.province if has_address else None,
