@@ -3,7 +3,7 @@
 /taobao/router/rest            POST  TOP gateway (trades.sold.get, trades.sold.increment.get, refunds.receive.get)
 /jd/routerjson                 POST  JOS gateway (jingdong.pop.order.search)
 /app/api/v1/{members,orders,events}  GET  own member system (Bearer app_api_token)
-/wechat/cgi-bin/token, /wechat/cgi-bin/user/get (GET), /wechat/cgi-bin/user/info/batchget (POST)
+/wechat/cgi-bin/token, /wechat/cgi-bin/user/get, /wechat/cgi-bin/user/info (GET), .../user/info/batchget (POST)
 /wechat/_sim/pushes            GET   pushed XML replayed as a pull feed
 /weibo/2/comments/to_me.json, /weibo/2/statuses/mentions.json  GET
 /pos/v1/transactions           GET   store POS (Bearer pos_api_token)
@@ -82,6 +82,7 @@ def create_simulator_app(config: SimulatorConfig | None = None) -> Starlette:
         Route("/app/api/v1/events", g(own_app.events, own_app.platform_error)),
         Route("/wechat/cgi-bin/token", g(wechat.token, wechat.platform_error)),
         Route("/wechat/cgi-bin/user/get", g(wechat.user_get, wechat.platform_error)),
+        Route("/wechat/cgi-bin/user/info", g(wechat.user_info, wechat.platform_error)),
         Route(
             "/wechat/cgi-bin/user/info/batchget",
             g(wechat.user_info_batchget, wechat.platform_error),

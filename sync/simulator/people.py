@@ -416,6 +416,10 @@ class Population:
     people: tuple[Person, ...]
     by_channel: dict[str, tuple[SourceIdentity, ...]]
 
+    def wechat_by_openid(self) -> dict[str, SourceIdentity]:
+        """The official account's followers by openid."""
+        return _by_openid(self)
+
     def first_seen_order(self, channel: str) -> tuple[SourceIdentity, ...]:
         """The channel's identities in the order the first feed rows introduce them (a seeded shuffle,
         so early rows are not sorted by person)."""
@@ -431,6 +435,14 @@ def population(seed: int, people: int) -> Population:
 
 
 _SHUFFLES: dict[tuple[int, int, str], tuple[SourceIdentity, ...]] = {}
+_OPENIDS: dict[tuple[int, int], dict[str, SourceIdentity]] = {}
+
+
+def _by_openid(pop: Population) -> dict[str, SourceIdentity]:
+    cache_key = (pop.seed, len(pop.people))
+    if cache_key not in _OPENIDS:
+        _OPENIDS[cache_key] = {s.external_id: s for s in pop.by_channel["wechat"]}
+    return _OPENIDS[cache_key]
 
 
 def _shuffled(pop: Population, channel: str) -> tuple[SourceIdentity, ...]:

@@ -86,6 +86,45 @@ async def user_get(request: Request, state: SimulatorState) -> Response:
     return JSONResponse(body)
 
 
+def _user_info(state: SimulatorState, openid: str) -> dict[str, Any] | None:
+    """One user's info as WeChat returns it; None for an openid the account never saw."""
+    _, followers = state.wechat_history()
+    identity = state.population.wechat_by_openid().get(openid)
+    follower = followers.get(openid)
+    if identity is None or follower is None:
+        return None
+    if not follower.subscribed:
+        return {"subscribe": 0, "openid": openid}
+    info: dict[str, Any] = {
+        "subscribe": 1,
+        "openid": openid,
+        "language": "zh_CN",
+        "subscribe_time": follower.subscribe_time,
+        "remark": "",
+        "groupid": 0,
+        "tagid_list": [],
+        "subscribe_scene": follower.scene,
+        "qr_scene": 0,
+        "qr_scene_str": "",
+    }
+    if identity.fields["wechat_unionid"]:
+        info["unionid"] = identity.fields["wechat_unionid"]
+    return info
+
+
+async def user_info(request: Request, state: SimulatorState) -> Response:
+    """GET /wechat/cgi-bin/user/info?access_token=&openid=&lang=zh_CN: one user."""
+    problem = _token_problem(request, state)
+    if problem:
+        return problem
+    info = _user_info(state, request.query_params.get("openid", ""))
+    if info is None:
+        return wechat_error(40003)
+    if malformed_requested(request) and info.get("subscribe"):
+        info["subscribe_time"] = "yesterday"
+    return JSONResponse(info)
+
+
 async def user_info_batchget(request: Request, state: SimulatorState) -> Response:
     """POST /wechat/cgi-bin/user/info/batchget?access_token= with {"user_list": [{"openid"}, ...]}
     (at most 100). No nickname or avatar: WeChat stopped returning them on 2021-12-27."""
@@ -99,32 +138,12 @@ async def user_info_batchget(request: Request, state: SimulatorState) -> Respons
         return wechat_error(40032)
     if not 1 <= len(wanted) <= 100:
         return wechat_error(40032)
-    _, followers = state.wechat_history()
-    identities = {s.external_id: s for s in state.population.by_channel["wechat"]}
     infos: list[dict[str, Any]] = []
     for openid in wanted:
-        identity = identities.get(openid)
-        follower = followers.get(openid)
-        if identity is None or follower is None:
+        info = _user_info(state, openid)
+        if info is None:
             return wechat_error(40003)
-        if not follower.subscribed:
-            infos.append({"subscribe": 0, "openid": openid})
-            continue
-        info: dict[str, Any] = {
-            "subscribe": 1,
-            "openid": openid,
-            "language": "zh_CN",
-            "subscribe_time": follower.subscribe_time,
-            "remark": "",
-            "groupid": 0,
-            "tagid_list": [],
-            "subscribe_scene": follower.scene,
-            "qr_scene": 0,
-            "qr_scene_str": "",
-        }
-        if identity.fields["wechat_unionid"]:
-            info["unionid"] = identity.fields["wechat_unionid"]
-        if malformed_requested(request) and not infos:
+        if malformed_requested(request) and not infos and info.get("subscribe"):
             info["subscribe_time"] = "yesterday"
         infos.append(info)
     return JSONResponse({"user_info_list": infos})

@@ -106,3 +106,22 @@ def test_a_new_wechat_token_keeps_only_the_previous_one_alive(start_sim):
     ask = lambda token: sim.http.get("/wechat/cgi-bin/user/get", params={"access_token": token}).json()  # noqa: E731
     assert ask(first)["errcode"] == 40001
     assert "total" in ask(second) and "total" in ask(third)
+
+
+def test_single_user_info_matches_the_batch(sim):
+    token = sim.wechat_token()
+    openids = sim.http.get("/wechat/cgi-bin/user/get", params={"access_token": token}).json()["data"][
+        "openid"
+    ][:3]
+    batch = sim.http.post(
+        "/wechat/cgi-bin/user/info/batchget",
+        params={"access_token": token},
+        json={"user_list": [{"openid": o} for o in openids]},
+    ).json()["user_info_list"]
+    single = [
+        sim.http.get("/wechat/cgi-bin/user/info", params={"access_token": token, "openid": o}).json()
+        for o in openids
+    ]
+    assert single == batch
+    unknown = sim.http.get("/wechat/cgi-bin/user/info", params={"access_token": token, "openid": "o_nobody"})
+    assert unknown.json()["errcode"] == 40003
