@@ -34,7 +34,7 @@ def peak_rss_mb() -> float:
 def records_for(size: int, seed: int) -> Any:
     from identity.synthetic import synthetic_people
 
-    frame = synthetic_people(int(size / 1.8) + 1, seed=seed)
+    frame = synthetic_people(int(size / 1.7) + 10, seed=seed)  # a little more, then cut to size
     return frame.iloc[:size].reset_index(drop=True)
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from identity.blocking import DEFAULT_PASSES, BlockingPass, blocking_keys, candidate_pairs
 from identity.cluster import ConstrainedUnionFind, apply_links, stable_cluster_ids
-from identity.compare import PreparedRecords, compare_pairs, tf_adjustment
+from identity.compare import FEATURES, PreparedRecords, compare_pairs, tf_adjustment
 from identity.model import (
     FellegiSunterModel,
     decode_patterns,
@@ -27,7 +27,7 @@ from identity.model import (
     random_pair_prior,
     reference_model,
 )
-from identity.rules import DEFAULT_RULES, IdentityRules, blocked_mask, strong_values
+from identity.rules import DEFAULT_RULES, IdentityRules, blocked_mask, is_placeholder_phone, strong_values
 from identity.standardize import STANDARD_COLUMNS, standardize_frame
 
 # progress(stage, amount): stage is "standardize", "fit", "compare", "cluster"; amount is records or pairs.
@@ -100,8 +100,7 @@ def mask_blocked(
             counts = values.map(shared[kind]).fillna(0).to_numpy()
             mask |= counts > rules.max_identities_per_value
         if kind == "phone":
-            tails = values.map(lambda p: isinstance(p, str) and len(set(p[-8:])) == 1).astype(bool).to_numpy()
-            mask |= tails
+            mask |= values.map(lambda p: is_placeholder_phone(p, rules)).astype(bool).to_numpy()
         out[kind] = values.where(~mask, None)
     out["phone_verified"] = out["phone_verified"].astype(bool) & out["phone"].notna()
     return out
@@ -109,8 +108,6 @@ def mask_blocked(
 
 def deterministic_edges(std: pd.DataFrame, rules: IdentityRules, restrict: np.ndarray | None = None) -> Edges:
     """Star edges between records sharing a strong identifier (already masked for blocked values)."""
-    from identity.compare import FEATURES
-
     parts: list[Edges] = []
     for ident in rules.strong_identifiers:
         values = strong_values(std, ident.kind)
@@ -260,8 +257,6 @@ def score_candidates(
     progress: Progress | None = None,
 ) -> Scoring:
     """Compare and score every candidate pair chunk by chunk; keep only links and review pairs."""
-    from identity.compare import FEATURES
-
     u_exact = model.u_exact()
 
     links: list[Edges] = []

@@ -231,10 +231,23 @@ async def link_in_transaction(
     candidates = await _candidate_ids(conn, blocking_keys(new_std), passes, rules, new_ids)
     t = report.lap("candidates", t)
     # Whole customers: their other identities carry the cannot-link facts and limits.
+    customer_ids = (
+        (
+            await conn.execute(
+                sa.text(
+                    "select distinct customer_id from source_identity where id = any(:cand) and customer_id is not null"
+                ),
+                {"cand": sorted(candidates)},
+            )
+        )
+        .scalars()
+        .all()
+    )
+    # Two indexable arrays (a bitmap OR of the primary key and the customer index), not a subquery.
     frame = await load_identities(
         conn,
-        "si.id = any(:ids) or si.customer_id in (select customer_id from source_identity where id = any(:cand) and customer_id is not null)",
-        {"ids": sorted(set(new_ids) | candidates), "cand": sorted(candidates)},
+        "si.id = any(:ids) or si.customer_id = any(:cids)",
+        {"ids": sorted(set(new_ids) | candidates), "cids": [int(c) for c in customer_ids]},
     )
     frame = frame[frame["customer_id"].notna() | frame["id"].isin(new_ids)].reset_index(drop=True)
     raw_std = identities_to_standard(frame)
