@@ -87,7 +87,13 @@ async def land_stream(
             "retries": connector.client.stats.retries}  # fmt: skip
 
 
-@task(name="link-identities", retries=1, retry_delay_seconds=10, cache_policy=NO_CACHE)
+@task(
+    name="link-identities",
+    task_run_name="link-identities",
+    retries=1,
+    retry_delay_seconds=10,
+    cache_policy=NO_CACHE,
+)
 async def link_task(identity_ids: list[int]) -> list[int]:
     """Identity resolution for the identities a run touched; returns the golden customers touched."""
     customers = await link_identities(get_engine(), set(identity_ids))
@@ -95,7 +101,7 @@ async def link_task(identity_ids: list[int]) -> list[int]:
     return sorted(customers)
 
 
-@task(name="recompute-customers", retries=1, cache_policy=NO_CACHE)
+@task(name="recompute-customers", task_run_name="recompute-customers", retries=1, cache_policy=NO_CACHE)
 async def recompute_task(customer_ids: list[int]) -> int:
     return await recompute_customers(get_engine(), set(customer_ids))
 

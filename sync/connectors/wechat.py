@@ -252,10 +252,10 @@ class WeChatConnector(Connector):
     async def _pushes(self, watermark: dict[str, Any] | None) -> AsyncIterator[Batch]:
         after = int((watermark or {}).get("cursor") or 0)
         key = self.watermark_key("pushes")
-        limit = max(self.config.page_size, 100)
+        limit = min(self.config.page_size, 1000)
         while True:
             body = await self.client.request_json(
-                "GET", "/wechat/_sim/pushes", params={"after": after, "limit": limit}
+                "GET", "/wechat/_sim/pushes", params={"after": after, "limit": limit}, check=check_wechat
             )
             items = body.get("items") or []
             if not items:

@@ -135,3 +135,7 @@ async def clean_db(committed_db: AsyncEngine) -> AsyncIterator[AsyncEngine]:
     """committed_db, also emptied before the test (a previous test may have left rows behind)."""
     await truncate_landed(committed_db)
     yield committed_db
+
+
+def list_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []

@@ -1,0 +1,77 @@
+"""A real Prefect run of sync_all: a temporary Prefect API server whose own database is PostgreSQL
+(not SQLite), the flow runs every channel concurrently, links identities, and records its states."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.conftest import create_database, drop_database
+from tests.sync.conftest import count, sim_get
+
+
+@contextmanager
+def prefect_server(database_url: str) -> Iterator[str]:
+    """Like prefect_test_harness, but on PostgreSQL: no 'database is locked' under concurrent flows."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_DATABASE_CONNECTION_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_SERVER_DATABASE_CONNECTION_URL: database_url}):
+        server = SubprocessASGIServer()
+        server.start(timeout=120)
+        try:
+            with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+                yield server.api_url
+        finally:
+            from prefect.logging.handlers import APILogHandler
+
+            APILogHandler.flush()  # send the run's logs before the server goes away
+            server.stop()
+
+
+@pytest.fixture
+async def prefect_db(database_url: str):
+    url = await create_database(database_url, "c360_prefect_test")
+    yield make_url(url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    await drop_database(url)
+
+
+async def test_sync_all_flow_runs_and_records_its_state(sim, prefect_db, clean_db):
+    from prefect.client.orchestration import get_client
+
+    from sync.flows import sync_all
+
+    with prefect_server(prefect_db):
+        state = await sync_all(base_url=sim, simulator=True, return_state=True)
+        assert state.is_completed(), state
+        top_run_id = state.state_details.flow_run_id
+        result = await state.result()
+
+        async with get_client() as client:
+            runs = await client.read_flow_runs()
+            by_name = {r.name: r for r in runs}
+            tasks = await client.read_task_runs()
+
+    assert set(result["channels"]) == {"tmall", "jd", "app", "wechat", "weibo", "pos"}
+    assert result["channels"]["tmall"]["trades"]["orders"] > 0
+    assert by_name and next(r for r in runs if r.id == top_run_id).state.is_completed()
+    for code in ("tmall", "jd", "app", "wechat", "weibo", "pos"):
+        assert by_name[f"sync-{code}"].state.is_completed()
+    task_names = {t.name for t in tasks}
+    assert {"tmall.trades", "tmall.refunds", "pos.files", "catalog.products", "link-identities"} <= task_names
+    assert all(t.state.is_completed() for t in tasks)
+
+    # Landed, then linked: golden customers exist and orders carry their customer.
+    stats = (await sim_get(sim, "/_sim/stats"))["feeds"]
+    assert (
+        await count(clean_db, "select count(*) from orders where channel_code = 'tmall'")
+        == stats["tmall"]["visible"]
+    )
+    assert result["identities_touched"] > 0 and result["customers_touched"] > 0
+    assert await count(clean_db, "select count(*) from golden_customer") > 0
+    assert await count(clean_db, "select count(*) from orders o join source_identity si on si.id = "
+                       "o.source_identity_id where o.customer_id is distinct from si.customer_id") == 0  # fmt: skip
+    assert await count(clean_db, "select count(*) from source_identity where customer_id is null") == 0
