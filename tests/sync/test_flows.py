@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -13,8 +13,8 @@ from tests.conftest import create_database, drop_database
 from tests.sync.conftest import count, sim_get
 
 
-@contextmanager
-def prefect_server(database_url: str) -> Iterator[str]:
+@asynccontextmanager
+async def prefect_server(database_url: str) -> AsyncIterator[str]:
     """Like prefect_test_harness, but on PostgreSQL: no 'database is locked' under concurrent flows."""
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_DATABASE_CONNECTION_URL, temporary_settings
@@ -28,7 +28,7 @@ def prefect_server(database_url: str) -> Iterator[str]:
         finally:
             from prefect.logging.handlers import APILogHandler
 
-            APILogHandler.flush()  # send the run's logs before the server goes away
+            await APILogHandler.aflush()  # send the run's logs before the server goes away
             server.stop()
 
 
@@ -44,7 +44,7 @@ async def test_sync_all_flow_runs_and_records_its_state(sim, prefect_db, clean_d
 
     from sync.flows import sync_all
 
-    with prefect_server(prefect_db):
+    async with prefect_server(prefect_db):
         state = await sync_all(base_url=sim, simulator=True, return_state=True)
         assert state.is_completed(), state
         top_run_id = state.state_details.flow_run_id
