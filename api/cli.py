@@ -161,6 +161,10 @@ def _register_subcommands() -> None:
     app.add_typer(identity_app, name="identity")
     app.add_typer(sync_app, name="sync")
 
+    from api.cli_demo import demo
+
+    app.command("demo")(demo)
+
 
 _register_subcommands()
 

@@ -93,14 +93,16 @@ def landing_progress() -> Iterator[Callable[[str, Any], None]]:
         remove()
 
 
-async def _run_flows(channel: str | None, since: datetime | None, base_url: str | None) -> dict[str, Any]:
+async def _run_flows(
+    channel: str | None, since: datetime | None, base_url: str | None, simulator: bool
+) -> dict[str, Any]:
     from infra.db import dispose_engine
     from sync.flows import CHANNEL_FLOWS, sync_all
 
     try:
         if channel is None:
-            return await sync_all(since=since, base_url=base_url)
-        return await CHANNEL_FLOWS[channel](since=since, base_url=base_url)
+            return await sync_all(since=since, base_url=base_url, simulator=simulator)
+        return await CHANNEL_FLOWS[channel](since=since, base_url=base_url, simulator=simulator)
     finally:
         await dispose_engine()
 
@@ -121,10 +123,12 @@ def print_summary(result: dict[str, Any]) -> None:
         console.print(extra)
 
 
-def run_sync(channel: str | None, since: datetime | None, base_url: str | None) -> dict[str, Any]:
+def run_sync(
+    channel: str | None, since: datetime | None, base_url: str | None, simulator: bool = False
+) -> dict[str, Any]:
     """Run sync_all (or one channel's flow) in-process with a progress display; returns its result."""
     with landing_progress():
-        result = asyncio.run(_run_flows(channel, since, base_url))
+        result = asyncio.run(_run_flows(channel, since, base_url, simulator))
     return result
 
 
@@ -136,6 +140,9 @@ def run(
     since: str | None = typer.Option(None, help="Pull from this time instead of the stored watermark (ISO)."),
     base_url: str | None = typer.Option(
         None, help="Point every channel at this base URL (e.g. the simulator)."
+    ),
+    simulator: bool = typer.Option(
+        False, help="The base URL is the simulator: end incremental windows at its virtual clock."
     ),
     migrate: bool = typer.Option(True, help="Apply pending migrations first."),
 ) -> None:
@@ -150,7 +157,7 @@ def run(
     from sync.connectors.base import SyncError
 
     try:
-        result = run_sync(channel, when, base_url)
+        result = run_sync(channel, when, base_url, simulator)
     except SyncError as exc:
         fail(str(exc))
     print_summary(result)

@@ -1,5 +1,7 @@
 """Prefect's environment, set before Prefect is imported: a project-local home, no analytics, and its
-own database on our PostgreSQL server (SQLite's 'database is locked' under concurrent flows otherwise).
+own database on our PostgreSQL server (SQLite's 'database is locked' under concurrent flows otherwise),
+when that server has the pg_trgm extension Prefect's schema needs; the embedded server does not, so
+there Prefect keeps its SQLite file in the project-local PREFECT_HOME.
 
 Nothing here runs when PREFECT_API_URL points at a real Prefect server: that server owns its database.
 """
@@ -7,14 +9,17 @@ Nothing here runs when PREFECT_API_URL points at a real Prefect server: that ser
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 
 import asyncpg
 from sqlalchemy.engine import make_url
 
 from infra.db import resolve_database_url
-from infra.settings import Settings
+from infra.settings import Settings, mask_url
 from sync.config import SyncSettings
+
+log = logging.getLogger(__name__)
 
 PREFECT_DATABASE = "c360_prefect"
 _DB_VARS = ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL")
@@ -24,11 +29,14 @@ def _dsn(url: str, database: str) -> str:
     return make_url(url).set(drivername="postgresql", database=database).render_as_string(hide_password=False)
 
 
-async def ensure_database(url: str) -> None:
-    """Create the database of `url` on its server if it does not exist yet."""
+async def ensure_database(url: str) -> bool:
+    """Create the database of `url` on its server if it does not exist yet. False when the server lacks
+    the pg_trgm extension Prefect's schema needs (the embedded pgserver build ships without it)."""
     name = make_url(url).database
     admin = await asyncpg.connect(_dsn(url, "postgres"))
     try:
+        if not await admin.fetchval("select 1 from pg_available_extensions where name = 'pg_trgm'"):
+            return False
         exists = await admin.fetchval("select 1 from pg_database where datname = $1", name)
         if not exists:
             try:
@@ -37,6 +45,7 @@ async def ensure_database(url: str) -> None:
                 pass
     finally:
         await admin.close()
+    return True
 
 
 def configure_prefect(settings: Settings, sync_settings: SyncSettings) -> None:
@@ -50,5 +59,8 @@ def configure_prefect(settings: Settings, sync_settings: SyncSettings) -> None:
     if url is None:
         base = resolve_database_url(settings)
         url = make_url(base).set(database=PREFECT_DATABASE).render_as_string(hide_password=False)
-        asyncio.run(ensure_database(url))
+        if not asyncio.run(ensure_database(url)):
+            # Prefect keeps its default SQLite file under PREFECT_HOME; one process at a time is fine.
+            log.info("PostgreSQL at %s has no pg_trgm; Prefect keeps its state in SQLite", mask_url(base))
+            return
     os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = url
