@@ -33,7 +33,6 @@ DEFAULT_PASSES: tuple[BlockingPass, ...] = (
     BlockingPass("email", ("email",)),
     BlockingPass("masked_phone", ("phone_masked_key",)),
     BlockingPass("name_city", ("name_key", "city")),
-    BlockingPass("name", ("name_key",)),  # a rare full name alone; common names exceed the block size
     BlockingPass("family_birth", ("family_key", "birth_date")),
     BlockingPass("given_birth", ("given_key", "birth_date")),
     BlockingPass("given_postcode", ("given_key", "postcode")),

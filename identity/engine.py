@@ -226,7 +226,7 @@ def fit_model(
         for _ in range(3):
             model.prior = 0.05
             model.fit_em(patterns, weights, m_prior=start, prior_strength=prior_strength)
-            degenerate = model.prior > 0.95  # "every candidate matches": keep the reference m
+            degenerate = model.prior > 0.95 or _inverted(model)
             if degenerate:
                 model.m, model.prior = start, random_pair_prior(n)
             else:
@@ -242,6 +242,17 @@ def fit_model(
             if degenerate:
                 break
     return model
+
+
+# Identifiers whose exact agreement can never be evidence against a match.
+_SANITY_FEATURES = ("phone", "email", "id_number")
+
+
+def _inverted(model: FellegiSunterModel) -> bool:
+    """EM found a mixture that is not "same person" (e.g. "same name": matches then disagree on
+    phone and birth date more often than they agree). Such a fit is discarded for the reference m."""
+    index = {f.name: j for j, f in enumerate(model.features)}
+    return any(model.m[index[name]][-1] < model.m[index[name]][0] for name in _SANITY_FEATURES)
 
 
 def score_candidates(

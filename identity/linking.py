@@ -237,7 +237,7 @@ async def link_in_transaction(
                 sa.text(
                     "select distinct customer_id from source_identity where id = any(:cand) and customer_id is not null"
                 ),
-                {"cand": sorted(candidates)},
+                {"cand": sorted(candidates | set(new_ids))},  # a changed identity brings its own customer
             )
         )
         .scalars()

@@ -178,3 +178,51 @@ async def test_pairs_between_thresholds_go_to_review(committed_db: AsyncEngine) 
         "exact",
         "different",
     )
+
+
+async def test_rows_landed_before_linking_follow_their_identity(committed_db: AsyncEngine) -> None:
+    async with committed_db.begin() as conn:
+        await create_channels(conn)
+        (member,) = await land_identities(
+            conn,
+            pd.DataFrame(
+                [
+                    {
+                        "record_id": "m",
+                        "source": "app",
+                        "name": "翟志刚",
+                        "phone": "13512345678",
+                        "phone_verified": "1",
+                    }
+                ]
+            ),
+        )
+    first = await link_source_identities(committed_db, [member])
+    async with committed_db.begin() as conn:
+        (shopper,) = await land_identities(
+            conn, pd.DataFrame([{"record_id": "s", "source": "pos", "phone": "135 1234 5678"}])
+        )
+        await conn.execute(
+            sa.text(
+                "insert into orders (channel_code, external_id, source_identity_id, status, placed_at, currency)"
+                " values ('pos', 'T-1', :i, 'completed', now(), 'CNY')"
+            ),
+            {"i": shopper},
+        )
+    report = await link_source_identities(committed_db, [shopper])
+    async with committed_db.connect() as conn:
+        order_customer = (
+            await conn.execute(sa.text("select customer_id from orders where external_id = 'T-1'"))
+        ).scalar_one()
+        audit = (
+            await conn.execute(
+                sa.text(
+                    "select rule, score, features from identity_link_audit where source_identity_id = :i"
+                ),
+                {"i": shopper},
+            )
+        ).one()
+    (customer,) = first.customers_touched
+    assert report.linked == 1 and report.customers_touched == {customer}
+    assert order_customer == customer
+    assert audit[0] == "fellegi_sunter" and audit[1] >= 0.92 and audit[2]["phone"] == "exact"
