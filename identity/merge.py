@@ -476,10 +476,15 @@ async def unmerge_event(
     )
     if event is None:
         raise MergeError(f"merge event {merge_event_id} does not exist")
-    if event["kind"] != "merge" or event["undone_by_event_id"] is not None:
+    if event["kind"] != "merge":
         raise MergeError(
-            f"merge event {merge_event_id} is a {event['kind']} event or already undone; nothing to unmerge"
+            f"event {merge_event_id} is a {event['kind']} event, not a merge; only merges can be undone"
         )
+    if event["undone_by_event_id"] is not None:
+        raise MergeError(
+            f"merge event {merge_event_id} was already undone by event {event['undone_by_event_id']}"
+        )
+
     survivor = int(event["surviving_customer_id"])
     absorbed = [int(a) for a in event["absorbed_customer_ids"]]
     snapshot = event["snapshot"]

@@ -73,7 +73,12 @@ def _ts(identity: Mapping[str, Any]) -> float:
 
 
 def _completeness(identity: Mapping[str, Any]) -> int:
-    return sum(_present(identity.get(k)) for k in ("address_detail", "province", "city", "district"))
+    # A house number makes a detail line deliverable; a masked marketplace line stops at the street.
+    detail = identity.get("address_detail")
+    numbered = isinstance(detail, str) and any(c.isdigit() for c in detail)
+    return (
+        sum(_present(identity.get(k)) for k in ("address_detail", "province", "city", "district")) + numbered
+    )
 
 
 def survive(identities: Iterable[Mapping[str, Any]]) -> GoldenRecord:

@@ -95,7 +95,7 @@ async def test_merge_then_unmerge_restores_the_exact_prior_state(conn: AsyncConn
     assert merged.merge_event_id is not None
     await unmerge_event(conn, merged.merge_event_id, actor="staff:ann", reason="different people after all")
     assert await state_of(conn) == before
-    with pytest.raises(MergeError):
+    with pytest.raises(MergeError, match="already undone"):
         await unmerge_event(conn, merged.merge_event_id, actor="staff:ann")
 
 
