@@ -458,7 +458,7 @@ PROVINCES: tuple[str, ...] = (
 _PROVINCE_BY_SHORT: dict[str, str] = {
     re.sub(r"(省|市|壮族自治区|回族自治区|维吾尔自治区|自治区|特别行政区)$", "", p): p for p in PROVINCES
 }
-_CITY_SUFFIXES = ("市", "州", "盟", "地区", "区", "县", "自治州")
+_CITY_SUFFIXES = ("市", "盟", "地区", "区", "县", "自治州")
 
 
 def _clean_region(value: str | None, level: str = "") -> str | None:
@@ -469,7 +469,9 @@ def _clean_region(value: str | None, level: str = "") -> str | None:
         text = _t2s()(value).strip()
         if level == "province":
             return _PROVINCE_BY_SHORT.get(text, text)
-        if level == "city" and not text.endswith(_CITY_SUFFIXES):
+        # 杭州 is 杭州市, but 甘孜州 (an autonomous prefecture, short form) stays.
+        prefecture = text.endswith("州") and len(text) > 2
+        if level == "city" and not text.endswith(_CITY_SUFFIXES) and not prefecture:
             return text + "市"
         return text
     return re.sub(r"\s+", " ", value.lower()).strip() or None

@@ -129,6 +129,7 @@ def test_frame_addresses_regions_and_id_derived_fields() -> None:
                 "district": "浦东新区",
             },
             {"record_id": 4, "province": "广东", "city": "深圳", "member_no": " m-0001 ", "gender": "女"},
+            {"record_id": 6, "province": "浙江", "city": "杭州"},
             {
                 "record_id": 5,
                 "street_number": "44",
