@@ -42,6 +42,7 @@ DEFAULT_PASSES: tuple[BlockingPass, ...] = (
 
 
 def name_parts(name_pinyin: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(surname key, given-name key) from "family given" pinyin keys; None where a part is empty."""
     parts = name_pinyin.fillna(" ").str.split(" ", n=1, expand=True)
     if parts.shape[1] == 1:
         parts[1] = ""

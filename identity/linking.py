@@ -167,23 +167,31 @@ async def _shared_counts(conn: AsyncConnection, std: pd.DataFrame) -> dict[str, 
 async def _name_frequencies(
     conn: AsyncConnection, std: pd.DataFrame
 ) -> dict[str, tuple[dict[str, int], int]]:
-    """Population counts of the surname and given-name keys in the frame, for term frequencies."""
+    """Population counts of the surname and given-name keys in the frame, for term frequencies.
+    Two scans: the counts of the wanted values (grouping sets), and the totals."""
     family, given = name_parts(std["name_pinyin"])
-    population: dict[str, tuple[dict[str, int], int]] = {}
-    for column, expr, values in (
-        ("family", KEY_SQL["family_key"], family),
-        ("given", KEY_SQL["given_key"], given),
-    ):
-        wanted = sorted({str(v) for v in values.dropna()})
-        counts: dict[str, int] = {}
-        if wanted:
-            sql = f"select {expr} as k, count(*) from source_identity si where {expr} = any(:v) group by 1"  # noqa: S608 - fixed expressions
-            rows = await conn.execute(sa.text(sql), {"v": wanted})
-            counts = {str(k): int(n) for k, n in rows}
-        sql = f"select count(*) from source_identity si where {expr} is not null"  # noqa: S608 - fixed expressions
-        total = (await conn.execute(sa.text(sql))).scalar_one()
-        population[column] = (counts, int(total))
-    return population
+    wanted = {
+        "family": sorted({str(v) for v in family.dropna()}),
+        "given": sorted({str(v) for v in given.dropna()}),
+    }
+    counts: dict[str, dict[str, int]] = {"family": {}, "given": {}}
+    if wanted["family"] or wanted["given"]:
+        sql = (
+            f"select family, given, count(*) from (select {KEY_SQL['family_key']} as family,"  # noqa: S608 - fixed expressions
+            f" {KEY_SQL['given_key']} as given from source_identity si) t"
+            " where family = any(:f) or given = any(:g) group by grouping sets ((family), (given))"
+        )
+        rows = await conn.execute(sa.text(sql), {"f": wanted["family"], "g": wanted["given"]})
+        for fam, giv, n in rows:
+            if fam is not None:
+                counts["family"][str(fam)] = int(n)
+            elif giv is not None:
+                counts["given"][str(giv)] = int(n)
+    totals_sql = (
+        f"select count({KEY_SQL['family_key']}), count({KEY_SQL['given_key']}) from source_identity si"  # noqa: S608
+    )
+    family_total, given_total = (await conn.execute(sa.text(totals_sql))).one()
+    return {"family": (counts["family"], int(family_total)), "given": (counts["given"], int(given_total))}
 
 
 async def link_source_identities(
@@ -250,8 +258,10 @@ async def link_in_transaction(
         {"ids": sorted(set(new_ids) | candidates), "cids": [int(c) for c in customer_ids]},
     )
     frame = frame[frame["customer_id"].notna() | frame["id"].isin(new_ids)].reset_index(drop=True)
+    t = report.lap("load_candidate_rows", t)
     raw_std = identities_to_standard(frame)
     shared = await _shared_counts(conn, raw_std)
+    t = report.lap("shared_counts", t)
     std = mask_blocked(raw_std, rules, shared)
     is_new = frame["id"].isin(new_ids).to_numpy()
     keys = blocking_keys(std)
