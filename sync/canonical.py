@@ -27,11 +27,20 @@ FEN = Decimal("0.01")
 
 
 def yuan_to_fen(value: Any) -> int:
-    """'12.30' -> 1230 exactly. Rejects fractions of a fen, negatives are left to the model."""
+    """'12.30' -> 1230 exactly. Rejects fractions of a fen; negatives are left to the model."""
     if value is None or isinstance(value, bool):
         raise ValueError("amount is missing")
     if isinstance(value, int):
         return value * 100
+    if isinstance(value, str):
+        # Fast path for the platforms' plain 'yuan.fen' strings: integer arithmetic only, no Decimal.
+        whole, dot, frac = value.partition(".")
+        if (
+            whole.isdigit()
+            and whole.isascii()
+            and (not dot or (frac.isdigit() and frac.isascii() and len(frac) <= 2))
+        ):
+            return int(whole) * 100 + (int(frac.ljust(2, "0")) if dot else 0)
     try:
         # str() of a float is its shortest round-trip form, so 12.3 stays 12.30, never 12.2999...
         amount = Decimal(value if isinstance(value, str) else str(value))

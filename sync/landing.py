@@ -275,13 +275,15 @@ def _latest_identities(records: list[PersonIdentity]) -> list[PersonIdentity]:
 class Lander:
     """Lands batches through one asyncpg connection taken from the engine's pool."""
 
-    # Identities already landed unchanged in this run are not standardized and written again (a buyer
-    # with 50 orders is one identity); bounded so memory stays flat however long the feed is.
+    # Identities already landed unchanged in this run are not written again, and the standardized form of
+    # attributes already seen is reused (a buyer with 50 orders is standardized once); both bounded so
+    # memory stays flat however long the feed is.
     SEEN_LIMIT = 100_000
 
     def __init__(self, connection: asyncpg.Connection) -> None:
         self.connection = connection
-        self._seen: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._standardized: OrderedDict[tuple[str, str], tuple[int, dict[str, Any]]] = OrderedDict()
 
     @classmethod
     @asynccontextmanager
@@ -297,22 +299,45 @@ class Lander:
             await ensure_channels(connection)
             yield cls(connection)
 
+    @staticmethod
+    def _attributes_key(p: PersonIdentity) -> int:
+        return hash(tuple(sorted((k, str(v)) for k, v in p.attributes.items())))
+
     def _fresh_identities(self, identities: list[PersonIdentity]) -> list[PersonIdentity]:
+        """One per key, minus exact repeats of what this lander already wrote."""
         fresh: list[PersonIdentity] = []
         for p in _latest_identities(identities):
             key = (p.channel, p.external_id)
             if p.stub and key in self._seen:
                 continue
-            fingerprint = payload_hash([p.attributes, p.source_updated_at])
-            if self._seen.get(key) == fingerprint:
+            if self._seen.get(key) == hash((self._attributes_key(p), p.source_updated_at)):
                 continue
             fresh.append(p)
         return fresh
 
+    def _standardize(self, identities: list[PersonIdentity]) -> list[dict[str, Any]]:
+        """Standardized attributes per identity, computed only for attributes not seen before."""
+        keys = [self._attributes_key(p) for p in identities]
+        missing = [
+            i for i, p in enumerate(identities)
+            if (cached := self._standardized.get((p.channel, p.external_id))) is None or cached[0] != keys[i]
+        ]  # fmt: skip
+        computed = dict(zip(missing, standardize_identities([identities[i] for i in missing]), strict=True))
+        out: list[dict[str, Any]] = []
+        for i, p in enumerate(identities):
+            key = (p.channel, p.external_id)
+            if i in computed:
+                self._standardized[key] = (keys[i], computed[i])
+            self._standardized.move_to_end(key)
+            out.append(self._standardized[key][1])
+        while len(self._standardized) > self.SEEN_LIMIT:
+            self._standardized.popitem(last=False)
+        return out
+
     def _remember(self, identities: list[PersonIdentity]) -> None:
         for p in identities:
             key = (p.channel, p.external_id)
-            self._seen[key] = payload_hash([p.attributes, p.source_updated_at])
+            self._seen[key] = hash((self._attributes_key(p), p.source_updated_at))
             self._seen.move_to_end(key)
         while len(self._seen) > self.SEEN_LIMIT:
             self._seen.popitem(last=False)
@@ -322,7 +347,7 @@ class Lander:
         stats = LandingStats(batches=1)
         identities = self._fresh_identities(batch.identities)
         # Standardizing is CPU work outside the transaction, so the transaction stays short.
-        standardized = standardize_identities(identities)
+        standardized = self._standardize(identities)
         con = self.connection
         async with con.transaction():
             if batch.stores:
@@ -362,13 +387,10 @@ class Lander:
     async def _land_stores(self, batch: Batch, stats: LandingStats) -> None:
         rows = {s.code: s for s in batch.stores}
         await self.connection.executemany(
+            # Sync only knows a store by its code: a store already described (by staff) is left as it is.
             """insert into store (code, name, province, city, district, address, opened_on)
                values ($1, $2, $3, $4, $5, $6, $7)
-               on conflict (code) do update set name = excluded.name,
-                 province = coalesce(excluded.province, store.province), city = coalesce(excluded.city, store.city),
-                 district = coalesce(excluded.district, store.district),
-                 address = coalesce(excluded.address, store.address),
-                 opened_on = coalesce(excluded.opened_on, store.opened_on)""",
+               on conflict (code) do nothing""",
             [(s.code, s.name, s.province, s.city, s.district, s.address, s.opened_on) for s in rows.values()],
         )
         stats.stores += len(rows)

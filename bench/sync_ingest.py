@@ -1,0 +1,260 @@
+"""Sync ingest benchmark: Tmall trades pulled from the simulator over HTTP, validated and landed.
+
+    python bench/sync_ingest.py [--sizes 200000 1000000] [--people 20000] [--concurrency 4]
+
+Prints one JSON document. Per size, in a fresh child process (so peak RSS is that size's own):
+- `end_to_end`: records/s landed (signed TOP calls, backwards paging, pydantic validation, COPY into
+  staging + INSERT ... ON CONFLICT, watermark), and the peak RSS of the sync process;
+- `pull_only`: the same HTTP pull and validation with nothing landed (bounded by what the simulator,
+  one process on one core, can serve);
+- `records_per_sync_cpu_s`: orders landed per CPU second of the sync process alone (simulator and
+  PostgreSQL excluded): the pipeline's own cost;
+- `copy_ceiling`: the same orders and lines loaded by raw asyncpg COPY (records/s), the ceiling;
+- `share_of_ceiling`: end_to_end / copy_ceiling.
+The simulator runs in its own process on loopback. The database is DATABASE_URL / C360_DATABASE_URL
+(a scratch database is created and dropped) or the embedded server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SIMULATOR_CODE = """
+import sys, uvicorn
+from datetime import datetime
+from sync.simulator import CST, SimulatorConfig, create_simulator_app
+orders, people, days, port = (int(a) for a in sys.argv[1:5])
+config = SimulatorConfig(orders=orders, people=people, days=days, order_shares={"tmall": 1.0},
+                         start=datetime(2026, 9, 1, tzinfo=CST))
+uvicorn.run(create_simulator_app(config), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_url() -> str:
+    from infra.settings import to_async_url
+
+    url = os.environ.get("DATABASE_URL") or os.environ.get("C360_DATABASE_URL")
+    if url:
+        return to_async_url(url)
+    from infra.embedded import embedded_url
+    from infra.settings import get_settings
+
+    return embedded_url(get_settings().pgdata)
+
+
+class PeakRss:
+    """Samples this process's RSS every 50 ms; `peak` in MiB."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.process = psutil.Process()
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.05)
+
+    def __enter__(self) -> PeakRss:
+        self.peak = self.process.memory_info().rss
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mib(self) -> float:
+        return round(self.peak / 2**20, 1)
+
+
+def start_simulator(size: int, people: int, days: int) -> tuple[subprocess.Popen[bytes], str]:
+    """The simulator in its own process (its own core), answering on a free loopback port."""
+    import httpx
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", SIMULATOR_CODE, str(size), str(people), str(days), str(port)]
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            httpx.get(base + "/_sim/clock", timeout=1)
+            return process, base
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.terminate()
+    raise RuntimeError("the simulator did not start")
+
+
+async def child(base: str, size: int, days: int, concurrency: int, batch_size: int) -> dict[str, Any]:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from infra.migrate import upgrade
+    from sync.config import SyncSettings
+    from sync.connectors.registry import make_connector
+    from sync.runner import run_stream
+    from tests.conftest import create_database, drop_database
+
+    db_url = await create_database(server_url(), "c360_bench")
+    engine = create_async_engine(db_url, pool_size=4)
+    try:
+        await asyncio.to_thread(upgrade, db_url, "heads")
+        settings = SyncSettings().pointed_at_simulator(base)
+        data = settings.model_dump()
+        data.update(concurrency=concurrency, batch_size=batch_size, initial_lookback_days=days + 20)
+        settings = SyncSettings.model_validate(data)
+
+        catalog = make_connector("catalog", settings)
+        await run_stream(engine, catalog, "products")
+        await catalog.aclose()
+
+        # Pull only: HTTP + validation + normalization, nothing landed.
+        connector = make_connector("tmall", settings)
+        started = time.perf_counter()
+        pulled = 0
+        async for batch in connector.pull("trades", None, None):
+            pulled += len(batch.orders)
+        pull_seconds = time.perf_counter() - started
+        await connector.aclose()
+
+        # End to end.
+        connector = make_connector("tmall", settings)
+        with PeakRss() as rss:
+            started, cpu_started = time.perf_counter(), time.process_time()
+            stats = await run_stream(engine, connector, "trades")
+            e2e_seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+        requests = connector.client.stats.requests
+        await connector.aclose()
+
+        # The ceiling: the same orders and lines, loaded by raw COPY (only the COPY calls are timed).
+        dsn = make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        con = await asyncpg.connect(dsn)
+        try:
+            await con.execute("create table orders_copy (like orders including defaults)")
+            await con.execute("create table order_line_copy (like order_line including defaults)")
+            order_cols = [
+                "id", "channel_code", "external_id", "source_identity_id", "customer_id", "store_id", "status",
+                "source_status", "total_fen", "paid_fen", "discount_fen", "shipping_fen", "currency", "placed_at",
+                "paid_at", "source_updated_at", "landed_at", "updated_at",
+            ]  # fmt: skip
+            line_cols = ["id", "order_id", "line_no", "sku", "product_id", "title", "quantity", "unit_price_fen",
+                         "discount_fen", "amount_fen"]  # fmt: skip
+            copy_seconds = 0.0
+            copied = 0
+            async with con.transaction():
+                for table, cols, target in (("orders", order_cols, "orders_copy"),
+                                            ("order_line", line_cols, "order_line_copy")):  # fmt: skip
+                    cursor = con.cursor(f"select {', '.join(cols)} from {table}")  # noqa: S608 - constant
+                    chunk: list[Any] = []
+                    async for record in cursor:
+                        chunk.append(tuple(record))
+                        if len(chunk) == 20_000:
+                            t = time.perf_counter()
+                            await con.copy_records_to_table(target, records=chunk, columns=cols)
+                            copy_seconds += time.perf_counter() - t
+                            copied += len(chunk) if table == "orders" else 0
+                            chunk = []
+                    if chunk:
+                        t = time.perf_counter()
+                        await con.copy_records_to_table(target, records=chunk, columns=cols)
+                        copy_seconds += time.perf_counter() - t
+                        copied += len(chunk) if table == "orders" else 0
+        finally:
+            await con.close()
+        e2e_rate = stats.orders / e2e_seconds
+        copy_rate = copied / copy_seconds
+        return {
+            "orders": size,
+            "landed_orders": stats.orders,
+            "landed_order_lines": stats.order_lines,
+            "identities": stats.identities,
+            "http_requests": requests,
+            "end_to_end": {
+                "seconds": round(e2e_seconds, 1),
+                "records_per_s": round(e2e_rate),
+                "peak_rss_mib": rss.mib,
+                "sync_process_cpu_s": round(cpu_seconds, 1),
+                "records_per_sync_cpu_s": round(stats.orders / cpu_seconds),
+            },  # fmt: skip
+            "pull_only": {"seconds": round(pull_seconds, 1), "records_per_s": round(pulled / pull_seconds)},
+            "copy_ceiling": {
+                "seconds": round(copy_seconds, 2),
+                "records_per_s": round(copy_rate),
+                "note": "orders + their lines by asyncpg COPY; records counted as orders",
+            },  # fmt: skip
+            "share_of_ceiling": round(e2e_rate / copy_rate, 3),
+        }
+    finally:
+        await engine.dispose()
+        await drop_database(db_url)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[200_000, 1_000_000])
+    parser.add_argument("--people", type=int, default=20_000)
+    parser.add_argument("--days", type=int, default=80)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        simulator, base = start_simulator(args.child, args.people, args.days)
+        try:
+            result = asyncio.run(child(base, args.child, args.days, args.concurrency, args.batch_size))
+        finally:
+            simulator.terminate()
+            simulator.wait(timeout=30)
+        print(json.dumps(result))
+        return
+    runs = []
+    for size in args.sizes:
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", str(size), "--people", str(args.people), "--days", str(args.days),
+             "--concurrency", str(args.concurrency), "--batch-size", str(args.batch_size)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print(json.dumps({
+        "benchmark": "sync_ingest",
+        "channel": "tmall (taobao.trades.sold.increment.get, page_size 100)",
+        "machine": {"cpus": os.cpu_count()},
+        "people": args.people, "days": args.days, "concurrency": args.concurrency, "batch_size": args.batch_size,
+        "at": (datetime.now().astimezone() - timedelta(0)).isoformat(timespec="seconds"),
+        "runs": runs,
+        "run_id": uuid.uuid4().hex[:8],
+    }, indent=2))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
