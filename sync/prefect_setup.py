@@ -53,6 +53,9 @@ def configure_prefect(settings: Settings, sync_settings: SyncSettings) -> None:
     os.environ.setdefault("PREFECT_HOME", str(settings.data_dir / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # The ephemeral API server migrates its database on first start, which takes ~30 s on a new
+    # machine; Prefect's default 20 s start-up timeout would fail exactly the first `c360 demo`.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     if os.environ.get("PREFECT_API_URL") or any(os.environ.get(v) for v in _DB_VARS):
         return
     url = sync_settings.prefect_database_url
