@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 .PHONY: run test lint typecheck pytest install clean
 
 run: $(STAMP)
-	$(BIN)/c360 serve
+	$(BIN)/c360 demo
 
 test: lint typecheck pytest
 
