@@ -181,6 +181,7 @@ def serve(
         )
     _, sync_settings = prepare(True)
     from prefect import serve as prefect_serve
+    from prefect.schedules import Cron
 
     from sync.config import CHANNEL_CODES
     from sync.flows import CHANNEL_FLOWS, sync_all
@@ -189,10 +190,14 @@ def serve(
     for code in CHANNEL_CODES:
         config = sync_settings.channel(code)
         if config.enabled:
-            deployments.append(CHANNEL_FLOWS[code].to_deployment(name=f"{code}-scheduled", cron=config.cron))
+            # Cron in the retailer's time zone: "0 2 * * *" means 02:00 in Shanghai, not UTC.
+            schedule = Cron(config.cron, timezone="Asia/Shanghai")
+            deployments.append(CHANNEL_FLOWS[code].to_deployment(name=f"{code}-scheduled", schedule=schedule))
             console.print(f"scheduled sync-{code} on '{config.cron}'")
     if all_cron:
-        deployments.append(sync_all.to_deployment(name="all-scheduled", cron=all_cron))
+        deployments.append(
+            sync_all.to_deployment(name="all-scheduled", schedule=Cron(all_cron, timezone="Asia/Shanghai"))
+        )
         console.print(f"scheduled sync-all on '{all_cron}'")
     if not deployments:
         fail("no channel is enabled (C360_SYNC_<CHANNEL>__ENABLED)")
