@@ -43,7 +43,10 @@ DEFAULT_PASSES: tuple[BlockingPass, ...] = (
 
 def name_parts(name_pinyin: pd.Series) -> tuple[pd.Series, pd.Series]:
     """(surname key, given-name key) from "family given" pinyin keys; None where a part is empty."""
-    parts = name_pinyin.fillna(" ").str.split(" ", n=1, expand=True)
+    if name_pinyin.empty:
+        empty = pd.Series([], index=name_pinyin.index, dtype=object)
+        return empty, empty.copy()
+    parts = name_pinyin.fillna(" ").astype(str).str.split(" ", n=1, expand=True)
     if parts.shape[1] == 1:
         parts[1] = ""
     family = parts[0].where(parts[0].astype(bool), None)

@@ -20,6 +20,8 @@ import pandas as pd
 from rapidfuzz import process
 from rapidfuzz.distance import DamerauLevenshtein, Indel, JaroWinkler
 
+from identity.blocking import name_parts
+
 
 @dataclass(frozen=True)
 class Feature:
@@ -85,12 +87,7 @@ class PreparedRecords:
     ) -> PreparedRecords:
         """`population[column] = (counts by value, total)` gives term frequencies from a wider
         population than the frame (the database path); by default the frame is the population."""
-        parts = frame["name_pinyin"].fillna(" ").str.split(" ", n=1, expand=True)
-        if parts.shape[1] == 1:
-            parts[1] = ""
-        family = parts[0].where(parts[0].astype(bool), None)
-        given = parts[1].fillna("").str.replace(" ", "", regex=False)
-        given = given.where(given.astype(bool), None)
+        family, given = name_parts(frame["name_pinyin"])
         hanzi = frame["name"].where(frame["name"].map(_cjk).astype(bool), None)
         detail = frame["address_detail"].astype(object)
         street_number = detail.fillna("").str.extract(r"^(\d+[a-z]?)\b", expand=False)

@@ -347,6 +347,11 @@ def resolve_frame(
     std = df[list(STANDARD_COLUMNS)].reset_index(drop=True) if standardized else standardize_frame(df)
     if progress:
         progress("standardize", len(std))
+    if std.empty:  # nothing to resolve: an empty OUT, not an error
+        empty = np.zeros(0, dtype=np.int64)
+        return ResolveResult(
+            record_ids=std["record_id"].to_numpy(), customer_ids=empty, model=model or FellegiSunterModel()
+        )
     std = mask_blocked(std, rules)
     keys = blocking_keys(std)
     rec = PreparedRecords.from_frame(std)

@@ -278,3 +278,12 @@ def test_supervised_model_from_labelled_pairs() -> None:
     result = resolve_frame(frame, labelled_pairs=pairs)
     assert result.model.supervised is not None
     assert pairwise_scores(result.customer_ids, truth).f1 >= 0.98
+
+
+def test_empty_and_single_record_files_resolve() -> None:
+    empty = resolve_frame(
+        pd.DataFrame({"record_id": pd.Series([], dtype=str), "name": pd.Series([], dtype=str)})
+    )
+    assert len(empty.frame()) == 0
+    single = resolve_frame(pd.DataFrame([{"record_id": "x", "name": "张三"}]))
+    assert single.frame().to_dict("records") == [{"record_id": "x", "customer_id": 1}]
