@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import gc
 
 import uvicorn
 
 from sync.simulator.app import create_simulator_app
 from sync.simulator.config import SimulatorConfig
+
+
+def serve(
+    config: SimulatorConfig, host: str = "127.0.0.1", port: int = 8765, log_level: str = "info"
+) -> None:
+    """Run the simulator for `config` under uvicorn (one process: the clock, faults, WeChat tokens and
+    update overlays live in its memory) until interrupted."""
+    app = create_simulator_app(config)
+    # The population and catalogue live as long as the process: freeze them out of the cyclic
+    # collector, so the collections that building pages triggers only walk the pages.
+    gc.collect()
+    gc.freeze()
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     config = SimulatorConfig(
         seed=args.seed, people=args.people, orders=args.orders, malformed_rate=args.malformed_rate
     )
-    uvicorn.run(create_simulator_app(config), host=args.host, port=args.port, log_level="info")
+    serve(config, args.host, args.port)
 
 
 if __name__ == "__main__":

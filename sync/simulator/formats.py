@@ -4,49 +4,64 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from sync.simulator.config import CST
 
 
-def yuan(fen: int) -> str:
-    """Integer fen as the platforms' decimal yuan string: 50800 -> "508.00"."""
+def _yuan(fen: int) -> str:
     sign = "-" if fen < 0 else ""
     fen = abs(fen)
     return f"{sign}{fen // 100}.{fen % 100:02d}"
 
 
+# Amounts repeat across rows (shelf prices times small quantities), so each string is built once.
+_YUAN: dict[int, str] = {}
+
+
+def yuan(fen: int) -> str:
+    """Integer fen as the platforms' decimal yuan string: 50800 -> "508.00"."""
+    text = _YUAN.get(fen)
+    if text is None:
+        text = _yuan(fen)
+        if len(_YUAN) < 1_000_000:
+            _YUAN[fen] = text
+    return text
+
+
 _DATES: dict[int, str] = {}
+# "HH:MM:SS" for every second of a day: one list index instead of three divmods and a format per time.
+_CLOCK = [f"{h:02d}:{m:02d}:{s:02d}" for h in range(24) for m in range(60) for s in range(60)]
 
 
-def _clock_parts(ts: int) -> tuple[str, int, int, int]:
-    # Days repeat across rows, so the calendar date is computed once per day and the time by arithmetic.
-    day, seconds = divmod(ts + 8 * 3600, 86400)
+def _date(day: int) -> str:
+    # Days repeat across rows, so the calendar date is computed once per day.
     date = _DATES.get(day)
     if date is None:
         t = time.gmtime(day * 86400)
         date = _DATES[day] = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return date, hours, minutes, secs
+    return date
 
 
 def gmt8(ts: int | None) -> str | None:
     """`yyyy-MM-dd HH:mm:ss` in GMT+8, as TOP and JOS send times."""
     if ts is None:
         return None
-    date, h, m, s = _clock_parts(ts)
-    return f"{date} {h:02d}:{m:02d}:{s:02d}"
+    day, seconds = divmod(ts + 28800, 86400)
+    return f"{_DATES.get(day) or _date(day)} {_CLOCK[seconds]}"
 
 
 def iso(ts: int | None) -> str | None:
     """ISO 8601 with the +08:00 offset, as our own APIs send times."""
     if ts is None:
         return None
-    date, h, m, s = _clock_parts(ts)
-    return f"{date}T{h:02d}:{m:02d}:{s:02d}+08:00"
+    day, seconds = divmod(ts + 28800, 86400)
+    return f"{_DATES.get(day) or _date(day)}T{_CLOCK[seconds]}+08:00"
 
 
 def weibo_time(ts: int) -> str:
@@ -84,3 +99,11 @@ async def gateway_params(request: Request) -> dict[str, str]:
     if body:
         params.update(parse_qsl(body, keep_blank_values=True))
     return params
+
+
+class ORJSONResponse(JSONResponse):
+    """JSONResponse encoded by orjson: the same compact UTF-8 JSON as Starlette's, several times
+    faster on 100-500 row pages."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)

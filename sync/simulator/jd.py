@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from sync.simulator.control import malformed_requested
-from sync.simulator.formats import gateway_params, gmt8, parse_gmt8, yuan
+from sync.simulator.formats import ORJSONResponse, gateway_params, gmt8, parse_gmt8, yuan
 from sync.simulator.orders import FINISHED, PAID, REFUND_ASKED, REFUNDED, SHIPPED, OrderRow
 from sync.simulator.seeding import hash_one
 from sync.simulator.signing import jos_sign
@@ -232,7 +232,7 @@ async def routerjson(request: Request, state: SimulatorState) -> Response:
         if row.malformed or (force and n == 0):
             _corrupt(order, row.index, feed.key)
         orders.append(order)
-    return JSONResponse(
+    return ORJSONResponse(
         {
             "jingdong_pop_order_search_responce": {
                 "code": "0",

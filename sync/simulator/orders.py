@@ -12,6 +12,8 @@ Time is integer seconds since the epoch throughout; arrays are numpy int64.
 
 from __future__ import annotations
 
+import _random
+import random
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ import numpy.typing as npt
 from sync.simulator.catalogue import Product, catalogue
 from sync.simulator.config import SimulatorConfig
 from sync.simulator.people import POS_DUMMY_PHONES, Population, SourceIdentity
-from sync.simulator.seeding import row_random, stream_key, uniform_one, uniforms
+from sync.simulator.seeding import hashes, stream_key, uniform_one, uniform_rows, uniforms
 from sync.simulator.trading_hours import ONLINE_HOURS, STORE_HOURS, Rhythm
 
 I64 = npt.NDArray[np.int64]
@@ -33,6 +35,8 @@ MAX_LIFE = 16 * DAY
 # POS registers that were offline deliver up to 72 h late.
 MAX_POS_DELAY = 72 * HOUR
 BLOCK = 16384
+# random.Random.seed minus its Python-level wrapper: for an int it is exactly what Random(int) does.
+_seed = _random.Random.seed
 
 # Stages of an order's life; `closed` is an unpaid order the platform closed.
 CREATED, PAID, SHIPPED, FINISHED, REFUND_ASKED, REFUNDED, CLOSED = 0, 1, 2, 3, 4, 5, 9
@@ -146,6 +150,7 @@ class OrderFeed:
         hours = STORE_HOURS if channel == "pos" else ONLINE_HOURS
         self.rhythm = Rhythm(self.key, config.start, config.days, max(1, self.base_count), hours)
         self.products = catalogue(config.seed)
+        self._app_prefix = f"A{config.start:%y%m}"
         self.buyers = population.first_seen_order(channel)
         # No share of the orders, or nobody in the channel: the feed stays empty whatever the clock.
         self.empty = self.base_count == 0 or not self.buyers
@@ -153,6 +158,12 @@ class OrderFeed:
         self.overlay: dict[int, tuple[int, int]] = {}
         self._blocks: OrderedDict[int, Timeline] = OrderedDict()
         self._key_cache: OrderedDict[tuple[int, int, str], tuple[I64, npt.NDArray[np.bool_]]] = OrderedDict()
+        # (block, now, key) -> visible rows of the block sorted by (key time, index), as one int64
+        # per row (time * BLOCK + offset in the block): cursor pages find their place by bisection.
+        self._sorted_cache: OrderedDict[tuple[int, int, str], I64] = OrderedDict()
+        # A window's answer, reused by the count call and every page of that window.
+        self._window_cache: OrderedDict[tuple[object, ...], tuple[I64, I64]] = OrderedDict()
+        self.overlay_version = 0
         # Counters that let tests prove laziness through behaviour.
         self.rows_materialized = 0
         self.timeline_rows = 0
@@ -177,9 +188,8 @@ class OrderFeed:
         """Event times of the orders at `index`, with the update overlay applied."""
         idx = np.asarray(index, dtype=np.int64)
         self.timeline_rows += len(idx)
-        k = self.key
-        u = [uniforms(k, idx, f) for f in range(9)]
-        created = self.rhythm.times(idx)
+        u = uniform_rows(self.key, idx, range(9))
+        created = self.rhythm.times(idx, jitter=u[0])
         never = np.full(len(idx), NEVER, dtype=np.int64)
         if self.channel == "pos":
             late = u[8] < 0.07
@@ -261,7 +271,7 @@ class OrderFeed:
     def external_id(self, i: int) -> str:
         """The id the channel gives order i (tid, JD orderId, app order_no, POS receipt)."""
         if self.channel == "app":
-            return f"A{self.config.start:%y%m}{i:09d}"
+            return f"{self._app_prefix}{i:09d}"
         if self.channel == "pos":
             return self.pos_reference(i)
         # Platform ids are sparse, not consecutive: step by 7 from a channel-typical magnitude.
@@ -293,61 +303,110 @@ class OrderFeed:
         return 1 + (u >= 0.70) + (u >= 0.92)
 
     def rows(self, index: npt.ArrayLike, now: int) -> list[OrderRow]:
-        """Materialise the orders at `index` as they stand at `now`."""
+        """Materialise the orders at `index` as they stand at `now`.
+
+        Every per-index draw (buyer, line count, malformed, the row's generator seed) is computed for
+        the whole page with numpy; the loop only runs each row's own generator (line items, coupon,
+        refunded line) and builds the row."""
         line = self.timeline(index)
+        idx = line.index
+        self.rows_materialized += len(idx)
+        key, now_ = self.key, now
         # Plain Python lists: indexing numpy scalars one by one costs more than the whole row.
-        events = {f: getattr(line, f).tolist() for f in _FIELDS}
+        indexes = idx.tolist()
+        created, paid, shipped = line.created.tolist(), line.paid.tolist(), line.shipped.tolist()
+        finished, closed, delivered = line.finished.tolist(), line.closed.tolist(), line.delivered.tolist()
+        asked, done = line.refund_asked.tolist(), line.refund_done.tolist()
         stages = line.stage_at(now).tolist()
         modified = line.modified_at(now).tolist()
-        malformed = (uniforms(self.key, line.index, 20) < self.config.malformed_rate).tolist()
-        rows = []
-        for pos in range(len(stages)):
-            times = {f: events[f][pos] for f in _FIELDS}
-            rows.append(self._row(times, stages[pos], modified[pos], malformed[pos], now))
+        # Fields 10 (line count), 11 and 12 (buyer) and 20 (malformed) of every row in one pass.
+        u = uniform_rows(key, idx, (10, 11, 12, 20))
+        malformed = (u[3] < self.config.malformed_rate).tolist()
+        seeds = hashes(key, idx + (1 << 40), 0xFFFF).tolist()
+        counts = (1 + (u[0] >= 0.70) + (u[0] >= 0.92)).tolist()
+        buyers = self.buyer_list(idx, u[1], u[2])
+        products = self.products
+        n_products = len(products)
+        online = self.channel != "pos"
+        channel = self.channel
+        # One generator reseeded per row gives exactly what `row_random(key, i + 2**40)` would.
+        rng = random.Random(0)
+        draw = rng.random
+        rows: list[OrderRow] = []
+        for k, i in enumerate(indexes):
+            _seed(rng, seeds[k])
+            lines: list[Line] = []
+            total = goods = 0
+            for n in range(1, counts[k] + 1):
+                product = products[int(draw() * n_products)]
+                roll = draw()
+                quantity = 1 if roll < 0.8 else 2 if roll < 0.95 else 3
+                price = product.price_fen
+                discount = price * quantity // 10 if draw() < 0.2 else 0
+                lines.append(Line(n, product, quantity, price, discount))
+                total += price * quantity
+                goods += price * quantity - discount
+            coupon = 0
+            if online and goods >= 30000 and draw() < 0.4:
+                coupon = (2000, 3000, 5000)[int(draw() * 3)]
+            shipping = 1000 if online and goods < 9900 else 0
+            buyer, dummy = buyers[k]
+            asked_at, done_at = asked[k], done[k]
+            paid_at, shipped_at, finished_at, closed_at = paid[k], shipped[k], finished[k], closed[k]
+            rows.append(
+                OrderRow(
+                    channel=channel,
+                    index=i,
+                    external_id=self.external_id(i),
+                    buyer=buyer,
+                    dummy_phone=dummy,
+                    lines=tuple(lines),
+                    total_fen=total,
+                    discount_fen=total - goods + coupon,
+                    shipping_fen=shipping,
+                    stage=stages[k],
+                    created=created[k],
+                    paid=paid_at if paid_at <= now_ else None,
+                    shipped=shipped_at if shipped_at <= now_ else None,
+                    finished=finished_at if finished_at <= now_ else None,
+                    refund_asked=asked_at if asked_at <= now_ else None,
+                    refund_done=done_at if done_at <= now_ else None,
+                    closed=closed_at if closed_at <= now_ else None,
+                    modified=modified[k],
+                    delivered=delivered[k],
+                    refund_line=1 + int(draw() * len(lines)) if asked_at < NEVER else 0,
+                    malformed=malformed[k],
+                )
+            )
         return rows
 
-    def _row(self, times: dict[str, int], stage: int, modified: int, malformed: bool, now: int) -> OrderRow:
-        self.rows_materialized += 1
-        i = times["index"]
-        rng = row_random(self.key, i + (1 << 40))
-        buyer, dummy = self.buyer_for(i)
-        lines: list[Line] = []
-        for n in range(self.line_count_one(i)):
-            product = self.products[int(rng.random() * len(self.products))]
-            roll = rng.random()
-            quantity = 1 if roll < 0.8 else 2 if roll < 0.95 else 3
-            discount = product.price_fen * quantity // 10 if rng.random() < 0.2 else 0
-            lines.append(Line(n + 1, product, quantity, product.price_fen, discount))
-        total = sum(ln.unit_price_fen * ln.quantity for ln in lines)
-        goods = total - sum(ln.discount_fen for ln in lines)
-        coupon = 0
-        if self.channel != "pos" and goods >= 30000 and rng.random() < 0.4:
-            coupon = (2000, 3000, 5000)[int(rng.random() * 3)]
-        shipping = 1000 if self.channel != "pos" and goods < 9900 else 0
-        seen = {event: (at if at <= now else None) for event, at in times.items()}
-        return OrderRow(
-            channel=self.channel,
-            index=i,
-            external_id=self.external_id(i),
-            buyer=buyer,
-            dummy_phone=dummy,
-            lines=tuple(lines),
-            total_fen=total,
-            discount_fen=total - goods + coupon,
-            shipping_fen=shipping,
-            stage=stage,
-            created=times["created"],
-            paid=seen["paid"],
-            shipped=seen["shipped"],
-            finished=seen["finished"],
-            refund_asked=seen["refund_asked"],
-            refund_done=seen["refund_done"],
-            closed=seen["closed"],
-            modified=modified,
-            delivered=times["delivered"],
-            refund_line=1 + int(rng.random() * len(lines)) if times["refund_asked"] < NEVER else 0,
-            malformed=malformed,
-        )
+    def buyer_list(
+        self, index: I64, u11: npt.NDArray[np.float64], u12: npt.NDArray[np.float64]
+    ) -> list[tuple[SourceIdentity | None, str | None]]:
+        """`buyer_for` over a page, given fields 11 and 12 of the rows (same values, same arithmetic)."""
+        buyers = self.buyers
+        if not buyers:
+            return [(None, None)] * len(index)
+        count = len(buyers)
+        indexes = index.tolist()
+        picks = u11.tolist()
+        rolls = u12.tolist() if self.channel == "pos" else None
+        dummies = len(POS_DUMMY_PHONES)
+        out: list[tuple[SourceIdentity | None, str | None]] = []
+        for k, i in enumerate(indexes):
+            if i < count:
+                out.append((buyers[i], None))
+                continue
+            if rolls is not None:
+                roll = rolls[k]
+                if roll < 0.35:
+                    out.append((None, None))
+                    continue
+                if roll < 0.37:
+                    out.append((None, POS_DUMMY_PHONES[int((roll - 0.35) / 0.02 * dummies)]))
+                    continue
+            out.append((buyers[int(picks[k] ** 2 * count)], None))
+        return out
 
     # ----------------------------------------------------------------- queries
 
@@ -355,7 +414,29 @@ class OrderFeed:
         self, start: int, end: int, now: int, *, stages: set[int] | None = None, key: str = "modified"
     ) -> tuple[I64, I64]:
         """Indexes (and their sort times) of orders whose `key` time at `now` lies in [start, end],
-        newest first. `key` is "modified", "delivered" (POS) or "refund" (refund modified time)."""
+        newest first. `key` is "modified", "delivered" (POS) or "refund" (refund modified time).
+        Answers are cached per (window, clock, overlay): connectors read a window page by page."""
+        cache_key = (
+            start,
+            end,
+            now,
+            key,
+            None if stages is None else tuple(sorted(stages)),
+            self.overlay_version,
+        )
+        cached = self._window_cache.get(cache_key)
+        if cached is not None:
+            self._window_cache.move_to_end(cache_key)
+            return cached
+        found = self._window_by_modified(start, end, now, stages, key)
+        self._window_cache[cache_key] = found
+        if len(self._window_cache) > 16:
+            self._window_cache.popitem(last=False)
+        return found
+
+    def _window_by_modified(
+        self, start: int, end: int, now: int, stages: set[int] | None, key: str
+    ) -> tuple[I64, I64]:
         end = min(end, now)
         visible = self.visible_count(now)
         slack = MAX_POS_DELAY if key == "delivered" else MAX_LIFE
@@ -420,6 +501,8 @@ class OrderFeed:
         slack = MAX_POS_DELAY if key == "delivered" else MAX_LIFE
         lo = self.first_index_at_or_after(floor_t - slack) if floor_t > -NEVER else 0
         visible = self.visible_count(now)
+        if not self.overlay:
+            return self._ascending_sorted(after, since, limit, now, key, lo, visible)
         times: list[I64] = []
         indexes: list[I64] = []
 
@@ -452,6 +535,59 @@ class OrderFeed:
         order = np.lexsort((idx_all, at_all))[:limit]
         return [(int(at_all[k]), int(idx_all[k])) for k in order]
 
+    def _ascending_sorted(
+        self,
+        after: tuple[int, int] | None,
+        since: int | None,
+        limit: int,
+        now: int,
+        key: str,
+        lo: int,
+        visible: int,
+    ) -> list[tuple[int, int]]:
+        """`ascending_after` without an overlay: each block contributes at most `limit` candidates,
+        found by bisection in its sorted keys, instead of every row after the cursor."""
+        times: list[I64] = []
+        indexes: list[I64] = []
+        found = 0
+        for number in range(lo // BLOCK, (visible - 1) // BLOCK + 1 if visible > 0 else 0):
+            first = number * BLOCK
+            keys = self._sorted_keys(number, now, key)
+            bound = since * BLOCK if since is not None else None
+            if after is not None:
+                # Rows at the cursor's time come after it when their index is larger.
+                offset = min(max(after[1] - first, -1), BLOCK - 1)
+                bound = max(bound if bound is not None else -NEVER, after[0] * BLOCK + offset + 1)
+            begin = int(np.searchsorted(keys, bound, side="left")) if bound is not None else 0
+            chosen = keys[begin : begin + limit]
+            times.append(chosen // BLOCK)
+            indexes.append(chosen % BLOCK + first)
+            found += len(chosen)
+            position = min(visible, first + BLOCK)
+            if found >= limit and position < visible:
+                at_all = np.concatenate(times)
+                if np.partition(at_all, limit - 1)[limit - 1] < self.created_one(position):
+                    break
+        if not times:
+            return []
+        at_all, idx_all = np.concatenate(times), np.concatenate(indexes)
+        order = np.lexsort((idx_all, at_all))[:limit]
+        return list(zip(at_all[order].tolist(), idx_all[order].tolist(), strict=True))
+
+    def _sorted_keys(self, number: int, now: int, key: str) -> I64:
+        """Visible rows of block `number` as sorted `time * BLOCK + offset` (no overlay)."""
+        cache_key = (number, now, key)
+        keys = self._sorted_cache.get(cache_key)
+        if keys is None:
+            at, ok = self._key_times(self.block(number), now, key)
+            offsets = np.flatnonzero(ok)
+            keys = self._sorted_cache[cache_key] = np.sort(at[offsets] * BLOCK + offsets)
+            if len(self._sorted_cache) > 64:
+                self._sorted_cache.popitem(last=False)
+        else:
+            self._sorted_cache.move_to_end(cache_key)
+        return keys
+
     def progress(self, count: int, now: int, stamp: int) -> list[OrderRow]:
         """Move up to `count` paid, unfinished-or-finished orders one step forward (paid -> shipped ->
         finished -> refunded), newest first, stamping the change at `stamp`."""
@@ -466,6 +602,7 @@ class OrderFeed:
                     if PAID <= stage[pos] <= FINISHED and i not in moved:
                         nxt = REFUNDED if stage[pos] == FINISHED else int(stage[pos]) + 1
                         self.overlay[i] = (nxt, stamp)
+                        self.overlay_version += 1
                         moved.append(i)
                         if len(moved) >= count:
                             break

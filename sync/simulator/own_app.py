@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from sync.simulator.control import malformed_requested
-from sync.simulator.formats import iso, parse_iso
+from sync.simulator.formats import ORJSONResponse, iso, parse_iso
 from sync.simulator.orders import (
     CLOSED,
     CREATED,
@@ -295,7 +295,7 @@ async def orders(request: Request, state: SimulatorState) -> Response:
                 order.pop("order_no")
         data.append(order)
     more = len(found) > page.limit
-    return JSONResponse({"data": data, "next_cursor": encode_cursor(*chosen[-1]) if more else None})
+    return ORJSONResponse({"data": data, "next_cursor": encode_cursor(*chosen[-1]) if more else None})
 
 
 # ----------------------------------------------------------------------------------- events

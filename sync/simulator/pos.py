@@ -6,22 +6,27 @@ filters on `delivered_at`, the time the back office received the transaction.
 
 from __future__ import annotations
 
+import _random
+import bisect
 import csv
+import itertools
 import json
+import random
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from sync.simulator.config import SimulatorConfig
 from sync.simulator.control import malformed_requested
-from sync.simulator.formats import iso, yuan
+from sync.simulator.formats import ORJSONResponse, iso, yuan
 from sync.simulator.orders import NEVER, OrderFeed, OrderRow
 from sync.simulator.own_app import check_bearer, encode_cursor, page_request
 from sync.simulator.people import population
-from sync.simulator.seeding import hash_one, row_random
+from sync.simulator.seeding import hash_one
 from sync.simulator.state import SimulatorState
 
 _TENDERS = ("wechat_pay", "alipay", "card", "cash")
@@ -52,10 +57,21 @@ CSV_COLUMNS = (
 )
 
 
+_TENDER_CUMULATIVE = tuple(itertools.accumulate(_TENDER_WEIGHTS))
+_TENDER_TOTAL = _TENDER_CUMULATIVE[-1] + 0.0
+# random.Random.seed minus its Python-level wrapper: for an int it is exactly what Random(int) does.
+_seed = _random.Random.seed
+_RNG = threading.local()
+
+
 def render_transaction(row: OrderRow, key: int) -> dict[str, Any]:
     """A transaction shaped after ARTS POSLog / Square orders; money as yuan decimal strings."""
     store, register, sequence = _position(row)
-    rng = row_random(key, row.index + (2 << 40))
+    # The draws of `row_random(key, row.index + 2**40 * 2)`, from one reseeded generator per thread.
+    rng = getattr(_RNG, "rng", None)
+    if rng is None:
+        rng = _RNG.rng = random.Random(0)
+    _seed(rng, hash_one(key, row.index + (2 << 40), 0xFFFF))
     phone = card = None
     if row.buyer is not None:
         if row.buyer.extra.get("card"):
@@ -64,19 +80,21 @@ def render_transaction(row: OrderRow, key: int) -> dict[str, Any]:
             phone = row.buyer.external_id
     elif row.dummy_phone:
         phone = row.dummy_phone
-    lines: list[dict[str, Any]] = [
-        {
-            "line_no": line.line_no,
-            "sku": line.product.sku,
-            "description": line.product.title,
-            "quantity": line.quantity,
-            "unit_price": yuan(line.unit_price_fen),
-            "discount": yuan(line.discount_fen),
-            "amount": yuan(line.amount_fen),
-            "void": False,
-        }
-        for line in row.lines
-    ]
+    lines: list[dict[str, Any]] = []
+    for line in row.lines:
+        product = line.product
+        lines.append(
+            {
+                "line_no": line.line_no,
+                "sku": product.sku,
+                "description": product.title,
+                "quantity": line.quantity,
+                "unit_price": yuan(line.unit_price_fen),
+                "discount": yuan(line.discount_fen),
+                "amount": yuan(line.unit_price_fen * line.quantity - line.discount_fen),
+                "void": False,
+            }
+        )
     if rng.random() < 0.04:
         # A line scanned by mistake and voided at the till: listed, not counted.
         extra = rng.choice(row.lines)
@@ -92,7 +110,7 @@ def render_transaction(row: OrderRow, key: int) -> dict[str, Any]:
                 "void": True,
             }
         )
-    total = row.payment_fen
+    total = row.total_fen - row.discount_fen + row.shipping_fen
     tenders = []
     if rng.random() < 0.1 and total > 1000:
         points = min(total // 10, 5000)
@@ -100,15 +118,21 @@ def render_transaction(row: OrderRow, key: int) -> dict[str, Any]:
         total_left = total - points
     else:
         total_left = total
-    tenders.append({"type": rng.choices(_TENDERS, weights=_TENDER_WEIGHTS)[0], "amount": yuan(total_left)})
+    # rng.choices(_TENDERS, weights=_TENDER_WEIGHTS)[0], with the cumulative weights computed once.
+    tender = _TENDERS[bisect.bisect(_TENDER_CUMULATIVE, rng.random() * _TENDER_TOTAL, 0, len(_TENDERS) - 1)]
+    tenders.append({"type": tender, "amount": yuan(total_left)})
     ended = iso(row.created)
     assert ended is not None
+    # rng.randint(1, 6): randrange's rejection sampling on 3 random bits, spelled out.
+    cashier = rng.getrandbits(3)
+    while cashier >= 6:
+        cashier = rng.getrandbits(3)
     return {
         "transaction_id": row.external_id,
         "store_id": store,
         "register_id": f"{register:02d}",
         "sequence_no": sequence,
-        "cashier_id": f"C{int(store[1:]) * 10 + rng.randint(1, 6)}",
+        "cashier_id": f"C{int(store[1:]) * 10 + cashier + 1}",
         "business_day": ended[:10],
         "ended_at": ended,
         "delivered_at": iso(row.delivered),
@@ -156,7 +180,7 @@ async def transactions(request: Request, state: SimulatorState) -> Response:
             corrupt_transaction(transaction, row.index, feed.key)
         data.append(transaction)
     more = len(found) > page.limit
-    return JSONResponse({"data": data, "next_cursor": encode_cursor(*chosen[-1]) if more else None})
+    return ORJSONResponse({"data": data, "next_cursor": encode_cursor(*chosen[-1]) if more else None})
 
 
 def write_pos_export(

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import random
 import zlib
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +50,20 @@ def hashes(key: int, index: npt.ArrayLike, field: int) -> U64:
 def uniforms(key: int, index: npt.ArrayLike, field: int) -> F64:
     """Uniform floats in [0, 1), one per index."""
     return (hashes(key, index, field) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def hash_rows(key: int, index: npt.ArrayLike, fields: Sequence[int]) -> U64:
+    """`hashes` for several fields at once: row f is `hashes(key, index, fields[f])`. One pass of
+    numpy operations over a 2-D array instead of one pass per field (pages are small arrays)."""
+    idx = np.asarray(index, dtype=np.uint64)
+    salted = np.array([(key ^ (f * 0xD6E8FEB86659FD93)) & _MASK for f in fields], dtype=np.uint64)[:, None]
+    with np.errstate(over="ignore"):
+        return _mix(_mix(idx[None, :] ^ salted) + salted)
+
+
+def uniform_rows(key: int, index: npt.ArrayLike, fields: Sequence[int]) -> F64:
+    """`uniforms` for several fields at once, one row per field."""
+    return (hash_rows(key, index, fields) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
 def _mix_int(z: int) -> int:

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from sync.simulator.control import malformed_requested
-from sync.simulator.formats import gateway_params, gmt8, parse_gmt8, yuan
+from sync.simulator.formats import ORJSONResponse, gateway_params, gmt8, parse_gmt8, yuan
 from sync.simulator.orders import (
     CLOSED,
     CREATED,
@@ -173,31 +173,43 @@ def render_trade(row: OrderRow, fields: set[str] | None) -> dict[str, Any]:
     buyer = row.buyer
     assert buyer is not None  # every Tmall trade has a buyer
     bf = buyer.fields
-    status = tmall_status(row.stage, len(row.lines))
-    lines = []
-    for line in row.lines:
-        refund_status = "NO_REFUND"
-        if row.refund_line == line.line_no and row.refund_asked is not None:
-            refund_status = "SUCCESS" if row.refund_done is not None else "WAIT_SELLER_AGREE"
-        lines.append(
+    lines = row.lines
+    status = tmall_status(row.stage, len(lines))
+    tid = int(row.external_id)
+    refunded_line = row.refund_line if row.refund_asked is not None else 0
+    refund_state = "SUCCESS" if row.refund_done is not None else "WAIT_SELLER_AGREE"
+    orders = []
+    num = 0
+    for line in lines:
+        product = line.product
+        line_no = line.line_no
+        sub_order = tid + 10_000_000_000_000 * line_no
+        amount = yuan(line.unit_price_fen * line.quantity - line.discount_fen)
+        if line_no == refunded_line:
+            refund_status = refund_state
+            line_status = "TRADE_CLOSED" if refund_state == "SUCCESS" else status
+        else:
+            refund_status, line_status = "NO_REFUND", status
+        num += line.quantity
+        orders.append(
             {
-                "oid": oid(row, line.line_no),
-                "oid_str": str(oid(row, line.line_no)),
-                "num_iid": line.product.num_iid,
-                "sku_id": str(line.product.taobao_sku_id),
-                "outer_sku_id": line.product.sku,
-                "title": line.product.title,
+                "oid": sub_order,
+                "oid_str": str(sub_order),
+                "num_iid": product.num_iid,
+                "sku_id": str(product.taobao_sku_id),
+                "outer_sku_id": product.sku,
+                "title": product.title,
                 "price": yuan(line.unit_price_fen),
                 "num": line.quantity,
-                "total_fee": yuan(line.amount_fen),
-                "payment": yuan(line.amount_fen),
+                "total_fee": amount,
+                "payment": amount,
                 "discount_fee": yuan(line.discount_fen),
                 "refund_status": refund_status,
-                "status": "TRADE_CLOSED" if refund_status == "SUCCESS" else status,
+                "status": line_status,
             }
         )
     trade: dict[str, Any] = {
-        "tid": int(row.external_id),
+        "tid": tid,
         "tid_str": row.external_id,
         "status": status,
         "type": "fixed",
@@ -211,17 +223,17 @@ def render_trade(row: OrderRow, fields: set[str] | None) -> dict[str, Any]:
         "receiver_district": bf["district"],
         "receiver_address": bf["address"],
         "oaid": buyer.extra["oaid"],
-        "num": sum(line.quantity for line in row.lines),
+        "num": num,
         "total_fee": yuan(row.total_fen),
         "discount_fee": yuan(row.discount_fen),
         "post_fee": yuan(row.shipping_fen),
-        "payment": yuan(row.payment_fen),
+        "payment": yuan(row.total_fen - row.discount_fen + row.shipping_fen),
         "created": gmt8(row.created),
         "pay_time": gmt8(row.paid),
         "consign_time": gmt8(row.shipped),
         "end_time": gmt8(row.finished or row.closed),
         "modified": gmt8(row.modified),
-        "orders": {"order": lines},
+        "orders": {"order": orders},
     }
     if fields:
         trade = {k: v for k, v in trade.items() if k in fields}
@@ -270,7 +282,7 @@ def _envelope(
         body["total_results"] = total
     body[items_key] = {item_key: items}
     body["request_id"] = uuid.uuid4().hex[:13]
-    return JSONResponse({name: body})
+    return ORJSONResponse({name: body})
 
 
 def _status_filter(params: dict[str, str]) -> str | None | Response:

@@ -74,10 +74,11 @@ class Rhythm:
         self._cdf_list: list[float] = self._hour_cdf.tolist()
         self._seconds_list: list[float] = self._hour_seconds.tolist()
 
-    def times(self, index: npt.ArrayLike) -> I64:
-        """Times (epoch seconds) of the rows at `index`; non-decreasing in the index."""
+    def times(self, index: npt.ArrayLike, jitter: npt.NDArray[np.float64] | None = None) -> I64:
+        """Times (epoch seconds) of the rows at `index`; non-decreasing in the index. `jitter` is
+        `uniforms(key, index, 0)` when the caller has it already."""
         idx = np.asarray(index, dtype=np.int64)
-        position = (idx + uniforms(self.key, idx, 0)) * self._per_row
+        position = (idx + (uniforms(self.key, idx, 0) if jitter is None else jitter)) * self._per_row
         day = np.minimum(
             np.searchsorted(self._day_cumulative, position, side="right") - 1, len(self._weights) - 1
         )
