@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -282,7 +283,8 @@ class Lander:
 
     def __init__(self, connection: asyncpg.Connection) -> None:
         self.connection = connection
-        self._seen: OrderedDict[tuple[str, str], int] = OrderedDict()
+        # (channel, external id) -> (source time, attributes key) of the version last written.
+        self._seen: OrderedDict[tuple[str, str], tuple[datetime | None, int]] = OrderedDict()
         self._standardized: OrderedDict[tuple[str, str], tuple[int, dict[str, Any]]] = OrderedDict()
 
     @classmethod
@@ -304,14 +306,24 @@ class Lander:
         return hash(tuple(sorted((k, str(v)) for k, v in p.attributes.items())))
 
     def _fresh_identities(self, identities: list[PersonIdentity]) -> list[PersonIdentity]:
-        """One per key, minus exact repeats of what this lander already wrote."""
+        """One per key, minus versions no newer than what this lander already wrote for that key.
+
+        Skipping only older (or identical) versions keeps the result independent of arrival order: the
+        newest version of an identity is always written, and the database's guard keeps it.
+        """
         fresh: list[PersonIdentity] = []
         for p in _latest_identities(identities):
             key = (p.channel, p.external_id)
-            if p.stub and key in self._seen:
-                continue
-            if self._seen.get(key) == hash((self._attributes_key(p), p.source_updated_at)):
-                continue
+            written = self._seen.get(key)
+            if written is not None:
+                if p.stub:
+                    continue
+                at, attributes = written
+                if p.source_updated_at is not None and at is not None:
+                    if p.source_updated_at < at:
+                        continue
+                    if p.source_updated_at == at and attributes == self._attributes_key(p):
+                        continue
             fresh.append(p)
         return fresh
 
@@ -337,7 +349,7 @@ class Lander:
     def _remember(self, identities: list[PersonIdentity]) -> None:
         for p in identities:
             key = (p.channel, p.external_id)
-            self._seen[key] = hash((self._attributes_key(p), p.source_updated_at))
+            self._seen[key] = (p.source_updated_at, self._attributes_key(p))
             self._seen.move_to_end(key)
         while len(self._seen) > self.SEEN_LIMIT:
             self._seen.popitem(last=False)
