@@ -141,7 +141,8 @@ class Puller:
             for thunk in pending:
                 if self.rows >= self.max_rows:
                     return
-                self.rows += await thunk()
+                got = await thunk()  # not `+= await`: that reads self.rows before the await
+                self.rows += got
 
         await asyncio.gather(*(worker() for _ in range(self.concurrency)))
 
