@@ -54,6 +54,11 @@ FEATURES: tuple[Feature, ...] = (
 FEATURE_INDEX: dict[str, int] = {f.name: i for i, f in enumerate(FEATURES)}
 # Features whose exact level is weighted by how common the agreed value is (feature -> column).
 TF_FEATURES: dict[str, str] = {"family_name": "family", "given_name": "given"}
+# Bits added when a pair agrees exactly on a full name that no third record holds. The per-part
+# term frequencies count the pair itself, so a name only these two records carry (李文子 on a
+# Weibo profile and an app account) reads as rarer evidence than it is worth alone; a common
+# full name (王伟) held by a third record gets nothing.
+UNIQUE_FULL_NAME_BITS = 3.0
 
 
 def _codes(values: pd.Series) -> np.ndarray:
@@ -80,6 +85,8 @@ class PreparedRecords:
     # Term frequency of each record's own value (share of records holding it), for the features
     # in TF_FEATURES: agreeing on 王 or 伟 is weaker evidence than agreeing on 翟 or 翊.
     term_frequency: dict[str, np.ndarray] = field(default_factory=dict)
+    # How many records of the population hold each record's full name key (0 without both parts).
+    full_name_holders: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @classmethod
     def from_frame(
@@ -128,9 +135,15 @@ class PreparedRecords:
             else:
                 tf = values.map(values.value_counts()).astype(float) / max(int(values.notna().sum()), 1)
             term_frequency[feature] = tf.fillna(0.0).to_numpy()
+        full = frame["name_pinyin"].where(family.notna() & given.notna(), None)
+        if population is not None and "full_name" in population:
+            holders = full.map(population["full_name"][0])
+        else:
+            holders = full.map(full.value_counts())
         return cls(
             n=len(frame),
             term_frequency=term_frequency,
+            full_name_holders=holders.fillna(0).astype(np.int64).to_numpy(),
             codes={k: _codes(v) for k, v in columns.items()},
             strings={k: _strings(v) for k, v in columns.items() if k in _FUZZY},
             birth_int=birth_int.to_numpy(),
@@ -222,7 +235,10 @@ def compare_pairs(rec: PreparedRecords, left: np.ndarray, right: np.ndarray) -> 
     out[:, FEATURE_INDEX["postcode"]] = _graded(
         rec, "postcode", left, right, (1,), DamerauLevenshtein.distance, distance=True
     )
-    out[:, FEATURE_INDEX["province"]] = _exact(rec, "province", left, right)
+    province = _exact(rec, "province", left, right)
+    # A city names its province: agreeing on both is one piece of evidence, not two.
+    province[out[:, FEATURE_INDEX["city"]] == 2] = -1
+    out[:, FEATURE_INDEX["province"]] = province
     return out
 
 
@@ -298,10 +314,15 @@ def _phone_levels(rec: PreparedRecords, left: np.ndarray, right: np.ndarray) -> 
 
 
 def tf_adjustment(
-    rec: PreparedRecords, left: np.ndarray, levels: np.ndarray, u_exact: Mapping[str, float]
+    rec: PreparedRecords,
+    left: np.ndarray,
+    levels: np.ndarray,
+    u_exact: Mapping[str, float],
+    right: np.ndarray | None = None,
 ) -> np.ndarray:
     """Bits to add per pair: log2(u_exact / tf(value)) on the TF features where the pair agrees
-    exactly. The left record's frequency is used (both sides hold the same value)."""
+    exactly. The left record's frequency is used (both sides hold the same value). With `right`,
+    a full name that only the pair holds adds `UNIQUE_FULL_NAME_BITS`."""
     total = np.zeros(len(left))
     for feature, _column in TF_FEATURES.items():
         j = FEATURE_INDEX[feature]
@@ -313,6 +334,14 @@ def tf_adjustment(
         adjust = np.zeros(int(exact.sum()))
         adjust[ok] = np.log2(u_exact[feature] / tf[ok])
         total[np.flatnonzero(exact)] += adjust
+    if len(rec.full_name_holders):
+        full = (levels[:, FEATURE_INDEX["family_name"]] == 3) & (levels[:, FEATURE_INDEX["given_name"]] == 3)
+        holders_l = rec.full_name_holders[left]
+        holders_r = rec.full_name_holders[right] if right is not None else holders_l
+        unique = full & (holders_l >= 1) & (holders_l <= 2) & (holders_r >= 1) & (holders_r <= 2)
+        # Namesakes, not one person, when the birth date or the gender disagrees.
+        unique &= (levels[:, FEATURE_INDEX["birth_date"]] != 0) & (levels[:, FEATURE_INDEX["gender"]] != 0)
+        total[unique] += UNIQUE_FULL_NAME_BITS
     return total
 
 

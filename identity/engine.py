@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from identity.blocking import DEFAULT_PASSES, BlockingPass, blocking_keys, candidate_pairs
+from identity.blocking import DEFAULT_PASSES, BlockingPass, blocking_keys, candidate_pairs, name_parts
 from identity.cluster import ConstrainedUnionFind, apply_links, stable_cluster_ids
 from identity.compare import FEATURES, PreparedRecords, compare_pairs, tf_adjustment
 from identity.model import (
@@ -158,6 +158,78 @@ def node_constraints(std: pd.DataFrame, rules: IdentityRules, n: int | None = No
     return uf
 
 
+# A name held by more customers than this is too common for "one compatible holder" to mean much
+# (and checking each holder would cost holders x singletons on a large file).
+MAX_NAME_HOLDERS = 20
+
+
+def attach_by_full_name(
+    std: pd.DataFrame,
+    uf: ConstrainedUnionFind,
+    restrict: np.ndarray | None = None,
+    population_holders: np.ndarray | None = None,
+    max_population_holders: int = 200,
+) -> int:
+    """Cluster context for a record still alone after linking: when exactly one other cluster
+    holding its full name is compatible with it (no other gender, city or birth date, no record of
+    the same channel), attach it there. A Weibo profile under a real name has nothing else to offer;
+    a name two compatible customers share stays unlinked. `restrict` limits it to the marked records
+    (the database path: new identities). `population_holders[i]`: identities holding record i's
+    name in the whole population; a name held by more than `max_population_holders` (the block
+    size the database path loads) is skipped, so both paths see every holder. Returns the number
+    attached."""
+    names = std["name_pinyin"].astype(object)
+    family, given = name_parts(names)
+    full = names.where(family.notna() & given.notna(), None)
+    if full.notna().sum() < 2:
+        return 0
+    labels = uf.labels()
+    sizes = np.bincount(labels, minlength=len(labels))
+    columns = {c: std[c].astype(object).where(std[c].notna(), None).to_numpy() for c in ("gender", "city")}
+    columns["birth_date"] = std["birth_date"].astype(str).where(std["birth_date"].notna(), None).to_numpy()
+    source = std["source"].astype(object).to_numpy() if "source" in std else np.full(len(std), None)
+    members: dict[int, list[int]] = {}
+    for node, root in enumerate(labels.tolist()):
+        members.setdefault(root, []).append(node)
+    attached = 0
+    for _, group in full.dropna().groupby(full.dropna(), sort=False):
+        holders = group.index.to_numpy()
+        if len(holders) < 2:
+            continue
+        alone = sizes[labels[holders]] == 1
+        if restrict is not None:
+            alone &= restrict[holders]
+        if population_holders is not None:
+            alone &= population_holders[holders] <= max_population_holders
+        for node in holders[alone].tolist():
+            others = {int(labels[h]) for h in holders if h != node}
+            if len(others) > MAX_NAME_HOLDERS:
+                continue  # a common name (张丽): one compatible holder among many says little
+            compatible = []
+            for root in others:
+                nodes = members[root]
+                if source[node] is not None and any(source[m] == source[node] for m in nodes):
+                    continue
+                if any(
+                    values[node] is not None
+                    and any(values[m] is not None and values[m] != values[node] for m in nodes)
+                    for values in columns.values()
+                ):
+                    continue
+                compatible.append(root)
+            if len(compatible) != 1:
+                continue
+            # The name alone is not enough: something else about the person must agree.
+            nodes = members[compatible[0]]
+            agrees = any(
+                values[node] is not None and any(values[m] == values[node] for m in nodes)
+                for values in columns.values()
+            )
+            if agrees and uf.union(node, compatible[0]):
+                attached += 1
+    return attached
+
+
 @dataclass
 class Scoring:
     """Scored candidate pairs: links and review pairs (positional), plus counts."""
@@ -282,7 +354,7 @@ def score_candidates(
         restrict=restrict,
     ):
         levels = compare_pairs(rec, lc, rc)
-        p = model.probability(levels, tf_adjustment(rec, lc, levels, u_exact) if term_frequency else None)
+        p = model.probability(levels, tf_adjustment(rec, lc, levels, u_exact, rc) if term_frequency else None)
         compared += len(lc)
         for bucket, mask in (
             (links, p >= rules.link_threshold),
@@ -330,6 +402,7 @@ def resolve_frame(
     labelled_pairs: pd.DataFrame | None = None,
     sorted_neighbourhood: bool = True,
     standardized: bool = False,
+    name_context: bool = True,
     progress: Progress | None = None,
 ) -> ResolveResult:
     """Resolve person records into customers.
@@ -340,7 +413,8 @@ def resolve_frame(
     cluster keeps the id on the side holding the earliest record (input order is age). New clusters
     are numbered after the largest previous id, in input order, so a re-run gives the same ids.
     `labelled_pairs` (left_record_id, right_record_id, is_match) switches scoring to a supervised
-    model trained on those pairs of this file.
+    model trained on those pairs of this file. `name_context` attaches records left alone by
+    linking to the one compatible cluster holding their full name (`attach_by_full_name`).
     """
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -375,6 +449,10 @@ def resolve_frame(
     uf = node_constraints(std, rules)
     edges = Edges.concat([det, scoring.links], det.levels.shape[1])
     apply_links(uf, edges.left, edges.right, edges.strength)
+    if name_context:
+        attach_by_full_name(
+            std, uf, population_holders=rec.full_name_holders, max_population_holders=rules.max_block_size
+        )
     labels = uf.labels()
     record_ids = std["record_id"].to_numpy()
     prev = [previous.get(r) for r in record_ids] if previous else [None] * len(record_ids)

@@ -32,7 +32,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from identity.blocking import DEFAULT_PASSES, BlockingPass, blocking_keys, name_parts
 from identity.cluster import apply_links
 from identity.compare import FEATURES, PreparedRecords, describe_levels
-from identity.engine import Edges, deterministic_edges, mask_blocked, node_constraints, score_candidates
+from identity.engine import (
+    Edges,
+    attach_by_full_name,
+    deterministic_edges,
+    mask_blocked,
+    node_constraints,
+    score_candidates,
+)
 from identity.merge import absorb_customers
 from identity.model import FellegiSunterModel, reference_model
 from identity.repository import (
@@ -67,6 +74,7 @@ KEY_SQL: dict[str, str] = {
     # Order-free name key: the stored "family given" in either order.
     "name_key": "si.name_pinyin",
 }
+FULL_NAME_PASS = BlockingPass("full_name", ("name_key",))
 STRONG_COLUMNS = ("wechat_unionid", "id_number", "member_no", "phone", "email", "phone_masked")
 
 
@@ -167,8 +175,9 @@ async def _shared_counts(conn: AsyncConnection, std: pd.DataFrame) -> dict[str, 
 async def _name_frequencies(
     conn: AsyncConnection, std: pd.DataFrame
 ) -> dict[str, tuple[dict[str, int], int]]:
-    """Population counts of the surname and given-name keys in the frame, for term frequencies.
-    Two scans: the counts of the wanted values (grouping sets), and the totals."""
+    """Population counts of the surname and given-name keys in the frame, for term frequencies,
+    and of the full name keys (how many identities hold each). Three scans: the counts of the
+    wanted parts (grouping sets), the totals, and the full names (indexed equality)."""
     family, given = name_parts(std["name_pinyin"])
     wanted = {
         "family": sorted({str(v) for v in family.dropna()}),
@@ -191,7 +200,21 @@ async def _name_frequencies(
         f"select count({KEY_SQL['family_key']}), count({KEY_SQL['given_key']}) from source_identity si"  # noqa: S608
     )
     family_total, given_total = (await conn.execute(sa.text(totals_sql))).one()
-    return {"family": (counts["family"], int(family_total)), "given": (counts["given"], int(given_total))}
+    full_names = sorted({str(v) for v in std["name_pinyin"][family.notna() & given.notna()]})
+    holders: dict[str, int] = {}
+    if full_names:
+        rows = await conn.execute(
+            sa.text(
+                "select name_pinyin, count(*) from source_identity where name_pinyin = any(:n) group by name_pinyin"
+            ),
+            {"n": full_names},
+        )
+        holders = {str(name): int(n) for name, n in rows}
+    return {
+        "family": (counts["family"], int(family_total)),
+        "given": (counts["given"], int(given_total)),
+        "full_name": (holders, len(holders)),
+    }
 
 
 async def link_source_identities(
@@ -219,6 +242,7 @@ async def link_in_transaction(
     rules: IdentityRules = DEFAULT_RULES,
     model: FellegiSunterModel | None = None,
     passes: Sequence[BlockingPass] = DEFAULT_PASSES,
+    name_context: bool = True,
 ) -> LinkReport:
     """`link_source_identities` inside the caller's transaction."""
     report = LinkReport()
@@ -236,7 +260,8 @@ async def link_in_transaction(
         return report
     new_std = mask_blocked(identities_to_standard(new), rules)
     t = report.lap("load_new", t)
-    candidates = await _candidate_ids(conn, blocking_keys(new_std), passes, rules, new_ids)
+    # Every holder of a new identity's full name too: `attach_by_full_name` needs them all.
+    candidates = await _candidate_ids(conn, blocking_keys(new_std), (*passes, FULL_NAME_PASS), rules, new_ids)
     t = report.lap("candidates", t)
     # Whole customers: their other identities carry the cannot-link facts and limits.
     customer_ids = (
@@ -302,6 +327,14 @@ async def link_in_transaction(
     edges = Edges.concat([det, scoring.links], len(FEATURES))
     accepted = apply_links(uf, edges.left, edges.right, edges.strength)
     report.refused = int((~accepted).sum())
+    if name_context:
+        attach_by_full_name(
+            std,
+            uf,
+            restrict=is_new,
+            population_holders=rec.full_name_holders,
+            max_population_holders=rules.max_block_size,
+        )
     t = report.lap("cluster", t)
     labels = uf.labels()
 

@@ -117,5 +117,8 @@ async def test_unmerge_one_identity_takes_its_rows_and_is_not_relinked(conn: Asy
     assert moved == new_customer and stays == customers[0]
     review = (await conn.execute(sa.text("select status from identity_review"))).scalar_one()
     assert review == "rejected"
-    balances = dict((await conn.execute(sa.text("select customer_id, balance from points_balance"))).all())
+    balances: dict[int, int] = {
+        int(c): int(b)
+        for c, b in (await conn.execute(sa.text("select customer_id, balance from points_balance"))).all()
+    }
     assert balances[customers[0]] + balances[new_customer] == 300

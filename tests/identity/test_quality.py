@@ -26,7 +26,7 @@ def test_simulator_ground_truth() -> None:
     truth = frame["true_person_id"].to_numpy()
     result = resolve_frame(frame.drop(columns=["true_person_id"]), model=reference_model(len(frame)))
     scores = pairwise_scores(result.customer_ids, truth)
-    # Issue target is F1 >= 0.98; part of the truth carries no shared evidence at all (an official
-    # account follower with no unionid, a Weibo nickname): see the report. Precision must stay high.
+    # Measured P 0.997 R 0.965 F1 0.981 (seeds 7 and 123: 0.980, 0.983). What is left carries no
+    # shared evidence: Weibo nicknames with a city, marketplace receivers on a second mobile.
     assert scores.precision >= 0.99, scores
-    assert scores.f1 >= 0.95, scores
+    assert scores.f1 >= 0.98, scores
