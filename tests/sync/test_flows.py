@@ -48,7 +48,7 @@ async def test_sync_all_flow_runs_and_records_its_state(sim, prefect_db, clean_d
         state = await sync_all(base_url=sim, simulator=True, return_state=True)
         assert state.is_completed(), state
         top_run_id = state.state_details.flow_run_id
-        result = await state.result()
+        result = await state.result()  # type: ignore[misc]  # a State's result is awaitable in async code
 
         async with get_client() as client:
             runs = await client.read_flow_runs()
@@ -57,12 +57,14 @@ async def test_sync_all_flow_runs_and_records_its_state(sim, prefect_db, clean_d
 
     assert set(result["channels"]) == {"tmall", "jd", "app", "wechat", "weibo", "pos"}
     assert result["channels"]["tmall"]["trades"]["orders"] > 0
-    assert by_name and next(r for r in runs if r.id == top_run_id).state.is_completed()
+    top_state = next(r for r in runs if r.id == top_run_id).state
+    assert top_state is not None and top_state.is_completed()
     for code in ("tmall", "jd", "app", "wechat", "weibo", "pos"):
-        assert by_name[f"sync-{code}"].state.is_completed()
+        channel_state = by_name[f"sync-{code}"].state
+        assert channel_state is not None and channel_state.is_completed()
     task_names = {t.name for t in tasks}
     assert {"tmall.trades", "tmall.refunds", "pos.files", "catalog.products", "link-identities"} <= task_names
-    assert all(t.state.is_completed() for t in tasks)
+    assert all(t.state is not None and t.state.is_completed() for t in tasks)
 
     # Landed, then linked: golden customers exist and orders carry their customer.
     stats = (await sim_get(sim, "/_sim/stats"))["feeds"]

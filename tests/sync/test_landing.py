@@ -83,5 +83,6 @@ async def test_watermark_commits_with_its_batch_only(committed_db):
             pass
         else:
             raise AssertionError("the broken batch should have failed")
-    assert (await read_watermark(committed_db, "tmall.trades"))["cursor"] == "page-1"
+    watermark = await read_watermark(committed_db, "tmall.trades")
+    assert watermark is not None and watermark["cursor"] == "page-1"
     assert [r[0] for r in await _orders(committed_db)] == ["4001"]

@@ -5,6 +5,7 @@ run lands."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from sync.connectors.base import PermanentError, SyncError
 from tests.sync.conftest import run, sim_get, sim_post, simulator, snapshot, truncate_landed
 
-FAULTS = {
+FAULTS: dict[str, list[tuple[str, str, int, dict[str, Any]]]] = {
     # channel: faults armed before its run (path prefix, kind, count, extra)
     "tmall": [("/taobao", "500", 2, {}), ("/taobao", "platform_error", 2, {}),
               ("/taobao", "platform_error", 1, {"code": "15"})],

@@ -69,7 +69,7 @@ def test_pushes_are_wechat_xml_in_sequence(sim):
             assert root.findtext("MsgId") and root.findtext("Content")
             kinds.add("text")
         else:
-            kinds.add(root.findtext("Event"))
+            kinds.add(root.findtext("Event") or "")
     assert {"subscribe", "unsubscribe", "SCAN", "text"} <= kinds
 
 
