@@ -70,7 +70,7 @@ async def run_incremental(base: int, new: int, database_url: str, seed: int) -> 
     from identity.engine import resolve_frame
     from identity.linking import link_source_identities
     from identity.model import reference_model
-    from identity.standardize import standardize_frame
+    from identity.standardize import STANDARDIZED_ATTRIBUTES, standardize_frame
     from infra.db import make_engine
     from infra.migrate import upgrade
     from infra.settings import to_async_url
@@ -109,24 +109,7 @@ async def run_incremental(base: int, new: int, database_url: str, seed: int) -> 
             columns = [
                 "channel_code",
                 "external_id",
-                "name",
-                "name_pinyin",
-                "nickname",
-                "phone",
-                "phone_masked",
-                "phone_verified",
-                "email",
-                "birth_date",
-                "gender",
-                "id_number",
-                "member_no",
-                "wechat_unionid",
-                "wechat_openid",
-                "province",
-                "city",
-                "district",
-                "address_detail",
-                "postcode",
+                *STANDARDIZED_ATTRIBUTES,
                 "customer_id",
             ]
 

@@ -12,7 +12,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from identity.standardize import STANDARD_COLUMNS
+from identity.standardize import STANDARD_COLUMNS, STANDARDIZED_ATTRIBUTES
 from identity.survivorship import GOLDEN_ATTRIBUTES, survive
 
 IDENTITY_SELECT = """
@@ -29,24 +29,7 @@ IDENTITY_COLUMNS = (
     "id",
     "channel_code",
     "customer_id",
-    "name",
-    "name_pinyin",
-    "nickname",
-    "phone",
-    "phone_masked",
-    "phone_verified",
-    "email",
-    "birth_date",
-    "gender",
-    "id_number",
-    "member_no",
-    "wechat_unionid",
-    "wechat_openid",
-    "province",
-    "city",
-    "district",
-    "address_detail",
-    "postcode",
+    *STANDARDIZED_ATTRIBUTES,
     "created_at",
     "observed_at",
     "trust_rank",

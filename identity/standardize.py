@@ -20,9 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-STANDARD_COLUMNS: tuple[str, ...] = (
-    "record_id",
-    "source",
+STANDARDIZED_ATTRIBUTES: tuple[str, ...] = (
     "name",
     "name_pinyin",
     "nickname",
@@ -42,6 +40,9 @@ STANDARD_COLUMNS: tuple[str, ...] = (
     "address_detail",
     "postcode",
 )
+"""The normalized attributes, named as `SourceIdentity`'s columns."""
+
+STANDARD_COLUMNS: tuple[str, ...] = ("record_id", "source", *STANDARDIZED_ATTRIBUTES)
 
 # Readings of characters used as surnames that differ from their everyday reading (pypinyin's default).
 SURNAME_READINGS: dict[str, str] = {

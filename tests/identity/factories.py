@@ -9,7 +9,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from identity.standardize import standardize_frame
+from identity.standardize import STANDARDIZED_ATTRIBUTES, standardize_frame
 
 CHANNELS = {
     "tmall": ("marketplace", 50),
@@ -18,26 +18,7 @@ CHANNELS = {
     "pos": ("pos", 30),
     "wechat": ("social", 40),
 }
-SI_COLUMNS = (
-    "name",
-    "name_pinyin",
-    "nickname",
-    "phone",
-    "phone_masked",
-    "phone_verified",
-    "email",
-    "birth_date",
-    "gender",
-    "id_number",
-    "member_no",
-    "wechat_unionid",
-    "wechat_openid",
-    "province",
-    "city",
-    "district",
-    "address_detail",
-    "postcode",
-)
+SI_COLUMNS = STANDARDIZED_ATTRIBUTES
 
 
 async def create_channels(conn: AsyncConnection) -> None:
