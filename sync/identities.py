@@ -77,20 +77,24 @@ def standardize_identities(identities: list[PersonIdentity]) -> list[dict[str, A
         return []
     from identity.standardize import standardize_frame
 
-    frame = pd.DataFrame.from_records(
-        [
-            {"record_id": str(i), "source": p.channel, **{k: p.attributes.get(k) for k in STANDARDIZER_INPUT}}
-            for i, p in enumerate(identities)
-        ]
+    # Built and read column by column: row dicts (from_records, to_dict("records")) cost more than the
+    # standardizer itself.
+    frame = pd.DataFrame(
+        {
+            "record_id": [str(i) for i in range(len(identities))],
+            "source": [p.channel for p in identities],
+            **{k: [p.attributes.get(k) for p in identities] for k in STANDARDIZER_INPUT},
+        }
     )
     out = standardize_frame(frame)
-    by_id = {str(r["record_id"]): r for r in out.to_dict("records")}
-    rows: list[dict[str, Any]] = []
-    for i in range(len(identities)):
-        std = by_id.get(str(i), {})
-        row: dict[str, Any] = {}
-        for col, width in IDENTITY_COLUMNS.items():
-            value = _clean(std.get(col))
+    position = {str(r): j for j, r in enumerate(out["record_id"].tolist())}
+    picks = [position.get(str(i)) for i in range(len(identities))]
+    columns: dict[str, list[Any]] = {}
+    for col, width in IDENTITY_COLUMNS.items():
+        source = out[col].tolist() if col in out.columns else []
+        values: list[Any] = []
+        for j in picks:
+            value = _clean(source[j]) if j is not None and source else None
             if col == "birth_date":
                 value = _as_date(value)
             elif col == "phone_verified":
@@ -100,9 +104,10 @@ def standardize_identities(identities: list[PersonIdentity]) -> list[dict[str, A
                 # A value wider than the column is not a valid attribute of that kind; keep it in raw only.
                 if width is not None and len(value) > width:
                     value = None
-            row[col] = value
-        rows.append(row)
-    return rows
+            values.append(value)
+        columns[col] = values
+    names = list(IDENTITY_COLUMNS)
+    return [dict(zip(names, row, strict=True)) for row in zip(*(columns[c] for c in names), strict=True)]
 
 
 async def link_identities(engine: AsyncEngine, identity_ids: set[int]) -> set[int]:

@@ -305,61 +305,70 @@ class Lander:
     def _attributes_key(p: PersonIdentity) -> int:
         return hash(tuple(sorted((k, str(v)) for k, v in p.attributes.items())))
 
-    def _fresh_identities(self, identities: list[PersonIdentity]) -> list[PersonIdentity]:
-        """One per key, minus versions no newer than what this lander already wrote for that key.
+    def _fresh_identities(self, identities: list[PersonIdentity]) -> tuple[list[PersonIdentity], list[int]]:
+        """One per key, minus versions no newer than what this lander already wrote for that key; with the
+        attributes key of each (computed once per identity: it is the lander's hottest bookkeeping).
 
         Skipping only older (or identical) versions keeps the result independent of arrival order: the
         newest version of an identity is always written, and the database's guard keeps it.
         """
         fresh: list[PersonIdentity] = []
+        keys: list[int] = []
+        attributes_key = self._attributes_key
         for p in _latest_identities(identities):
-            key = (p.channel, p.external_id)
-            written = self._seen.get(key)
+            written = self._seen.get((p.channel, p.external_id))
+            attributes = attributes_key(p)
             if written is not None:
                 if p.stub:
                     continue
-                at, attributes = written
+                at, written_attributes = written
                 if p.source_updated_at is not None and at is not None:
                     if p.source_updated_at < at:
                         continue
-                    if p.source_updated_at == at and attributes == self._attributes_key(p):
+                    if p.source_updated_at == at and written_attributes == attributes:
                         continue
             fresh.append(p)
-        return fresh
+            keys.append(attributes)
+        return fresh, keys
 
-    def _standardize(self, identities: list[PersonIdentity]) -> list[dict[str, Any]]:
+    def _standardize(self, identities: list[PersonIdentity], keys: list[int]) -> list[dict[str, Any]]:
         """Standardized attributes per identity, computed only for attributes not seen before."""
-        keys = [self._attributes_key(p) for p in identities]
+        cache = self._standardized
         missing = [
             i for i, p in enumerate(identities)
-            if (cached := self._standardized.get((p.channel, p.external_id))) is None or cached[0] != keys[i]
+            if (cached := cache.get((p.channel, p.external_id))) is None or cached[0] != keys[i]
         ]  # fmt: skip
         computed = dict(zip(missing, standardize_identities([identities[i] for i in missing]), strict=True))
         out: list[dict[str, Any]] = []
         for i, p in enumerate(identities):
             key = (p.channel, p.external_id)
-            if i in computed:
-                self._standardized[key] = (keys[i], computed[i])
-            self._standardized.move_to_end(key)
-            out.append(self._standardized[key][1])
-        while len(self._standardized) > self.SEEN_LIMIT:
-            self._standardized.popitem(last=False)
+            std = computed.get(i)
+            if std is not None:
+                cache[key] = (keys[i], std)
+                cache.move_to_end(key)
+            else:
+                cache.move_to_end(key)
+                std = cache[key][1]
+            out.append(std)
+        while len(cache) > self.SEEN_LIMIT:
+            cache.popitem(last=False)
         return out
 
-    def _remember(self, identities: list[PersonIdentity]) -> None:
-        for p in identities:
+    def _remember(self, identities: list[PersonIdentity], keys: list[int]) -> None:
+        seen = self._seen
+        for p, attributes in zip(identities, keys, strict=True):
             key = (p.channel, p.external_id)
-            self._seen[key] = (p.source_updated_at, self._attributes_key(p))
-            self._seen.move_to_end(key)
-        while len(self._seen) > self.SEEN_LIMIT:
-            self._seen.popitem(last=False)
+            seen[key] = (p.source_updated_at, attributes)
+            seen.move_to_end(key)
+        while len(seen) > self.SEEN_LIMIT:
+            seen.popitem(last=False)
 
     async def land(self, batch: Batch) -> LandingStats:
         """Land one batch and its watermark advances in one transaction; return what was written."""
         stats = LandingStats(batches=1)
-        identities = self._fresh_identities(batch.identities)
+        identities, attribute_keys = self._fresh_identities(batch.identities)
         # Standardizing is CPU work outside the transaction, so the transaction stays short.
-        standardized = self._standardize(identities)
+        standardized = self._standardize(identities, attribute_keys)
         con = self.connection
         async with con.transaction():
             if batch.stores:
@@ -393,7 +402,7 @@ class Lander:
                 stats.quarantined_hashes.update(payload_hash(q.raw) for q in refund_misses)
             for wm in batch.watermarks:
                 await con.execute(UPSERT_WATERMARK, wm.connector, wm.watermark_at, wm.cursor, _json(wm.extra))
-        self._remember(identities)
+        self._remember(identities, attribute_keys)
         return stats
 
     async def _land_stores(self, batch: Batch, stats: LandingStats) -> None:

@@ -14,6 +14,7 @@ import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -69,6 +70,9 @@ IDENTITY_KEYS = (
     "buyer_open_uid", "buyer_nick", "receiver_name", "receiver_mobile", "receiver_state", "receiver_city",
     "receiver_district", "receiver_address", "receiver_zip", "oaid",
 )  # fmt: skip
+# The fast path's identity raw: the identity fields then tid, read in one C call instead of a dict comprehension.
+_IDENTITY_RAW_KEYS = (*IDENTITY_KEYS, "tid")
+_identity_raw_values = attrgetter(*_IDENTITY_RAW_KEYS)
 
 
 def top_sign(params: dict[str, str], secret: str, method: str = "md5") -> str:
@@ -181,7 +185,7 @@ def trades_to_batch(valid: list[tuple[TopTrade, Any]], channel: str = "tmall") -
     for t, raw in valid:
         if raw is None:
             # Fast path: the page was validated straight from bytes; identity fields are strings, kept as sent.
-            identity_raw = {k: getattr(t, k) for k in IDENTITY_KEYS} | {"tid": t.tid}
+            identity_raw = dict(zip(_IDENTITY_RAW_KEYS, _identity_raw_values(t), strict=True))
         else:
             identity_raw = {k: raw[k] for k in IDENTITY_KEYS if k in raw} | {"tid": raw.get("tid")}
         identities.append(
