@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 import asyncpg
@@ -89,6 +90,9 @@ INTERACTION_STAGE_COLUMNS = (
     "channel_code", "external_id", "identity_external_id", "type", "direction", "occurred_at", "summary",
     "payload",
 )  # fmt: skip
+
+# The standardized attributes in staging column order, read in one C call per identity.
+_identity_column_values = itemgetter(*IDENTITY_COLUMNS)
 
 _identity_updates = ", ".join(f"{c} = excluded.{c}" for c in ("raw", "source_updated_at", *IDENTITY_COLUMNS))
 UPSERT_IDENTITIES = f"""
@@ -441,7 +445,7 @@ class Lander:
                 _json(p.raw),
                 p.source_updated_at,
                 p.stub,
-                *(std[c] for c in IDENTITY_COLUMNS),
+                *_identity_column_values(std),
             )  # fmt: skip
             for p, std in zip(identities, standardized, strict=True)
         ]
