@@ -34,7 +34,7 @@ from identity.repository import (
     write_audit_log,
     write_link_audit,
 )
-from identity.survivorship import survive
+from identity.survivorship import GOLDEN_ATTRIBUTES, survive
 
 # Tables whose rows belong to a customer through a source identity.
 FOLLOWING_TABLES: tuple[str, ...] = (
@@ -45,24 +45,7 @@ FOLLOWING_TABLES: tuple[str, ...] = (
     "service_case",
     "consent",
 )
-GOLDEN_SNAPSHOT_COLUMNS = (
-    "status",
-    "merged_into",
-    "name",
-    "name_pinyin",
-    "phone",
-    "email",
-    "birth_date",
-    "gender",
-    "member_no",
-    "province",
-    "city",
-    "district",
-    "address",
-    "tier_code",
-    "lineage",
-    "erased_at",
-)
+GOLDEN_SNAPSHOT_COLUMNS = ("status", "merged_into", *GOLDEN_ATTRIBUTES, "tier_code", "lineage", "erased_at")
 
 
 class MergeError(ValueError):

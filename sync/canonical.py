@@ -22,6 +22,12 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 # A fixed +08:00 is what the platforms mean by "GMT+8"; cheaper than zoneinfo on the hot path.
 GMT8 = timezone(timedelta(hours=8))
 
+
+def gmt8_text(value: datetime) -> str:
+    """A time as TOP and JOS take it on the wire: `yyyy-MM-dd HH:mm:ss` in GMT+8."""
+    return value.astimezone(GMT8).strftime("%Y-%m-%d %H:%M:%S")
+
+
 ORDER_STATUSES = ("pending", "paid", "shipped", "completed", "cancelled", "refunded")
 FEN = Decimal("0.01")
 

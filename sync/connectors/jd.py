@@ -25,6 +25,7 @@ from sync.canonical import (
     OrderRecord,
     PersonIdentity,
     WatermarkAdvance,
+    gmt8_text,
 )
 from sync.connectors.base import (
     Connector,
@@ -196,10 +197,6 @@ def normalize_orders(rows: list[Any], channel: str = "jd") -> Batch:
     return batch
 
 
-def _jd_time(value: datetime) -> str:
-    return value.astimezone(GMT8).strftime("%Y-%m-%d %H:%M:%S")
-
-
 class JdConnector(Connector):
     """JD orders, incremental by modified time in windows of at most a day."""
 
@@ -241,8 +238,8 @@ class JdConnector(Connector):
 
         def params(lo: datetime, hi: datetime, page: int, size: int) -> dict[str, Any]:
             return {
-                "start_date": _jd_time(lo),
-                "end_date": _jd_time(hi),
+                "start_date": gmt8_text(lo),
+                "end_date": gmt8_text(hi),
                 "order_state": ",".join(ORDER_STATE),
                 "dateType": 0,
                 "sortType": 1,

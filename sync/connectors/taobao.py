@@ -32,6 +32,7 @@ from sync.canonical import (
     PersonIdentity,
     RefundRecord,
     WatermarkAdvance,
+    gmt8_text,
 )
 from sync.connectors.base import (
     Connector,
@@ -298,10 +299,6 @@ def normalize_refunds(rows: list[Any], channel: str = "tmall") -> Batch:
     return batch
 
 
-def _top_time(value: datetime) -> str:
-    return value.astimezone(GMT8).strftime("%Y-%m-%d %H:%M:%S")
-
-
 class TaobaoConnector(Connector):
     """Tmall/Taobao trades (incremental by modified time) and refunds."""
 
@@ -366,7 +363,7 @@ class TaobaoConnector(Connector):
         windows = list(time_windows(start, end, self.settings.marketplace_window_minutes))
 
         def window_params(lo: datetime, hi: datetime) -> dict[str, Any]:
-            return {"start_modified": _top_time(lo), "end_modified": _top_time(hi), **extra}
+            return {"start_modified": gmt8_text(lo), "end_modified": gmt8_text(hi), **extra}
 
         def counter(lo: datetime, hi: datetime) -> Callable[[], Awaitable[tuple[datetime, datetime, int]]]:
             async def count() -> tuple[datetime, datetime, int]:
