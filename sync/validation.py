@@ -3,7 +3,7 @@ that fail split off into quarantine records whose reason names the field."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -12,6 +12,14 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from sync.canonical import QuarantinedRow
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def require_known(value: str, known: Collection[str], what: str) -> str:
+    """A field validator's body: `value` if it is one of `known`, else a ValueError that names the
+    value and lists the known ones, so the quarantine reason says how to fix the row or the mapping."""
+    if value not in known:
+        raise ValueError(f"unknown {what} {value!r}; known: {', '.join(known)}")
+    return value
 
 
 @lru_cache(maxsize=64)

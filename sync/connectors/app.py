@@ -25,7 +25,7 @@ from sync.canonical import (
     WatermarkAdvance,
 )
 from sync.connectors.base import Connector
-from sync.validation import key_of, validate_rows
+from sync.validation import key_of, require_known, validate_rows
 
 APP_ORDER_STATUS = {
     "pending_payment": "pending",
@@ -100,9 +100,7 @@ class AppOrder(BaseModel):
     @field_validator("status")
     @classmethod
     def _known_status(cls, value: str) -> str:
-        if value not in APP_ORDER_STATUS:
-            raise ValueError(f"unknown order status {value!r}; known: {', '.join(APP_ORDER_STATUS)}")
-        return value
+        return require_known(value, APP_ORDER_STATUS, "order status")
 
 
 class AppEvent(BaseModel):

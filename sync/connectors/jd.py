@@ -36,7 +36,7 @@ from sync.connectors.base import (
     time_windows,
     watermark_high,
 )
-from sync.validation import key_of, validate_rows
+from sync.validation import key_of, require_known, validate_rows
 
 ORDER_STATE = {
     "WAIT_SELLER_STOCK_OUT": "paid",
@@ -125,9 +125,7 @@ class JdOrder(BaseModel):
     @field_validator("orderState")
     @classmethod
     def _known_state(cls, value: str) -> str:
-        if value not in ORDER_STATE:
-            raise ValueError(f"unknown orderState {value!r}; known: {', '.join(ORDER_STATE)}")
-        return value
+        return require_known(value, ORDER_STATE, "orderState")
 
     @property
     def buyer(self) -> str | None:

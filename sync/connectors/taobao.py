@@ -43,7 +43,7 @@ from sync.connectors.base import (
     time_windows,
     watermark_high,
 )
-from sync.validation import key_of, validate_rows
+from sync.validation import key_of, require_known, validate_rows
 
 TRADE_STATUS = {
     "WAIT_BUYER_PAY": "pending",
@@ -146,9 +146,7 @@ class TopTrade(BaseModel):
     @field_validator("status")
     @classmethod
     def _known_status(cls, value: str) -> str:
-        if value not in TRADE_STATUS:
-            raise ValueError(f"unknown trade status {value!r}; known: {', '.join(TRADE_STATUS)}")
-        return value
+        return require_known(value, TRADE_STATUS, "trade status")
 
 
 class TopRefund(BaseModel):
