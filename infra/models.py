@@ -170,7 +170,8 @@ class SourceIdentity(SQLModel, table=True):
             "ix_source_identity_id_number", "id_number", postgresql_where=sa.text("id_number is not null")
         ),
         sa.Index("ix_source_identity_pinyin_city", "name_pinyin", "city"),
-        sa.Index("ix_source_identity_updated", "updated_at"),
+        # No index on updated_at: no query reads through one, and it changes on every re-landed version,
+        # so it would make each identity update a non-HOT one (a new entry in every index) (0002).
     )
 
     id: int | None = _pk()
@@ -286,7 +287,8 @@ class Order(SQLModel, table=True):
         ),
         sa.Index("ix_orders_customer_placed", "customer_id", sa.text("placed_at desc")),
         sa.Index("ix_orders_identity", "source_identity_id"),
-        sa.Index("ix_orders_channel_updated", "channel_code", "source_updated_at"),
+        # No (channel_code, source_updated_at) index: no query reads orders in that order, and landing paid
+        # for it on every insert and status update (0002).
     )
 
     id: int | None = _pk()
