@@ -32,16 +32,23 @@ ORDER_STATUSES = ("pending", "paid", "shipped", "completed", "cancelled", "refun
 FEN = Decimal("0.01")
 
 
-# Plain amount strings already converted: prices and fees repeat (a 10k-trade feed has ~3k distinct amounts
-# among ~70k), so a lookup beats re-parsing. Bounded: once full it stops growing.
-_PLAIN_FEN: dict[str, int] = {}
+class _FenTable(dict[str, int]):
+    """Amount strings already converted to fen: prices and fees repeat (a 10k-trade feed has ~3k distinct
+    amounts among ~70k), so a lookup beats re-parsing. `PLAIN_FEN[text]` converts on a miss (with
+    `yuan_to_fen`, raising as it does) and remembers plain 'yuan.fen' strings until the table is full."""
+
+    def __missing__(self, key: str) -> int:
+        return yuan_to_fen(key)
+
+
+PLAIN_FEN = _FenTable()
 _PLAIN_FEN_LIMIT = 65_536
 
 
 def yuan_to_fen(value: Any) -> int:
     """'12.30' -> 1230 exactly. Rejects fractions of a fen; negatives are left to the model."""
     if type(value) is str:
-        fen = _PLAIN_FEN.get(value)
+        fen = PLAIN_FEN.get(value)
         if fen is not None:
             return fen
     if value is None or isinstance(value, bool):
@@ -57,8 +64,8 @@ def yuan_to_fen(value: Any) -> int:
             and (not dot or (frac.isdigit() and frac.isascii() and len(frac) <= 2))
         ):
             fen = int(whole) * 100 + (int(frac.ljust(2, "0")) if dot else 0)
-            if len(_PLAIN_FEN) < _PLAIN_FEN_LIMIT:
-                _PLAIN_FEN[value] = fen
+            if len(PLAIN_FEN) < _PLAIN_FEN_LIMIT:
+                PLAIN_FEN[value] = fen
             return fen
     try:
         # str() of a float is its shortest round-trip form, so 12.3 stays 12.30, never 12.2999...
