@@ -12,16 +12,20 @@ import time
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from sync.simulator.control import malformed_requested
-from sync.simulator.formats import ORJSONResponse, gateway_params, gmt8, parse_gmt8, yuan
-from sync.simulator.orders import FINISHED, PAID, REFUND_ASKED, REFUNDED, SHIPPED, OrderRow
+from sync.simulator.formats import gateway_params, gmt8, parse_gmt8, yuan
+from sync.simulator.orders import FINISHED, PAID, REFUND_ASKED, REFUNDED, SHIPPED, OrderFeed, OrderRow
+from sync.simulator.render_cache import RenderCache
 from sync.simulator.seeding import hash_one
 from sync.simulator.signing import jos_sign
 from sync.simulator.state import SimulatorState
 
+I64 = npt.NDArray[np.int64]
 DAY = 86400
 VENDER_ID = "10086123"
 ORDER_STATES = (
@@ -161,6 +165,20 @@ def render_order(row: OrderRow) -> dict[str, Any]:
     }
 
 
+# A successful search with no orders; pages splice their total and orders into it.
+_SUCCESS = orjson.dumps(
+    {
+        "jingdong_pop_order_search_responce": {
+            "code": "0",
+            "searchorderinfo_result": {
+                "apiResult": {"success": True, "resultCode": "0", "resultDescribe": "成功"},
+                "orderInfoList": [],
+            },
+        }
+    }
+)
+
+
 def _corrupt(order: dict[str, Any], index: int, key: int) -> None:
     if hash_one(key, index, 77) % 2 == 0:
         order["orderPayment"] = "abc"
@@ -219,28 +237,64 @@ async def routerjson(request: Request, state: SimulatorState) -> Response:
         if len(index):
             index = index[np.isin(feed.timeline(index).stage_at(state.now), list(stages))]
         index = index[::-1]
+        modified = None
     else:
-        index, _ = feed.window_by_modified(start, end, state.now, stages=stages)
+        index, modified = feed.window_by_modified(start, end, state.now, stages=stages)
     if not newest_first:
         index = index[::-1]
+        modified = None if modified is None else modified[::-1]
     total = len(index)
-    chosen = index[(page - 1) * page_size : page * page_size]
-    orders = []
-    force = malformed_requested(request)
-    for n, row in enumerate(feed.rows(chosen, state.now) if len(chosen) else []):
-        order = render_order(row)
-        if row.malformed or (force and n == 0):
-            _corrupt(order, row.index, feed.key)
-        orders.append(order)
-    return ORJSONResponse(
-        {
-            "jingdong_pop_order_search_responce": {
-                "code": "0",
-                "searchorderinfo_result": {
-                    "apiResult": {"success": True, "resultCode": "0", "resultDescribe": "成功"},
-                    "orderTotal": total,
-                    "orderInfoList": orders,
-                },
-            }
-        }
+    chosen = slice((page - 1) * page_size, page * page_size)
+    if modified is None:
+        page_index = index[chosen]
+        page_modified = feed.timeline(page_index).modified_at(state.now) if len(page_index) else page_index
+    else:
+        page_index, page_modified = index[chosen], modified[chosen]
+    orders = _order_fragments(
+        feed, page_index, page_modified, state.now, malformed_requested(request), state.render_cache
     )
+    head, _, tail = _SUCCESS.partition(b'"orderInfoList":[]')
+    return Response(
+        b"".join(
+            (
+                head,
+                b'"orderTotal":',
+                str(total).encode(),
+                b',"orderInfoList":[',
+                b",".join(orders),
+                b"]",
+                tail,
+            )
+        ),
+        media_type="application/json",
+    )
+
+
+def _order_fragments(
+    feed: OrderFeed, index: I64, modified: I64, now: int, force_malformed: bool, cache: RenderCache
+) -> list[bytes]:
+    """The orders at `index` (modified at `now` at `modified`) as JSON fragments, the bytes orjson
+    gives `render_order`, each reused from `cache` while the order is unchanged."""
+    indexes = index.tolist()
+    if not cache.enabled:
+        found: list[bytes | None] = [None] * len(indexes)
+    else:
+        overlay = feed.overlay
+        found = cache.get_many(
+            [("jd", i, m, overlay.get(i)) for i, m in zip(indexes, modified.tolist(), strict=True)]
+        )
+        if force_malformed and found:
+            found[0] = None  # the fault breaks this response's first order only: never reuse or keep it
+    missing = [n for n, fragment in enumerate(found) if fragment is None]
+    if not missing:
+        return found  # type: ignore[return-value]  # every slot is filled
+    rows = feed.rows(index[missing] if len(missing) < len(indexes) else index, now)
+    for n, row in zip(missing, rows, strict=True):
+        order = render_order(row)
+        forced = force_malformed and n == 0
+        if row.malformed or forced:
+            _corrupt(order, row.index, feed.key)
+        fragment = found[n] = bytes(memoryview(orjson.dumps(order)))  # exact-size copy, see taobao
+        if cache.enabled and not forced:
+            cache.put(("jd", row.index, row.modified, feed.overlay.get(row.index)), fragment)
+    return found  # type: ignore[return-value]  # every slot is filled

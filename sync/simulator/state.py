@@ -12,6 +12,7 @@ from typing import Any
 from sync.simulator.config import ORDER_CHANNELS, SimulatorConfig
 from sync.simulator.orders import OrderFeed
 from sync.simulator.people import Population, population
+from sync.simulator.render_cache import RenderCache
 from sync.simulator.seeding import row_random
 from sync.simulator.streams import Follower, Stream, WechatPush
 from sync.simulator.vocabulary import WECHAT_TEXTS
@@ -55,13 +56,21 @@ class SimulatorState:
     requests_served: int = 0
     # Derived values that depend only on the config (e.g. member registration times).
     cache: dict[str, Any] = field(default_factory=dict)
+    # Rendered TOP/JOS orders keyed by (channel, index, modified, overlay entry, fields).
+    render_cache: RenderCache = field(default_factory=lambda: RenderCache(0))
 
     @classmethod
     def create(cls, config: SimulatorConfig) -> SimulatorState:
         """Fresh state for `config`: clock at the initial now, no faults, no overlay."""
         pop = population(config.seed, config.people)
         feeds = {ch: OrderFeed(config, ch, pop) for ch in ORDER_CHANNELS}
-        return cls(config=config, population=pop, feeds=feeds, now=int(config.now.timestamp()))
+        return cls(
+            config=config,
+            population=pop,
+            feeds=feeds,
+            now=int(config.now.timestamp()),
+            render_cache=RenderCache(config.render_cache_bytes),
+        )
 
     @property
     def start(self) -> int:

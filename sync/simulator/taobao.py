@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -30,6 +31,7 @@ from sync.simulator.orders import (
     OrderFeed,
     OrderRow,
 )
+from sync.simulator.render_cache import RenderCache
 from sync.simulator.seeding import hash_one
 from sync.simulator.signing import top_sign
 from sync.simulator.state import SimulatorState
@@ -309,6 +311,87 @@ def _trades_page(
     return trades
 
 
+def _fields_dropped(params: dict[str, str]) -> tuple[str, ...]:
+    return _dropped_by_text(params.get("fields", ""))
+
+
+@functools.lru_cache(maxsize=64)
+def _dropped_by_text(text: str) -> tuple[str, ...]:
+    fields = frozenset(f.strip() for f in text.split(",") if f.strip())
+    return _dropped(fields) if fields else ()
+
+
+def _trade_fragments(
+    feed: OrderFeed,
+    index: I64,
+    modified: I64,
+    now: int,
+    params: dict[str, str],
+    force_malformed: bool,
+    cache: RenderCache,
+) -> list[bytes]:
+    """The trades at `index` (whose modified times at `now` are `modified`) as JSON fragments: the
+    same bytes `_trades_page` encodes to, each reused from `cache` while the trade is unchanged."""
+    dropped = _fields_dropped(params)
+    indexes = index.tolist()
+    if not cache.enabled:
+        found: list[bytes | None] = [None] * len(indexes)
+    else:
+        overlay = feed.overlay
+        channel = feed.channel
+        found = cache.get_many(
+            [
+                (channel, i, m, dropped, overlay.get(i))
+                for i, m in zip(indexes, modified.tolist(), strict=True)
+            ]
+        )
+        if force_malformed and found:
+            found[0] = None  # the fault breaks this response's first trade only: never reuse or keep it
+    missing = [n for n, fragment in enumerate(found) if fragment is None]
+    if not missing:
+        return found  # type: ignore[return-value]  # every slot is filled
+    rows = feed.rows(index[missing] if len(missing) < len(indexes) else index, now)
+    dumps = orjson.dumps
+    for n, row in zip(missing, rows, strict=True):
+        trade = _full_trade(row)
+        for name in dropped:
+            del trade[name]
+        forced = force_malformed and n == 0
+        if row.malformed or forced:
+            corrupt_trade(trade, row.index, feed.key)
+        # An exact-size copy: holding thousands of orjson's own result buffers fragments the heap
+        # so badly that every later dumps costs 5-20x more (measured: 25 us instead of 1.5 us).
+        fragment = found[n] = bytes(memoryview(dumps(trade)))
+        if cache.enabled and not forced:
+            cache.put((feed.channel, row.index, row.modified, dropped, feed.overlay.get(row.index)), fragment)
+    return found  # type: ignore[return-value]  # every slot is filled
+
+
+def _page_response(
+    name: str,
+    items_key: str,
+    item_key: str,
+    fragments: list[bytes],
+    total: int,
+    page_no: int,
+    page_size: int,
+    use_has_next: bool,
+) -> Response:
+    """`_envelope` for items already encoded: the same bytes, with the items joined in."""
+    body: dict[str, Any] = {}
+    if use_has_next:
+        body["has_next"] = page_no * page_size < total
+    else:
+        body["total_results"] = total
+    body[items_key] = {item_key: []}
+    body["request_id"] = uuid.uuid4().hex[:13]
+    empty = orjson.dumps({name: body})
+    marker = b'"' + item_key.encode() + b'":[]'
+    head, _, tail = empty.partition(marker)
+    content = b"".join((head, marker[:-1], b",".join(fragments), b"]", tail))
+    return Response(content, media_type="application/json")
+
+
 def _envelope(
     name: str,
     items_key: str,
@@ -369,8 +452,9 @@ def trades_sold_get(params: dict[str, str], state: SimulatorState, malformed: bo
         found = np.concatenate(matches)[::-1] if matches else np.empty(0, dtype=np.int64)
         total = len(found)
         index = found[(page_no - 1) * page_size : page_no * page_size]
-    trades = _trades_page(feed, index, state.now, params, malformed) if len(index) else []
-    return _envelope(
+    modified = feed.timeline(index).modified_at(state.now) if len(index) else index
+    trades = _trade_fragments(feed, index, modified, state.now, params, malformed, state.render_cache)
+    return _page_response(
         "trades_sold_get_response", "trades", "trade", trades, total, page_no, page_size, use_has_next
     )
 
@@ -411,14 +495,17 @@ def trades_sold_increment_get(params: dict[str, str], state: SimulatorState, mal
     if isinstance(status, Response):
         return status
     feed = state.feeds["tmall"]
-    index, _ = feed.window_by_modified(start, end, state.now)
+    index, modified = feed.window_by_modified(start, end, state.now)
     if status is not None and len(index):
         line = feed.timeline(index)
-        index = index[_statuses(feed, index, line.stage_at(state.now)) == status]
+        keep = _statuses(feed, index, line.stage_at(state.now)) == status
+        index, modified = index[keep], modified[keep]
     total = len(index)
-    page = index[(page_no - 1) * page_size : page_no * page_size]
-    trades = _trades_page(feed, page, state.now, params, malformed) if len(page) else []
-    return _envelope(
+    chosen = slice((page_no - 1) * page_size, page_no * page_size)
+    trades = _trade_fragments(
+        feed, index[chosen], modified[chosen], state.now, params, malformed, state.render_cache
+    )
+    return _page_response(
         "trades_sold_increment_get_response",
         "trades",
         "trade",
