@@ -41,13 +41,18 @@ def malformed_requested(request: Request) -> bool:
     return bool(getattr(request.state, "malformed", False))
 
 
+def _path(request: Request) -> str:
+    """`request.url.path` without building the URL (host header parsing, urlunsplit, urlsplit)."""
+    return str(request.scope["path"]).replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
+
+
 def guarded(handler: Handler, platform_error: ErrorEnvelope) -> Callable[[Request], Awaitable[Response]]:
     """Wrap a channel endpoint: apply an armed fault, then the configured page delay."""
 
     async def endpoint(request: Request) -> Response:
         state = state_of(request)
         state.requests_served += 1
-        fault = state.take_fault(request.url.path)
+        fault = state.take_fault(_path(request)) if state.faults else None
         if fault is not None:
             if fault.kind == "500":
                 return PlainTextResponse("Internal Server Error (simulated)", status_code=500)

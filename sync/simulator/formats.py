@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import datetime
 from typing import Any
@@ -74,8 +75,11 @@ def weibo_time(ts: int) -> str:
     return f"{day} {month} {moment:%d %H:%M:%S} +0800 {moment.year}"
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_gmt8(value: str) -> int:
-    """Parse `yyyy-MM-dd HH:mm:ss` (GMT+8) to epoch seconds; ValueError when malformed."""
+    """Parse `yyyy-MM-dd HH:mm:ss` (GMT+8) to epoch seconds; ValueError when malformed. Cached: a
+    pull sends each window's bounds with every page, and request timestamps repeat within a second
+    (strptime costs ~7 us, three times per gateway call)."""
     return int(datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S").replace(tzinfo=CST).timestamp())
 
 
@@ -94,7 +98,8 @@ def parse_iso(value: str) -> int:
 async def gateway_params(request: Request) -> dict[str, str]:
     """Query-string and form-encoded body parameters together, as TOP and JOS accept both.
     Parsed by hand so the simulator needs no multipart library."""
-    params = dict(request.query_params)
+    # Gateway calls are form POSTs: skip building QueryParams when there is no query string.
+    params = dict(request.query_params) if request.scope.get("query_string") else {}
     body = (await request.body()).decode("utf-8", errors="replace")
     if body:
         params.update(parse_qsl(body, keep_blank_values=True))

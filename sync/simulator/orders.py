@@ -35,6 +35,8 @@ MAX_LIFE = 16 * DAY
 # POS registers that were offline deliver up to 72 h late.
 MAX_POS_DELAY = 72 * HOUR
 BLOCK = 16384
+# Rows of answered windows kept (index and time: 16 bytes a row, so 32 MiB at most).
+WINDOW_CACHE_ROWS = 2**21
 # random.Random.seed minus its Python-level wrapper: for an int it is exactly what Random(int) does.
 _seed = _random.Random.seed
 
@@ -163,6 +165,7 @@ class OrderFeed:
         self._sorted_cache: OrderedDict[tuple[int, int, str], I64] = OrderedDict()
         # A window's answer, reused by the count call and every page of that window.
         self._window_cache: OrderedDict[tuple[object, ...], tuple[I64, I64]] = OrderedDict()
+        self._window_rows = 0
         self.overlay_version = 0
         # Counters that let tests prove laziness through behaviour.
         self.rows_materialized = 0
@@ -430,8 +433,14 @@ class OrderFeed:
             return cached
         found = self._window_by_modified(start, end, now, stages, key)
         self._window_cache[cache_key] = found
-        if len(self._window_cache) > 16:
-            self._window_cache.popitem(last=False)
+        self._window_rows += len(found[0])
+        # Bounded by rows (16 bytes each), not by windows: a second pull of a whole history finds
+        # every one-day window still here, and a few month-long JD windows cannot hold gigabytes.
+        while len(self._window_cache) > 1 and (
+            self._window_rows > WINDOW_CACHE_ROWS or len(self._window_cache) > 4096
+        ):
+            _, (dropped, _) = self._window_cache.popitem(last=False)
+            self._window_rows -= len(dropped)
         return found
 
     def _window_by_modified(
