@@ -2,8 +2,9 @@
 
 One `Batch` lands in one transaction: COPY into temporary staging tables, then one
 `INSERT ... SELECT ... ON CONFLICT (channel_code, external_id) DO UPDATE ... WHERE excluded.source_updated_at
->= target.source_updated_at` per table, order lines replaced for exactly the orders that were written, and
-the connector's watermark upserted last. A crash before the commit loses the whole batch and the
+>= target.source_updated_at` per table, order lines written for exactly the orders that were written (an
+order new to the table gets its lines in the same statement; an updated one keeps the lines that did not
+change and has the others replaced), and the connector's watermark upserted last. A crash before the commit loses the whole batch and the
 watermark with it, so the rerun pulls the same rows again and lands them once.
 
 Customer ids: orders, interactions and consents take `customer_id` from their source identity at landing
@@ -20,7 +21,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import asyncpg
@@ -60,9 +61,10 @@ STAGING_DDL = (
         source_status text, total_fen bigint, paid_fen bigint, discount_fen bigint, shipping_fen bigint,
         currency text, placed_at timestamptz, paid_at timestamptz, source_updated_at timestamptz
     ) on commit delete rows""",
-    """create temp table if not exists stage_order_line (
-        order_id bigint, line_no int, sku text, title text, quantity int, unit_price_fen bigint,
-        discount_fen bigint, amount_fen bigint
+    # Lines name their order by key: they are staged with the orders, before the orders have ids.
+    """create temp table if not exists stage_order_lines (
+        channel_code text, order_external_id text, line_no int, sku text, title text, quantity int,
+        unit_price_fen bigint, discount_fen bigint, amount_fen bigint
     ) on commit delete rows""",
     """create temp table if not exists stage_interaction (
         channel_code text, external_id text, identity_external_id text, type text, direction text,
@@ -84,7 +86,8 @@ ORDER_STAGE_COLUMNS = (
     "source_updated_at",
 )  # fmt: skip
 LINE_STAGE_COLUMNS = (
-    "order_id", "line_no", "sku", "title", "quantity", "unit_price_fen", "discount_fen", "amount_fen",
+    "channel_code", "order_external_id", "line_no", "sku", "title", "quantity", "unit_price_fen", "discount_fen",
+    "amount_fen",
 )  # fmt: skip
 INTERACTION_STAGE_COLUMNS = (
     "channel_code", "external_id", "identity_external_id", "type", "direction", "occurred_at", "summary",
@@ -93,6 +96,14 @@ INTERACTION_STAGE_COLUMNS = (
 
 # The standardized attributes in staging column order, read in one C call per identity.
 _identity_column_values = itemgetter(*IDENTITY_COLUMNS)
+# Staging rows of orders and of their lines, read in one C call per record (widths are cut in SQL).
+_order_stage_values = attrgetter(
+    "channel", "external_id", "identity_external_id", "store_code", "status", "source_status", "total_fen",
+    "paid_fen", "discount_fen", "shipping_fen", "currency", "placed_at", "paid_at", "source_updated_at",
+)  # fmt: skip
+_line_stage_values = attrgetter(
+    "line_no", "sku", "title", "quantity", "unit_price_fen", "discount_fen", "amount_fen"
+)
 
 _identity_updates = ", ".join(f"{c} = excluded.{c}" for c in ("raw", "source_updated_at", *IDENTITY_COLUMNS))
 UPSERT_IDENTITIES = f"""
@@ -114,31 +125,70 @@ on conflict (channel_code, external_id) do nothing
 returning id
 """  # noqa: S608 - column names are constants
 
+# One statement for the orders and the lines of the orders it inserts: `written` is every order this batch
+# actually wrote (a stale version is not in it); an order that was not there before (xmax = 0: ON CONFLICT
+# DO UPDATE leaves the locking transaction in xmax of the row it updates) has no lines to replace, so its
+# lines are inserted here. Orders that were updated come back in `updated` and have their lines reconciled.
 UPSERT_ORDERS = """
-insert into orders (channel_code, external_id, source_identity_id, customer_id, store_id, status, source_status,
-                    total_fen, paid_fen, discount_fen, shipping_fen, currency, placed_at, paid_at,
-                    source_updated_at)
-select s.channel_code, s.external_id, si.id, si.customer_id, st.id, s.status, s.source_status, s.total_fen,
-       s.paid_fen, s.discount_fen, s.shipping_fen, s.currency, s.placed_at, s.paid_at, s.source_updated_at
-from stage_orders s
-left join source_identity si on si.channel_code = s.channel_code and si.external_id = s.identity_external_id
-left join store st on st.code = s.store_code
-on conflict (channel_code, external_id) do update set
-    source_identity_id = excluded.source_identity_id,
-    customer_id = coalesce(excluded.customer_id, orders.customer_id),
-    store_id = excluded.store_id, status = excluded.status, source_status = excluded.source_status,
-    total_fen = excluded.total_fen, paid_fen = excluded.paid_fen, discount_fen = excluded.discount_fen,
-    shipping_fen = excluded.shipping_fen, currency = excluded.currency, placed_at = excluded.placed_at,
-    paid_at = excluded.paid_at, source_updated_at = excluded.source_updated_at, updated_at = now()
-where orders.source_updated_at is null or excluded.source_updated_at >= orders.source_updated_at
-returning id, external_id
+with written as (
+    insert into orders (channel_code, external_id, source_identity_id, customer_id, store_id, status,
+                        source_status, total_fen, paid_fen, discount_fen, shipping_fen, currency, placed_at,
+                        paid_at, source_updated_at)
+    select s.channel_code, s.external_id, si.id, si.customer_id, st.id, s.status, left(s.source_status, 40),
+           s.total_fen, s.paid_fen, s.discount_fen, s.shipping_fen, s.currency, s.placed_at, s.paid_at,
+           s.source_updated_at
+    from stage_orders s
+    left join source_identity si on si.channel_code = s.channel_code and si.external_id = s.identity_external_id
+    left join store st on st.code = s.store_code
+    on conflict (channel_code, external_id) do update set
+        source_identity_id = excluded.source_identity_id,
+        customer_id = coalesce(excluded.customer_id, orders.customer_id),
+        store_id = excluded.store_id, status = excluded.status, source_status = excluded.source_status,
+        total_fen = excluded.total_fen, paid_fen = excluded.paid_fen, discount_fen = excluded.discount_fen,
+        shipping_fen = excluded.shipping_fen, currency = excluded.currency, placed_at = excluded.placed_at,
+        paid_at = excluded.paid_at, source_updated_at = excluded.source_updated_at, updated_at = now()
+    where orders.source_updated_at is null or excluded.source_updated_at >= orders.source_updated_at
+    returning id, channel_code, external_id, xmax = 0 as inserted
+), new_lines as (
+    insert into order_line (order_id, line_no, sku, product_id, title, quantity, unit_price_fen, discount_fen,
+                            amount_fen)
+    select w.id, l.line_no, left(l.sku, 64), p.id, left(l.title, 300), l.quantity, l.unit_price_fen,
+           l.discount_fen, l.amount_fen
+    from written w
+    join stage_order_lines l on l.channel_code = w.channel_code and l.order_external_id = w.external_id
+    left join product p on p.sku = left(l.sku, 64)
+    where w.inserted
+    returning 1
+)
+select (select count(*) from written) as orders, (select count(*) from new_lines) as lines,
+       array(select id from written where not inserted) as updated
 """
 
-INSERT_LINES = """
+# An updated order keeps the lines that did not change (same number, same values: a status update leaves
+# them alone) and has the rest replaced: lines that changed or are gone are deleted, then the staged lines
+# it does not have are inserted. The end state is the staged lines, as when they were replaced whole.
+DELETE_CHANGED_LINES = """
+delete from order_line x using orders o
+where o.id = any($1::bigint[]) and x.order_id = o.id
+  and not exists (
+    select 1 from stage_order_lines l left join product p on p.sku = left(l.sku, 64)
+    where l.channel_code = o.channel_code and l.order_external_id = o.external_id and l.line_no = x.line_no
+      and left(l.sku, 64) is not distinct from x.sku and p.id is not distinct from x.product_id
+      and left(l.title, 300) is not distinct from x.title and l.quantity is not distinct from x.quantity
+      and l.unit_price_fen is not distinct from x.unit_price_fen
+      and l.discount_fen is not distinct from x.discount_fen and l.amount_fen is not distinct from x.amount_fen)
+"""
+
+INSERT_MISSING_LINES = """
 insert into order_line (order_id, line_no, sku, product_id, title, quantity, unit_price_fen, discount_fen,
                         amount_fen)
-select l.order_id, l.line_no, l.sku, p.id, l.title, l.quantity, l.unit_price_fen, l.discount_fen, l.amount_fen
-from stage_order_line l left join product p on p.sku = l.sku
+select o.id, l.line_no, left(l.sku, 64), p.id, left(l.title, 300), l.quantity, l.unit_price_fen,
+       l.discount_fen, l.amount_fen
+from orders o
+join stage_order_lines l on l.channel_code = o.channel_code and l.order_external_id = o.external_id
+left join product p on p.sku = left(l.sku, 64)
+where o.id = any($1::bigint[])
+  and not exists (select 1 from order_line x where x.order_id = o.id and x.line_no = l.line_no)
 """
 
 INSERT_INTERACTIONS = """
@@ -375,6 +425,10 @@ class Lander:
         standardized = self._standardize(identities, attribute_keys)
         con = self.connection
         async with con.transaction():
+            # Staging tables and CTEs have no statistics, so the planner guesses their sizes; left to itself it
+            # sorted the written orders and the staged lines by their text keys for a merge join (a third of the
+            # orders statement) where hashing takes a fraction of it. For this transaction only.
+            await con.execute("set local enable_mergejoin = off")
             if batch.stores:
                 await self._land_stores(batch, stats)
             if batch.products:
@@ -459,55 +513,24 @@ class Lander:
     async def _land_orders(self, orders: list[OrderRecord], stats: LandingStats) -> None:
         con = self.connection
         latest: list[OrderRecord] = _latest(orders)
+        order_values, line_values = _order_stage_values, _line_stage_values
         await con.copy_records_to_table(
-            "stage_orders",
-            records=[
-                (
-                    o.channel,
-                    o.external_id,
-                    o.identity_external_id,
-                    o.store_code,
-                    o.status,
-                    _truncate(o.source_status, 40),
-                    o.total_fen,
-                    o.paid_fen,
-                    o.discount_fen,
-                    o.shipping_fen,
-                    o.currency,
-                    o.placed_at,
-                    o.paid_at,
-                    o.source_updated_at,
-                )  # fmt: skip
-                for o in latest
-            ],
-            columns=ORDER_STAGE_COLUMNS,
+            "stage_orders", records=[order_values(o) for o in latest], columns=ORDER_STAGE_COLUMNS
         )
-        written = await con.fetch(UPSERT_ORDERS)
-        stats.orders += len(written)
-        if not written:
-            return
-        ids = {r["external_id"]: r["id"] for r in written}
-        # Lines are replaced whole, only for orders this batch actually wrote (a stale version skips both).
-        await con.execute("delete from order_line where order_id = any($1::bigint[])", list(ids.values()))
-        lines = [
-            (
-                ids[o.external_id],
-                ln.line_no,
-                _truncate(ln.sku, 64),
-                _truncate(ln.title, 300),
-                ln.quantity,
-                ln.unit_price_fen,
-                ln.discount_fen,
-                ln.amount_fen,
-            )  # fmt: skip
-            for o in latest
-            if o.external_id in ids
-            for ln in o.lines
-        ]
+        lines = [(o.channel, o.external_id) + line_values(ln) for o in latest for ln in o.lines]
         if lines:
-            await con.copy_records_to_table("stage_order_line", records=lines, columns=LINE_STAGE_COLUMNS)
-            await con.execute(INSERT_LINES)
-        stats.order_lines += len(lines)
+            await con.copy_records_to_table("stage_order_lines", records=lines, columns=LINE_STAGE_COLUMNS)
+        written = await con.fetchrow(UPSERT_ORDERS)
+        stats.orders += written["orders"]
+        stats.order_lines += written["lines"]
+        updated: list[int] = written["updated"]
+        if updated:
+            # Lines are replaced only for orders this batch actually wrote (a stale version skips both).
+            await con.execute(DELETE_CHANGED_LINES, updated)
+            await con.execute(INSERT_MISSING_LINES, updated)
+            stats.order_lines += await con.fetchval(
+                "select count(*) from order_line where order_id = any($1::bigint[])", updated
+            )
 
     async def _land_refunds(self, refunds: list[RefundRecord], stats: LandingStats) -> list[QuarantinedRow]:
         """Refunds whose order has not landed are quarantined (named by `tid`), not dropped."""

@@ -3,6 +3,7 @@ lines replaced whole, watermark in the same transaction, quarantine kept once pe
 
 from __future__ import annotations
 
+import asyncpg
 import sqlalchemy as sa
 
 from sync.canonical import WatermarkAdvance
@@ -86,3 +87,95 @@ async def test_watermark_commits_with_its_batch_only(committed_db):
     watermark = await read_watermark(committed_db, "tmall.trades")
     assert watermark is not None and watermark["cursor"] == "page-1"
     assert [r[0] for r in await _orders(committed_db)] == ["4001"]
+
+
+async def _lines(engine, external_id):
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                sa.text(
+                    "select l.id, l.line_no, l.sku, l.title, l.unit_price_fen, l.amount_fen from order_line l "
+                    "join orders o on o.id = l.order_id where o.external_id = :e order by l.line_no"
+                ),
+                {"e": external_id},
+            )
+        ).all()
+    return [tuple(r) for r in rows]
+
+
+async def test_a_status_update_leaves_unchanged_lines_in_place(committed_db):
+    async with Lander.open(committed_db) as lander:
+        await lander.land(normalize_trades([top_trade(5001, lines=2)]))
+        before = await _lines(committed_db, "5001")
+        later = await lander.land(
+            normalize_trades(
+                [top_trade(5001, lines=2, status="WAIT_BUYER_CONFIRM_GOODS", modified="2026-10-02 10:00:00")]
+            )
+        )
+    # The same rows (ids included): nothing was deleted and inserted again.
+    assert await _lines(committed_db, "5001") == before
+    assert [r[1:] for r in before] == [
+        (1, "SKU-0", "item 0", 19900, 19900),
+        (2, "SKU-1", "item 1", 19900, 19900),
+    ]
+    assert (later.orders, later.order_lines) == (1, 2)
+    assert ("5001", "shipped", "WAIT_BUYER_CONFIRM_GOODS", 39800, 2, True) in await _orders(committed_db)
+
+
+async def test_changed_lines_are_replaced_and_gone_lines_removed(committed_db):
+    async with Lander.open(committed_db) as lander:
+        await lander.land(normalize_trades([top_trade(5002, lines=3)]))
+        before = await _lines(committed_db, "5002")
+        changed = top_trade(5002, lines=2, modified="2026-10-02 10:00:00")
+        changed["orders"]["order"][0]["title"] = "item 0, new colour"
+        stats = await lander.land(normalize_trades([changed]))
+    after = await _lines(committed_db, "5002")
+    assert [r[1:] for r in after] == [
+        (1, "SKU-0", "item 0, new colour", 19900, 19900),
+        (2, "SKU-1", "item 1", 19900, 19900),
+    ]
+    assert after[0][0] not in {r[0] for r in before}  # line 1 changed: a new row
+    assert after[1][0] == before[1][0]  # line 2 did not change: the same row
+    assert (stats.orders, stats.order_lines) == (1, 2)
+
+
+async def test_a_stale_version_changes_no_lines(committed_db):
+    async with Lander.open(committed_db) as lander:
+        await lander.land(normalize_trades([top_trade(5003, lines=1, modified="2026-10-02 10:00:00")]))
+        before = await _lines(committed_db, "5003")
+        stale = await lander.land(
+            normalize_trades([top_trade(5003, lines=3, modified="2026-10-01 10:00:00")])
+        )
+    assert await _lines(committed_db, "5003") == before
+    assert (stale.orders, stale.order_lines) == (0, 0)
+
+
+async def test_a_batch_of_orders_is_a_fixed_number_of_statements(committed_db, monkeypatch):
+    """New orders with their buyers and lines: staging copies, one statement for the identities, one for
+    the orders and their lines, the watermark. A statement more per batch shows up here."""
+    batch = normalize_trades([top_trade(6000 + n, buyer=f"buyer-{n % 3}") for n in range(10)])
+    batch.watermarks.append(WatermarkAdvance("tmall.trades", cursor="page-1"))
+    sent: list[str] = []
+    async with Lander.open(committed_db) as lander:
+        for name in ("execute", "executemany", "fetch", "fetchrow", "fetchval", "copy_records_to_table"):
+            original = getattr(asyncpg.Connection, name)
+
+            def spy(self, *args, _original=original, _copy=name == "copy_records_to_table", **kwargs):
+                if self is lander.connection:
+                    sent.append(f"copy {args[0]}" if _copy else " ".join(args[0].split()[:3]))
+                return _original(self, *args, **kwargs)
+
+            monkeypatch.setattr(asyncpg.Connection, name, spy)
+        stats = await lander.land(batch)
+    assert (stats.orders, stats.order_lines, stats.identities) == (10, 20, 3)
+    assert sent == [
+        "BEGIN;",
+        "set local enable_mergejoin",
+        "copy stage_identity",
+        "insert into source_identity",
+        "copy stage_orders",
+        "copy stage_order_lines",
+        "with written as",
+        "insert into sync_watermark",
+        "COMMIT;",
+    ]
