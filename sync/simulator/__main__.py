@@ -33,9 +33,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--people", type=int, default=2000)
     parser.add_argument("--orders", type=int, default=8000, help="total over tmall, jd, app and pos")
     parser.add_argument("--malformed-rate", type=float, default=0.0)
+    parser.add_argument(
+        "--render-cache-mib",
+        type=int,
+        default=SimulatorConfig.render_cache_bytes // 2**20,
+        help="MiB of rendered Tmall/JD orders kept for reuse (about 1.2 KB per order; 0: off)",
+    )
     args = parser.parse_args(argv)
     config = SimulatorConfig(
-        seed=args.seed, people=args.people, orders=args.orders, malformed_rate=args.malformed_rate
+        seed=args.seed,
+        people=args.people,
+        orders=args.orders,
+        malformed_rate=args.malformed_rate,
+        render_cache_bytes=args.render_cache_mib * 2**20,
     )
     serve(config, args.host, args.port)
 

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from sync.simulator.control import malformed_requested
 from sync.simulator.formats import gateway_params, gmt8, parse_gmt8, yuan
 from sync.simulator.orders import FINISHED, PAID, REFUND_ASKED, REFUNDED, SHIPPED, OrderFeed, OrderRow
-from sync.simulator.render_cache import RenderCache
+from sync.simulator.render_cache import RenderCache, order_fragments
 from sync.simulator.seeding import hash_one
 from sync.simulator.signing import jos_sign
 from sync.simulator.state import SimulatorState
@@ -275,26 +275,11 @@ def _order_fragments(
 ) -> list[bytes]:
     """The orders at `index` (modified at `now` at `modified`) as JSON fragments, the bytes orjson
     gives `render_order`, each reused from `cache` while the order is unchanged."""
-    indexes = index.tolist()
-    if not cache.enabled:
-        found: list[bytes | None] = [None] * len(indexes)
-    else:
-        overlay = feed.overlay
-        found = cache.get_many(
-            [("jd", i, m, overlay.get(i)) for i, m in zip(indexes, modified.tolist(), strict=True)]
-        )
-        if force_malformed and found:
-            found[0] = None  # the fault breaks this response's first order only: never reuse or keep it
-    missing = [n for n, fragment in enumerate(found) if fragment is None]
-    if not missing:
-        return found  # type: ignore[return-value]  # every slot is filled
-    rows = feed.rows(index[missing] if len(missing) < len(indexes) else index, now)
-    for n, row in zip(missing, rows, strict=True):
+
+    def render(row: OrderRow, broken: bool) -> dict[str, Any]:
         order = render_order(row)
-        forced = force_malformed and n == 0
-        if row.malformed or forced:
+        if row.malformed or broken:
             _corrupt(order, row.index, feed.key)
-        fragment = found[n] = bytes(memoryview(orjson.dumps(order)))  # exact-size copy, see taobao
-        if cache.enabled and not forced:
-            cache.put(("jd", row.index, row.modified, feed.overlay.get(row.index)), fragment)
-    return found  # type: ignore[return-value]  # every slot is filled
+        return order
+
+    return order_fragments(cache, feed, index, modified, now, None, force_malformed, render)
