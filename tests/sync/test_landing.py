@@ -171,7 +171,7 @@ async def test_a_batch_of_orders_is_a_fixed_number_of_statements(committed_db, m
     assert sent == [
         "BEGIN;",
         "set local enable_mergejoin",
-        "copy stage_identity",
+        "copy stage_identities",
         "insert into source_identity",
         "copy stage_orders",
         "copy stage_order_lines",
@@ -179,3 +179,23 @@ async def test_a_batch_of_orders_is_a_fixed_number_of_statements(committed_db, m
         "insert into sync_watermark",
         "COMMIT;",
     ]
+
+
+async def test_a_buyer_whose_address_changes_mid_run_lands_the_new_one(committed_db):
+    """The lander reuses standardized attributes of a buyer it has seen; a change must not hit that cache."""
+    moved = top_trade(7002, modified="2026-10-02 10:00:00")
+    moved |= {"receiver_state": "浙江省", "receiver_city": "杭州市", "receiver_district": "西湖区"}
+    async with Lander.open(committed_db) as lander:
+        await lander.land(normalize_trades([top_trade(7001)]))
+        await lander.land(normalize_trades([top_trade(7001, modified="2026-10-01 12:00:00")]))
+        await lander.land(normalize_trades([moved]))
+    async with committed_db.connect() as conn:
+        row = (
+            await conn.execute(
+                sa.text(
+                    "select province, city, district, raw ->> 'tid' as tid from source_identity "
+                    "where external_id = 'AAHk5d-EXAMPLE'"
+                )
+            )
+        ).one()
+    assert tuple(row) == ("浙江省", "杭州市", "西湖区", "7002")
