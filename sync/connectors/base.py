@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
+from urllib.parse import quote_plus
 
 import httpx
 import orjson
@@ -62,6 +63,41 @@ class RequestStats:
 
 
 Check = Callable[[Any], None]
+FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
+# Keys and most values of signed forms repeat from request to request (method, app key, fields, windows).
+_QUOTED: dict[str, str] = {}
+
+
+def _quote(text: str) -> str:
+    quoted = _QUOTED.get(text)
+    if quoted is None:
+        quoted = quote_plus(text)
+        if len(_QUOTED) < 4096:
+            _QUOTED[text] = quoted
+    return quoted
+
+
+def _form_text(value: Any) -> str:
+    # As httpx turns form values into text.
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def form_urlencoded(data: dict[str, Any]) -> bytes:
+    """The body httpx sends for `data=data`: the same bytes (lists and tuples repeat their key)."""
+    pairs: list[str] = []
+    for key, value in data.items():
+        name = _quote(str(key))
+        if isinstance(value, list | tuple):
+            pairs.extend(f"{name}={_quote(_form_text(v))}" for v in value)
+        else:
+            pairs.append(f"{name}={_quote(_form_text(value))}")
+    return "&".join(pairs).encode()
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -93,6 +129,7 @@ class ChannelClient:
         self.stats = RequestStats()
         # Set by connectors whose tokens expire (WeChat): called once on TokenExpiredError.
         self.refresh_token: Callable[[], Awaitable[None]] | None = None
+        self._urls: dict[str, httpx.URL] = {}
         limits = httpx.Limits(
             max_connections=settings.concurrency * 2, max_keepalive_connections=settings.concurrency * 2
         )
@@ -104,6 +141,14 @@ class ChannelClient:
             # default transport (on loopback, ~250 µs against ~800).
             transport=HttptoolsTransport(limits=limits),
         )
+
+    def _url(self, path: str) -> httpx.URL:
+        """`path` merged with the base URL (by httpx, once per path: its URL parsing costs more than the
+        rest of building a request)."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = self._client.build_request("GET", path).url
+        return url
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -155,8 +200,14 @@ class ChannelClient:
                         query = signed
                     else:
                         data = signed
+                content = None
+                if data is not None:
+                    # Encoded here, as httpx would (data=), at a third of the cost.
+                    content = form_urlencoded(data)
+                    if not headers or not any(k.lower() == "content-type" for k in headers):
+                        headers = {**(headers or {}), **FORM_HEADERS}
                 response = await self._client.request(
-                    method, path, params=query, data=data, json=json, headers=headers
+                    method, self._url(path), params=query, content=content, json=json, headers=headers
                 )
                 status = response.status_code
                 if status == 429:

@@ -22,7 +22,7 @@ import httpx
 import orjson
 import pytest
 
-from sync.connectors.base import ChannelClient, PermanentError, SyncError
+from sync.connectors.base import ChannelClient, PermanentError, SyncError, form_urlencoded
 from sync.connectors.transport import HttptoolsTransport
 from tests.support import free_port
 
@@ -336,3 +336,32 @@ async def test_channel_client_does_not_retry_4xx_and_gives_up_on_persistent_fail
             with pytest.raises(SyncError, match="after 3 retries"):
                 await http.request_json("GET", "/drop")
             assert server.hits["/drop"] == 4
+
+
+FORMS: list[dict[str, Any]] = [
+    {
+        "method": "taobao.trades.sold.increment.get",
+        "timestamp": "2026-11-23 01:00:00",
+        "fields": "tid,status",
+    },
+    {"a": "两 三", "b": "x&y=z+/?%#", "c": True, "d": False, "e": None, "f": 3, "g": 1.5, "h": ""},
+    {"list": ["p", "q r"], "tuple": ("t",), "k k": "~-._*'()!", "ws": "\n\t", "emoji": "😀"},
+    {},
+]
+
+
+@pytest.mark.parametrize("form", FORMS)
+async def test_channel_client_sends_forms_and_paths_as_httpx_would(form, channel_client):
+    assert form_urlencoded(form) == httpx.Request("POST", "http://h/", data=form).content
+    async with scripted() as (server, base):
+        async with channel_client(base) as http:
+            for _ in range(2):  # the second time from the cached URL
+                echo = await http.request_json("POST", "/echo", data=form)
+                assert echo["body"].encode() == httpx.Request("POST", "http://h/", data=form).content
+                assert echo["headers"]["content-type"] == "application/x-www-form-urlencoded"
+                assert echo["target"] == "/echo"
+        async with channel_client(base) as http:
+            echo = await http.request_json("GET", "/echo", params={"q": "一"}, headers={"X-A": "b"})
+            assert echo["target"] == "/echo?q=%E4%B8%80" and echo["headers"]["x-a"] == "b"
+            signed = await http.request_json("POST", "/echo", sign=lambda: {"sign": "AB CD"})
+            assert signed["body"] == "sign=AB+CD" and signed["target"] == "/echo"
