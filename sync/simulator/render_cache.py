@@ -11,17 +11,17 @@ Entries are charged their byte length plus a fixed per-entry overhead (the key t
 object header and the dict slot), and the least recently used ones are dropped once the budget is
 exceeded. A budget of 0 disables the cache.
 
-Eviction is scan-resistant: while the cache has room, a new entry is the most recently used; once
-it is full, a new entry goes in at the least recently used end (every 32nd at the other end, so the
-content still turns over) and is promoted only when it is read again. A pull of a history larger
-than the budget, repeated, then finds the part that fit instead of nothing (plain LRU evicts each
-entry just before the next pass asks for it).
+Admission is scan-resistant: while the budget has room every new entry is kept; once it is full,
+only every 32nd newcomer is let in (evicting the least recently used), so the content still turns
+over while a pull of a history larger than the budget, repeated, finds the part that fit instead of
+nothing (plain LRU evicts each entry just before the next pass asks for it). Refused newcomers cost
+nothing: they are neither copied nor inserted.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -48,7 +48,7 @@ class RenderCache:
         self.hits = 0
         self.misses = 0
         self.evictions = 0
-        self._cold_inserts = 0
+        self._newcomers = 0
         self._entries: OrderedDict[Hashable, bytes] = OrderedDict()
 
     def __len__(self) -> int:
@@ -59,7 +59,7 @@ class RenderCache:
         """False when the budget is 0: callers can skip building keys altogether."""
         return self.max_bytes > 0
 
-    def get_many(self, keys: list[Hashable]) -> list[bytes | None]:
+    def get_many(self, keys: Sequence[Hashable]) -> list[bytes | None]:
         """The cached value of each key (None when absent), marking the found ones recently used."""
         entries = self._entries
         found = [entries.get(key) for key in keys]
@@ -73,8 +73,18 @@ class RenderCache:
         self.misses += len(keys) - hits
         return found
 
+    def admits(self, size: int) -> bool:
+        """Whether a new entry of `size` bytes should be stored (see the module docstring)."""
+        if self.bytes + size + ENTRY_OVERHEAD <= self.max_bytes:
+            return True
+        if size + ENTRY_OVERHEAD > self.max_bytes:
+            return False
+        self._newcomers += 1
+        return self._newcomers % 32 == 0
+
     def put(self, key: Hashable, value: bytes) -> None:
-        """Store `value`, dropping least recently used entries until the budget holds."""
+        """Store `value` as the most recently used entry, dropping least recently used ones until the
+        budget holds (callers ask `admits` first)."""
         cost = len(value) + ENTRY_OVERHEAD
         if cost > self.max_bytes:
             return
@@ -82,18 +92,12 @@ class RenderCache:
         old = entries.pop(key, None)
         if old is not None:
             self.bytes -= len(old) + ENTRY_OVERHEAD
-        full = False
         while self.bytes + cost > self.max_bytes:
             _, dropped = entries.popitem(last=False)
             self.bytes -= len(dropped) + ENTRY_OVERHEAD
             self.evictions += 1
-            full = True
         entries[key] = value
         self.bytes += cost
-        if full:
-            self._cold_inserts += 1
-            if self._cold_inserts % 32:
-                entries.move_to_end(key, last=False)  # next in line for eviction unless read again
 
     def clear(self) -> None:
         """Forget every entry (the counters stay)."""
@@ -135,10 +139,11 @@ def order_fragments(
     dumps = orjson.dumps
     for n, row in zip(missing, rows, strict=True):
         broken = force_malformed and n == 0
-        # An exact-size copy: holding thousands of orjson's own result buffers fragments the heap
-        # so badly that every later dumps costs 5-20x more (measured: 25 us instead of 1.5 us).
-        fragment = found[n] = bytes(memoryview(dumps(render(row, broken))))
-        if keys is not None and not broken:
+        fragment = found[n] = dumps(render(row, broken))
+        if keys is not None and not broken and cache.admits(len(fragment)):
+            # Kept as an exact-size copy: holding thousands of orjson's own result buffers fragments
+            # the heap so badly that every later dumps costs 5-20x more (25 us instead of 1.5 us).
+            fragment = found[n] = bytes(memoryview(fragment))
             key = keys[n]
             if row.modified != modified[n]:  # the window and the row agree; keep the key exact anyway
                 key = (feed.channel, row.index, row.modified, variant, feed.overlay.get(row.index))

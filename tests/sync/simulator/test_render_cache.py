@@ -201,12 +201,14 @@ def test_the_cache_stays_within_its_byte_budget(pair):
 def test_render_cache_evicts_least_recently_used_first():
     cache = RenderCache(3 * (ENTRY_OVERHEAD + 10))
     for key in "abc":
+        assert cache.admits(10)
         cache.put(key, key.encode() * 10)
     assert cache.get_many(["a"]) == [b"a" * 10]  # a is now the most recently used
     cache.put("d", b"d" * 10)
     assert cache.get_many(["a", "b", "c", "d"]) == [b"a" * 10, None, b"c" * 10, b"d" * 10]
     assert cache.bytes == 3 * (ENTRY_OVERHEAD + 10)
-    cache.put("huge", b"x" * 4 * (ENTRY_OVERHEAD + 10))  # larger than the whole budget: not kept
+    assert not cache.admits(4 * (ENTRY_OVERHEAD + 10))  # larger than the whole budget
+    cache.put("huge", b"x" * 4 * (ENTRY_OVERHEAD + 10))  # ...and not kept if put anyway
     assert cache.get_many(["huge"]) == [None] and len(cache) == 3
     cache.put("c", b"C" * 5)  # replacing an entry charges the new size only
     assert cache.bytes == 3 * ENTRY_OVERHEAD + 25
@@ -214,23 +216,22 @@ def test_render_cache_evicts_least_recently_used_first():
 
 def test_a_zero_budget_keeps_nothing_and_a_negative_one_is_refused():
     cache = RenderCache(0)
+    assert not cache.enabled and not cache.admits(1)
     cache.put("a", b"x")
-    assert not cache.enabled and len(cache) == 0 and cache.bytes == 0
+    assert len(cache) == 0 and cache.bytes == 0
     with pytest.raises(ValueError, match="render_cache_bytes"):
         SimulatorConfig(render_cache_bytes=-1)
 
 
 def test_a_scan_larger_than_the_budget_keeps_what_fit_first():
     """Plain LRU would hold only the tail of a long scan, and a second identical scan would then
-    miss everything; once full, new entries wait at the cold end unless they are read again."""
+    miss everything; once full, only every 32nd newcomer is let in."""
     cache = RenderCache(4 * (ENTRY_OVERHEAD + 1))
-    keys = [f"k{n}" for n in range(20)]
+    keys = [f"k{n}" for n in range(4 + 64)]
     for key in keys:
-        cache.put(key, b"x")
-    # The first overflow took the least recently used (k0); every later one the previous newcomer.
-    assert cache.get_many(keys[1:4]) == [b"x"] * 3
-    assert cache.get_many([keys[0], *keys[4:19]]) == [None] * 16
-    assert cache.get_many([keys[19]]) == [b"x"]  # the newest, read now, is promoted...
-    cache.put("fresh", b"y")  # ...so the one that goes is k1, the least recently used
-    assert cache.get_many([*keys[2:4], keys[19], "fresh"]) == [b"x"] * 3 + [b"y"]
-    assert cache.get_many([keys[1]]) == [None]
+        if cache.admits(1):
+            cache.put(key, b"x")
+    kept = [key for key, value in zip(keys, cache.get_many(keys), strict=True) if value is not None]
+    # The 32nd and 64th newcomers past the budget got in, each evicting the least recently used.
+    assert kept == ["k2", "k3", keys[4 + 31], keys[4 + 63]]
+    assert cache.evictions == 2
