@@ -171,7 +171,7 @@ select (select count(*) from written) as orders, (select count(*) from new_lines
 # it does not have are inserted. The end state is the staged lines, as when they were replaced whole.
 DELETE_CHANGED_LINES = """
 delete from order_line x using orders o
-where o.id = any($1::bigint[]) and x.order_id = o.id
+where x.order_id = any($1::bigint[]) and o.id = x.order_id
   and not exists (
     select 1 from stage_order_lines l left join product p on p.sku = left(l.sku, 64)
     where l.channel_code = o.channel_code and l.order_external_id = o.external_id and l.line_no = x.line_no
