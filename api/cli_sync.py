@@ -127,6 +127,9 @@ def run_sync(
     channel: str | None, since: datetime | None, base_url: str | None, simulator: bool = False
 ) -> dict[str, Any]:
     """Run sync_all (or one channel's flow) in-process with a progress display; returns its result."""
+    from sync.runner import tune_gc_for_sync
+
+    tune_gc_for_sync()
     with landing_progress():
         result = asyncio.run(_run_flows(channel, since, base_url, simulator))
     return result
@@ -181,6 +184,10 @@ def serve(
         )
     _, sync_settings = prepare(True)
     from prefect import serve as prefect_serve
+
+    from sync.runner import tune_gc_for_sync
+
+    tune_gc_for_sync()
     from prefect.schedules import Cron
 
     from sync.config import CHANNEL_CODES

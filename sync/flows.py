@@ -22,7 +22,7 @@ from sync.connectors.registry import make_connector
 from sync.hooks import recompute_customers
 from sync.identities import link_identities
 from sync.landing import LandingStats
-from sync.runner import run_stream
+from sync.runner import run_stream, tune_gc_for_sync
 
 # In-process listeners (the CLI's progress bar): called after every landed batch with the totals so far.
 ProgressListener = Callable[[str, LandingStats], None]
@@ -109,6 +109,8 @@ async def recompute_task(customer_ids: list[int]) -> int:
 async def _channel(
     channel: str, since: datetime | None, base_url: str | None, simulator: bool, link: bool
 ) -> dict[str, Any]:
+    # Also here, not only in the CLI: `prefect serve` runs scheduled flows in processes of its own.
+    tune_gc_for_sync()
     connector = make_connector(channel, _settings(base_url, simulator))
     streams = connector.streams
     await connector.aclose()
