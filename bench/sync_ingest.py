@@ -40,7 +40,7 @@ from datetime import datetime
 from sync.simulator import CST, SimulatorConfig, create_simulator_app
 orders, people, days, port = (int(a) for a in sys.argv[1:5])
 config = SimulatorConfig(orders=orders, people=people, days=days, order_shares={"tmall": 1.0},
-                         start=datetime(2026, 9, 1, tzinfo=CST))
+                         start=datetime(2026, 9, 1, tzinfo=CST), render_cache_bytes=max(256, orders // 600) << 20)
 uvicorn.run(create_simulator_app(config), host="127.0.0.1", port=port, log_level="warning", access_log=False)
 """
 
@@ -284,6 +284,9 @@ def main() -> None:
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        from sync.runner import tune_gc_for_sync
+
+        tune_gc_for_sync()  # as the `c360 sync` commands and the flows do
         simulator, base = start_simulator(args.child, args.people, args.days)
         try:
             result = asyncio.run(
@@ -299,8 +302,11 @@ def main() -> None:
         out = subprocess.run(
             [sys.executable, __file__, "--child", str(size), "--people", str(args.people), "--days", str(args.days),
              "--concurrency", str(args.concurrency), "--batch-size", str(args.batch_size)],
-            capture_output=True, text=True, check=True,
+            capture_output=True, text=True,
         )  # fmt: skip
+        if out.returncode != 0:
+            sys.stderr.write(out.stderr)
+            raise SystemExit(f"the {size}-order run failed (exit {out.returncode}); its stderr is above")
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(json.dumps({
         "benchmark": "sync_ingest",
