@@ -329,6 +329,17 @@ def _latest_identities(records: list[PersonIdentity]) -> list[PersonIdentity]:
     return list(best.values())
 
 
+@dataclass(slots=True)
+class PreparedBatch:
+    """A batch with its staging rows built (`Lander.prepare`), ready for `Lander.write`."""
+
+    batch: Batch
+    identity_records: list[tuple[Any, ...]]
+    has_stubs: bool
+    order_records: list[tuple[Any, ...]]
+    line_records: list[tuple[Any, ...]]
+
+
 class Lander:
     """Lands batches through one asyncpg connection taken from the engine's pool."""
 
@@ -437,26 +448,69 @@ class Lander:
         while len(seen) > self.SEEN_LIMIT:
             seen.popitem(last=False)
 
+    def prepare(self, batch: Batch) -> PreparedBatch:
+        """The CPU half of landing a batch: pick the identities to write, standardize them and build the staging
+        rows. The runner prepares the next batch while PostgreSQL writes the previous one.
+
+        The identities are remembered as written here, before the write: the runner writes batches strictly in
+        order and stops at the first failure, and a failed `write` forgets everything remembered, so a version
+        is only ever skipped because an earlier batch holding it committed."""
+        identities, keys, attribute_keys = self._fresh_identities(batch.identities)
+        standardized = self._standardize(identities, keys, attribute_keys)
+        dumps, default = orjson.dumps, str
+        # raw goes as the bytes of its JSON (staged as bytea): no str round trip in Python, parsed once by
+        # PostgreSQL as before.
+        identity_records = [
+            (p.channel, p.external_id, dumps(p.raw, default=default), p.source_updated_at, p.stub) + std
+            for p, std in zip(identities, standardized, strict=True)
+        ]
+        self._remember(identities, keys, attribute_keys)
+        orders: list[OrderRecord] = _latest(batch.orders)
+        order_values, line_values = _order_stage_values, _line_stage_values
+        return PreparedBatch(
+            batch=batch,
+            identity_records=identity_records,
+            has_stubs=any(p.stub for p in identities),
+            order_records=[order_values(o) for o in orders],
+            line_records=[(o.channel, o.external_id) + line_values(ln) for o in orders for ln in o.lines],
+        )
+
     async def land(self, batch: Batch) -> LandingStats:
         """Land one batch and its watermark advances in one transaction; return what was written."""
+        return await self.write(self.prepare(batch))
+
+    async def write(self, prepared: PreparedBatch) -> LandingStats:
+        """The database half: one transaction for the batch and its watermark advances."""
+        try:
+            return await self._write(prepared)
+        except BaseException:
+            # What `prepare` remembered may not have committed: forget it all (it only saves redundant writes).
+            self._seen.clear()
+            raise
+
+    async def _write(self, prepared: PreparedBatch) -> LandingStats:
+        batch = prepared.batch
         stats = LandingStats(batches=1)
-        identities, keys, attribute_keys = self._fresh_identities(batch.identities)
-        # Standardizing is CPU work outside the transaction, so the transaction stays short.
-        standardized = self._standardize(identities, keys, attribute_keys)
         con = self.connection
         async with con.transaction():
             # Staging tables and CTEs have no statistics, so the planner guesses their sizes; left to itself it
             # sorted the written orders and the staged lines by their text keys for a merge join (a third of the
             # orders statement) where hashing takes a fraction of it. For this transaction only.
-            await con.execute("set local enable_mergejoin = off")
+            # Asynchronous commit: a database crash can lose the last batches committed, but only whole, with
+            # their watermark, so the rerun reads them again. Not for a batch whose landing moves source files
+            # out of the drop folder: those must be on disk before the files go.
+            await con.execute(
+                "set local enable_mergejoin = off"
+                + ("" if batch.files_done else "; set local synchronous_commit = off")
+            )
             if batch.stores:
                 await self._land_stores(batch, stats)
             if batch.products:
                 await self._land_products(batch, stats)
-            if identities:
-                await self._land_identities(identities, standardized, stats)
-            if batch.orders:
-                await self._land_orders(batch.orders, stats)
+            if prepared.identity_records:
+                await self._land_identities(prepared, stats)
+            if prepared.order_records:
+                await self._land_orders(prepared, stats)
             refund_misses: list[QuarantinedRow] = []
             if batch.refunds:
                 refund_misses = await self._land_refunds(batch.refunds, stats)
@@ -480,7 +534,6 @@ class Lander:
                 stats.quarantined_hashes.update(payload_hash(q.raw) for q in refund_misses)
             for wm in batch.watermarks:
                 await con.execute(UPSERT_WATERMARK, wm.connector, wm.watermark_at, wm.cursor, _json(wm.extra))
-        self._remember(identities, keys, attribute_keys)
         return stats
 
     async def _land_stores(self, batch: Batch, stats: LandingStats) -> None:
@@ -508,34 +561,26 @@ class Lander:
         )
         stats.products += len(rows)
 
-    async def _land_identities(
-        self, identities: list[PersonIdentity], standardized: list[tuple[Any, ...]], stats: LandingStats
-    ) -> None:
+    async def _land_identities(self, prepared: PreparedBatch, stats: LandingStats) -> None:
         con = self.connection
-        dumps, default = orjson.dumps, str
-        # raw goes as the bytes of its JSON (staged as bytea): no str round trip in Python, parsed once by
-        # PostgreSQL as before.
-        records = [
-            (p.channel, p.external_id, dumps(p.raw, default=default), p.source_updated_at, p.stub) + std
-            for p, std in zip(identities, standardized, strict=True)
-        ]
-        await con.copy_records_to_table("stage_identities", records=records, columns=IDENTITY_STAGE_COLUMNS)
+        await con.copy_records_to_table(
+            "stage_identities", records=prepared.identity_records, columns=IDENTITY_STAGE_COLUMNS
+        )
         rows = await con.fetch(UPSERT_IDENTITIES)
-        if any(p.stub for p in identities):
+        if prepared.has_stubs:
             rows += await con.fetch(INSERT_STUB_IDENTITIES)
         stats.identities += len(rows)
         stats.identity_ids.update(r["id"] for r in rows)
 
-    async def _land_orders(self, orders: list[OrderRecord], stats: LandingStats) -> None:
+    async def _land_orders(self, prepared: PreparedBatch, stats: LandingStats) -> None:
         con = self.connection
-        latest: list[OrderRecord] = _latest(orders)
-        order_values, line_values = _order_stage_values, _line_stage_values
         await con.copy_records_to_table(
-            "stage_orders", records=[order_values(o) for o in latest], columns=ORDER_STAGE_COLUMNS
+            "stage_orders", records=prepared.order_records, columns=ORDER_STAGE_COLUMNS
         )
-        lines = [(o.channel, o.external_id) + line_values(ln) for o in latest for ln in o.lines]
-        if lines:
-            await con.copy_records_to_table("stage_order_lines", records=lines, columns=LINE_STAGE_COLUMNS)
+        if prepared.line_records:
+            await con.copy_records_to_table(
+                "stage_order_lines", records=prepared.line_records, columns=LINE_STAGE_COLUMNS
+            )
         written = await con.fetchrow(UPSERT_ORDERS)
         stats.orders += written["orders"]
         stats.order_lines += written["lines"]

@@ -1,7 +1,8 @@
 """Run one stream of one connector: pull batches, group them to `batch_size`, land each in a transaction.
 
-Pulling and landing overlap: the connector fetches the next pages while the previous batch is written.
-A bounded queue between them keeps memory flat.
+Pulling and landing overlap: the connector fetches the next pages, and the next batch is prepared
+(standardized, staging rows built), while PostgreSQL writes the previous batch. A bounded queue between
+them keeps memory flat.
 """
 
 from __future__ import annotations
@@ -67,18 +68,39 @@ async def run_stream(
             await queue.put(exc)
 
     async def consume(lander: Lander) -> None:
-        while True:
-            batch = await queue.get()
-            if batch is None:
-                return
-            if isinstance(batch, BaseException):
-                raise batch
-            stats = await lander.land(batch)
+        # One write in flight at a time, in order, on the lander's connection; the next batch is prepared (CPU)
+        # while PostgreSQL works on the previous one. A failed write stops everything after it.
+        writing: asyncio.Task[LandingStats] | None = None
+        written: Batch | None = None
+
+        async def finish() -> None:
+            assert writing is not None and written is not None
+            stats = await writing
             total.merge(stats)
-            if batch.files_done:
-                connector.files_landed(batch.files_done)
+            if written.files_done:
+                connector.files_landed(written.files_done)
             if progress is not None:
                 progress(key, total)
+
+        try:
+            while True:
+                batch = await queue.get()
+                if batch is None or isinstance(batch, BaseException):
+                    break
+                prepared = lander.prepare(batch)
+                if writing is not None:
+                    await finish()
+                writing, written = asyncio.create_task(lander.write(prepared)), batch
+            # What was pulled before a failure lands before the failure is raised.
+            if writing is not None:
+                await finish()
+                writing = None
+            if isinstance(batch, BaseException):
+                raise batch
+        finally:
+            if writing is not None and not writing.done():
+                writing.cancel()
+                await asyncio.gather(writing, return_exceptions=True)
 
     async with Lander.open(engine) as lander:
         producer = asyncio.create_task(produce(), name=f"pull {key}")

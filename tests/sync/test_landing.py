@@ -199,3 +199,27 @@ async def test_a_buyer_whose_address_changes_mid_run_lands_the_new_one(committed
             )
         ).one()
     assert tuple(row) == ("浙江省", "杭州市", "西湖区", "7002")
+
+
+async def test_a_failed_write_forgets_the_identities_it_was_to_write(committed_db):
+    # The runner prepares a batch (and remembers its identities as written) before the previous write ends;
+    # a write that fails must not leave those identities skipped as "already written" by a later batch.
+    broken = normalize_trades([top_trade(4101, buyer="buyer-after-failure")])
+    broken.orders[0].status = "x" * 100  # wider than the column: the insert fails after the identity upsert
+    async with Lander.open(committed_db) as lander:
+        prepared = lander.prepare(broken)
+        assert prepared.identity_records, "the buyer should be written"
+        try:
+            await lander.write(prepared)
+        except asyncpg.PostgresError:
+            pass
+        else:
+            raise AssertionError("the broken batch should have failed")
+        # The same buyer at the same version, in a good batch: written, not skipped.
+        stats = await lander.land(normalize_trades([top_trade(4102, buyer="buyer-after-failure")]))
+    assert stats.identities == 1
+    async with committed_db.connect() as conn:
+        found = await conn.scalar(
+            sa.text("select count(*) from source_identity where external_id = 'buyer-after-failure'")
+        )
+    assert found == 1
