@@ -121,6 +121,15 @@ class SyncSettings(BaseSettings):
     )
     batch_size: int = Field(2000, ge=1, le=100_000, description="Records landed per transaction.")
     concurrency: int = Field(4, ge=1, le=64, description="HTTP requests in flight per connector.")
+    writers: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description=(
+            "Database connections landing one stream's batches together (split by buyer, so they never "
+            "touch the same rows); PostgreSQL's per-row work then runs on that many cores."
+        ),
+    )
     max_retries: int = Field(
         5, ge=0, le=20, description="Retries of a transient HTTP failure (timeout, 5xx, 429)."
     )

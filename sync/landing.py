@@ -14,11 +14,12 @@ linking.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import attrgetter, itemgetter
@@ -330,14 +331,23 @@ def _latest_identities(records: list[PersonIdentity]) -> list[PersonIdentity]:
 
 
 @dataclass(slots=True)
+class Share:
+    """The staging rows of one writer's part of a batch."""
+
+    identity_records: list[tuple[Any, ...]] = field(default_factory=list)
+    has_stubs: bool = False
+    order_records: list[tuple[Any, ...]] = field(default_factory=list)
+    line_records: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class PreparedBatch:
-    """A batch with its staging rows built (`Lander.prepare`), ready for `Lander.write`."""
+    """A batch with its staging rows built (`Lander.prepare`), ready for `Lander.write`. Identities and
+    orders are split into one share per writer by the identity's key, so two writers never touch the same
+    row; everything else in the batch goes with share 0, which also carries the watermark advances."""
 
     batch: Batch
-    identity_records: list[tuple[Any, ...]]
-    has_stubs: bool
-    order_records: list[tuple[Any, ...]]
-    line_records: list[tuple[Any, ...]]
+    shares: list[Share]
 
 
 class Lander:
@@ -348,8 +358,9 @@ class Lander:
     # memory stays flat however long the feed is.
     SEEN_LIMIT = 100_000
 
-    def __init__(self, connection: asyncpg.Connection) -> None:
+    def __init__(self, connection: asyncpg.Connection, *more: asyncpg.Connection) -> None:
         self.connection = connection
+        self.connections = (connection, *more)
         # (channel, external id) -> (source time, attributes key) of the version last written.
         self._seen: OrderedDict[tuple[str, str], tuple[datetime | None, int]] = OrderedDict()
         # (channel, external id) -> (attributes key, standardized attributes in staging column order).
@@ -357,17 +368,21 @@ class Lander:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, engine: AsyncEngine) -> AsyncIterator[Lander]:
-        """A lander on a pooled connection, with staging tables and the channel rows in place."""
-        async with engine.connect() as sa_conn:
-            raw = await sa_conn.get_raw_connection()
-            connection: asyncpg.Connection = raw.driver_connection
-            # Leave the SQLAlchemy-side transaction closed: this connection is driven through asyncpg only.
-            await sa_conn.commit()
-            for ddl in STAGING_DDL:
-                await connection.execute(ddl)
-            await ensure_channels(connection)
-            yield cls(connection)
+    async def open(cls, engine: AsyncEngine, writers: int = 1) -> AsyncIterator[Lander]:
+        """A lander on `writers` pooled connections, with staging tables and the channel rows in place."""
+        async with AsyncExitStack() as stack:
+            connections: list[asyncpg.Connection] = []
+            for _ in range(max(1, writers)):
+                sa_conn = await stack.enter_async_context(engine.connect())
+                raw = await sa_conn.get_raw_connection()
+                connection: asyncpg.Connection = raw.driver_connection
+                # Leave the SQLAlchemy-side transaction closed: this connection is driven through asyncpg only.
+                await sa_conn.commit()
+                for ddl in STAGING_DDL:
+                    await connection.execute(ddl)
+                connections.append(connection)
+            await ensure_channels(connections[0])
+            yield cls(*connections)
 
     @staticmethod
     def _attributes_key(p: PersonIdentity) -> int:
@@ -450,48 +465,75 @@ class Lander:
 
     def prepare(self, batch: Batch) -> PreparedBatch:
         """The CPU half of landing a batch: pick the identities to write, standardize them and build the staging
-        rows. The runner prepares the next batch while PostgreSQL writes the previous one.
+        rows, one share per writer. The runner prepares the next batch while PostgreSQL writes the previous one.
 
         The identities are remembered as written here, before the write: the runner writes batches strictly in
         order and stops at the first failure, and a failed `write` forgets everything remembered, so a version
         is only ever skipped because an earlier batch holding it committed."""
         identities, keys, attribute_keys = self._fresh_identities(batch.identities)
         standardized = self._standardize(identities, keys, attribute_keys)
-        dumps, default = orjson.dumps, str
-        # raw goes as the bytes of its JSON (staged as bytea): no str round trip in Python, parsed once by
-        # PostgreSQL as before.
-        identity_records = [
-            (p.channel, p.external_id, dumps(p.raw, default=default), p.source_updated_at, p.stub) + std
-            for p, std in zip(identities, standardized, strict=True)
-        ]
         self._remember(identities, keys, attribute_keys)
         orders: list[OrderRecord] = _latest(batch.orders)
-        order_values, line_values = _order_stage_values, _line_stage_values
-        return PreparedBatch(
-            batch=batch,
-            identity_records=identity_records,
-            has_stubs=any(p.stub for p in identities),
-            order_records=[order_values(o) for o in orders],
-            line_records=[(o.channel, o.external_id) + line_values(ln) for o in orders for ln in o.lines],
+        # Rows that read other rows of the same batch (interactions and consents find their identity, orders
+        # their store, lines their product) stay on one writer with what they read.
+        split = len(self.connections) > 1 and not (
+            batch.interactions or batch.consents or batch.stores or batch.products
         )
+        shares = [Share() for _ in self.connections] if split else [Share()]
+        count = len(shares)
+        dumps, default = orjson.dumps, str
+        order_values, line_values = _order_stage_values, _line_stage_values
+        for p, key, std in zip(identities, keys, standardized, strict=True):
+            share = shares[hash(key) % count]
+            # raw goes as the bytes of its JSON (staged as bytea): no str round trip in Python, parsed once by
+            # PostgreSQL as before.
+            share.identity_records.append(
+                (p.channel, p.external_id, dumps(p.raw, default=default), p.source_updated_at, p.stub) + std
+            )
+            share.has_stubs = share.has_stubs or p.stub
+        for o in orders:
+            # An order goes with its buyer (whose row its insert reads), an anonymous one by its own key.
+            share = shares[hash((o.channel, o.identity_external_id or o.external_id)) % count]
+            share.order_records.append(order_values(o))
+            share.line_records.extend((o.channel, o.external_id) + line_values(ln) for ln in o.lines)
+        return PreparedBatch(batch=batch, shares=shares)
 
     async def land(self, batch: Batch) -> LandingStats:
-        """Land one batch and its watermark advances in one transaction; return what was written."""
+        """Land one batch and its watermark advances; return what was written."""
         return await self.write(self.prepare(batch))
 
     async def write(self, prepared: PreparedBatch) -> LandingStats:
-        """The database half: one transaction for the batch and its watermark advances."""
+        """The database half: one transaction per share, on its own connection, all at once. Share 0 waits
+        for the others to commit before it writes the watermark advances and commits: a watermark never
+        commits ahead of the rows it covers (rows committed without their watermark are read again and landed
+        once by the rerun)."""
+        others = [
+            asyncio.create_task(self._write(con, share))
+            for con, share in zip(self.connections[1:], prepared.shares[1:], strict=False)
+        ]
         try:
-            return await self._write(prepared)
+            stats = await self._write(self.connection, prepared.shares[0], prepared.batch, others)
         except BaseException:
             # What `prepare` remembered may not have committed: forget it all (it only saves redundant writes).
             self._seen.clear()
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
             raise
+        for task in others:
+            stats.merge(task.result())
+        stats.batches = 1
+        return stats
 
-    async def _write(self, prepared: PreparedBatch) -> LandingStats:
-        batch = prepared.batch
-        stats = LandingStats(batches=1)
-        con = self.connection
+    async def _write(
+        self,
+        con: asyncpg.Connection,
+        share: Share,
+        batch: Batch | None = None,
+        before_watermark: list[asyncio.Task[LandingStats]] | None = None,
+    ) -> LandingStats:
+        """One share in one transaction; with `batch`, also the batch's other rows and its watermarks."""
+        stats = LandingStats()
         async with con.transaction():
             # Staging tables and CTEs have no statistics, so the planner guesses their sizes; left to itself it
             # sorted the written orders and the staged lines by their text keys for a merge join (a third of the
@@ -501,40 +543,51 @@ class Lander:
             # out of the drop folder: those must be on disk before the files go.
             await con.execute(
                 "set local enable_mergejoin = off"
-                + ("" if batch.files_done else "; set local synchronous_commit = off")
+                + ("" if batch is not None and batch.files_done else "; set local synchronous_commit = off")
             )
-            if batch.stores:
+            if batch is not None and batch.stores:
                 await self._land_stores(batch, stats)
-            if batch.products:
+            if batch is not None and batch.products:
                 await self._land_products(batch, stats)
-            if prepared.identity_records:
-                await self._land_identities(prepared, stats)
-            if prepared.order_records:
-                await self._land_orders(prepared, stats)
-            refund_misses: list[QuarantinedRow] = []
-            if batch.refunds:
-                refund_misses = await self._land_refunds(batch.refunds, stats)
-            if batch.interactions:
-                await self._land_interactions(batch, stats)
-            if batch.consents:
-                c = batch.consents
-                result = await con.execute(
-                    INSERT_CONSENTS,
-                    [x.channel for x in c],
-                    [x.identity_external_id for x in c],
-                    [x.purpose for x in c],
-                    [x.status for x in c],
-                    [x.recorded_at for x in c],
-                )
-                stats.consents += int(result.split()[-1])
-            quarantined = batch.quarantined + refund_misses
-            if quarantined:
-                await self._land_quarantine(quarantined)
-                stats.quarantined += len(quarantined)
-                stats.quarantined_hashes.update(payload_hash(q.raw) for q in refund_misses)
-            for wm in batch.watermarks:
-                await con.execute(UPSERT_WATERMARK, wm.connector, wm.watermark_at, wm.cursor, _json(wm.extra))
+            if share.identity_records:
+                await self._land_identities(con, share, stats)
+            if share.order_records:
+                await self._land_orders(con, share, stats)
+            if batch is not None:
+                await self._land_rest(batch, stats)
+            if before_watermark:
+                await asyncio.gather(*before_watermark)
+            if batch is not None:
+                for wm in batch.watermarks:
+                    await con.execute(
+                        UPSERT_WATERMARK, wm.connector, wm.watermark_at, wm.cursor, _json(wm.extra)
+                    )
         return stats
+
+    async def _land_rest(self, batch: Batch, stats: LandingStats) -> None:
+        """Refunds, interactions, consents and quarantine: always on the first writer."""
+        con = self.connection
+        refund_misses: list[QuarantinedRow] = []
+        if batch.refunds:
+            refund_misses = await self._land_refunds(batch.refunds, stats)
+        if batch.interactions:
+            await self._land_interactions(batch, stats)
+        if batch.consents:
+            c = batch.consents
+            result = await con.execute(
+                INSERT_CONSENTS,
+                [x.channel for x in c],
+                [x.identity_external_id for x in c],
+                [x.purpose for x in c],
+                [x.status for x in c],
+                [x.recorded_at for x in c],
+            )
+            stats.consents += int(result.split()[-1])
+        quarantined = batch.quarantined + refund_misses
+        if quarantined:
+            await self._land_quarantine(quarantined)
+            stats.quarantined += len(quarantined)
+            stats.quarantined_hashes.update(payload_hash(q.raw) for q in refund_misses)
 
     async def _land_stores(self, batch: Batch, stats: LandingStats) -> None:
         rows = {s.code: s for s in batch.stores}
@@ -561,25 +614,23 @@ class Lander:
         )
         stats.products += len(rows)
 
-    async def _land_identities(self, prepared: PreparedBatch, stats: LandingStats) -> None:
-        con = self.connection
+    async def _land_identities(self, con: asyncpg.Connection, share: Share, stats: LandingStats) -> None:
         await con.copy_records_to_table(
-            "stage_identities", records=prepared.identity_records, columns=IDENTITY_STAGE_COLUMNS
+            "stage_identities", records=share.identity_records, columns=IDENTITY_STAGE_COLUMNS
         )
         rows = await con.fetch(UPSERT_IDENTITIES)
-        if prepared.has_stubs:
+        if share.has_stubs:
             rows += await con.fetch(INSERT_STUB_IDENTITIES)
         stats.identities += len(rows)
         stats.identity_ids.update(r["id"] for r in rows)
 
-    async def _land_orders(self, prepared: PreparedBatch, stats: LandingStats) -> None:
-        con = self.connection
+    async def _land_orders(self, con: asyncpg.Connection, share: Share, stats: LandingStats) -> None:
         await con.copy_records_to_table(
-            "stage_orders", records=prepared.order_records, columns=ORDER_STAGE_COLUMNS
+            "stage_orders", records=share.order_records, columns=ORDER_STAGE_COLUMNS
         )
-        if prepared.line_records:
+        if share.line_records:
             await con.copy_records_to_table(
-                "stage_order_lines", records=prepared.line_records, columns=LINE_STAGE_COLUMNS
+                "stage_order_lines", records=share.line_records, columns=LINE_STAGE_COLUMNS
             )
         written = await con.fetchrow(UPSERT_ORDERS)
         stats.orders += written["orders"]

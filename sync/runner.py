@@ -102,7 +102,7 @@ async def run_stream(
                 writing.cancel()
                 await asyncio.gather(writing, return_exceptions=True)
 
-    async with Lander.open(engine) as lander:
+    async with Lander.open(engine, connector.settings.writers) as lander:
         producer = asyncio.create_task(produce(), name=f"pull {key}")
         try:
             await consume(lander)

@@ -208,7 +208,7 @@ async def test_a_failed_write_forgets_the_identities_it_was_to_write(committed_d
     broken.orders[0].status = "x" * 100  # wider than the column: the insert fails after the identity upsert
     async with Lander.open(committed_db) as lander:
         prepared = lander.prepare(broken)
-        assert prepared.identity_records, "the buyer should be written"
+        assert prepared.shares[0].identity_records, "the buyer should be written"
         try:
             await lander.write(prepared)
         except asyncpg.PostgresError:
@@ -223,3 +223,62 @@ async def test_a_failed_write_forgets_the_identities_it_was_to_write(committed_d
             sa.text("select count(*) from source_identity where external_id = 'buyer-after-failure'")
         )
     assert found == 1
+
+
+def _buyers_by_share(count: int, writers: int = 2) -> list[list[str]]:
+    """Buyer ids grouped by the writer their rows go to (the lander splits by the identity's key)."""
+    shares: list[list[str]] = [[] for _ in range(writers)]
+    n = 0
+    while min(len(s) for s in shares) < count:
+        buyer = f"split-buyer-{n}"
+        shares[hash(("tmall", buyer)) % writers].append(buyer)
+        n += 1
+    return [s[:count] for s in shares]
+
+
+async def test_two_writers_land_the_same_rows_as_one(committed_db):
+    first, second = _buyers_by_share(5)
+    trades = [top_trade(8000 + i, buyer=b, lines=1 + i % 3) for i, b in enumerate(first + second)]
+    batch = normalize_trades(trades)
+    batch.watermarks.append(WatermarkAdvance("tmall.trades", cursor="both-shares"))
+    async with Lander.open(committed_db, writers=2) as lander:
+        prepared = lander.prepare(batch)
+        assert [len(s.order_records) for s in prepared.shares] == [5, 5]
+        stats = await lander.write(prepared)
+    assert (stats.orders, stats.identities, stats.order_lines) == (10, 10, sum(1 + i % 3 for i in range(10)))
+    async with committed_db.connect() as conn:
+        rows = (
+            await conn.execute(
+                sa.text(
+                    "select o.external_id, si.external_id, count(l.id) from orders o "
+                    "join source_identity si on si.id = o.source_identity_id "
+                    "left join order_line l on l.order_id = o.id "
+                    "where o.external_id like '80%' group by o.external_id, si.external_id order by 1"
+                )
+            )
+        ).all()
+    # Every order found its buyer, written by the same writer in the same round, and has its lines.
+    assert [tuple(r) for r in rows] == [(str(8000 + i), b, 1 + i % 3) for i, b in enumerate(first + second)]
+    watermark = await read_watermark(committed_db, "tmall.trades")
+    assert watermark is not None and watermark["cursor"] == "both-shares"
+
+
+async def test_with_two_writers_a_failed_share_keeps_the_watermark_back(committed_db):
+    first, second = _buyers_by_share(2)
+    good = normalize_trades([top_trade(8100, buyer=first[0])])
+    good.watermarks.append(WatermarkAdvance("tmall.trades", cursor="before"))
+    # The second writer's order is broken: the first writer's rows and the watermark must not commit ahead.
+    broken = normalize_trades([top_trade(8101, buyer=first[1]), top_trade(8102, buyer=second[1])])
+    broken.orders[1].status = "x" * 100
+    broken.watermarks.append(WatermarkAdvance("tmall.trades", cursor="after"))
+    async with Lander.open(committed_db, writers=2) as lander:
+        await lander.land(good)
+        try:
+            await lander.land(broken)
+        except asyncpg.PostgresError:
+            pass
+        else:
+            raise AssertionError("the broken share should have failed the batch")
+    watermark = await read_watermark(committed_db, "tmall.trades")
+    assert watermark is not None and watermark["cursor"] == "before"
+    assert [r[0] for r in await _orders(committed_db) if r[0].startswith("81")] == ["8100"]
