@@ -309,6 +309,10 @@ class Order(SQLModel, table=True):
     placed_at: datetime | None = _ts(nullable=False)
     paid_at: datetime | None = _ts()
     source_updated_at: datetime | None = _ts()
+    # Store sales only: who rang it up, and how it was paid ([{"type": "wechat_pay", "amount_fen": 12300}, ...];
+    # points tenders included, so a redemption at the till is visible to CRM).
+    cashier_code: str | None = Field(default=None, max_length=64)
+    tenders: list[dict[str, Any]] | None = _jsonb(nullable=True)
     landed_at: datetime | None = _ts(nullable=False, default_now=True)
     updated_at: datetime | None = _ts(nullable=False, default_now=True)
 

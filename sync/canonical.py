@@ -142,6 +142,9 @@ class OrderRecord:
     source_updated_at: datetime
     lines: list[OrderLineRecord] = field(default_factory=list)
     currency: str = "CNY"
+    # Store sales: the cashier, and the tenders as [{"type": ..., "amount_fen": ...}] (None elsewhere).
+    cashier_code: str | None = None
+    tenders: list[dict[str, Any]] | None = None
 
 
 @dataclass(slots=True)

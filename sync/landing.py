@@ -60,7 +60,8 @@ STAGING_DDL = (
     """create temp table if not exists stage_orders (
         channel_code text, external_id text, identity_external_id text, store_code text, status text,
         source_status text, total_fen bigint, paid_fen bigint, discount_fen bigint, shipping_fen bigint,
-        currency text, placed_at timestamptz, paid_at timestamptz, source_updated_at timestamptz
+        currency text, placed_at timestamptz, paid_at timestamptz, source_updated_at timestamptz,
+        cashier_code text, tenders text
     ) on commit delete rows""",
     # Lines name their order by key: they are staged with the orders, before the orders have ids.
     """create temp table if not exists stage_order_lines (
@@ -84,7 +85,7 @@ IDENTITY_STAGE_COLUMNS = (
 ORDER_STAGE_COLUMNS = (
     "channel_code", "external_id", "identity_external_id", "store_code", "status", "source_status",
     "total_fen", "paid_fen", "discount_fen", "shipping_fen", "currency", "placed_at", "paid_at",
-    "source_updated_at",
+    "source_updated_at", "cashier_code", "tenders",
 )  # fmt: skip
 LINE_STAGE_COLUMNS = (
     "channel_code", "order_external_id", "line_no", "sku", "title", "quantity", "unit_price_fen", "discount_fen",
@@ -101,6 +102,7 @@ _identity_column_values = itemgetter(*IDENTITY_COLUMNS)
 _order_stage_values = attrgetter(
     "channel", "external_id", "identity_external_id", "store_code", "status", "source_status", "total_fen",
     "paid_fen", "discount_fen", "shipping_fen", "currency", "placed_at", "paid_at", "source_updated_at",
+    "cashier_code",
 )  # fmt: skip
 _line_stage_values = attrgetter(
     "line_no", "sku", "title", "quantity", "unit_price_fen", "discount_fen", "amount_fen"
@@ -136,10 +138,10 @@ UPSERT_ORDERS = """
 with written as (
     insert into orders (channel_code, external_id, source_identity_id, customer_id, store_id, status,
                         source_status, total_fen, paid_fen, discount_fen, shipping_fen, currency, placed_at,
-                        paid_at, source_updated_at)
+                        paid_at, source_updated_at, cashier_code, tenders)
     select s.channel_code, s.external_id, si.id, si.customer_id, st.id, s.status, left(s.source_status, 40),
            s.total_fen, s.paid_fen, s.discount_fen, s.shipping_fen, s.currency, s.placed_at, s.paid_at,
-           s.source_updated_at
+           s.source_updated_at, left(s.cashier_code, 64), s.tenders::jsonb
     from stage_orders s
     left join source_identity si on si.channel_code = s.channel_code and si.external_id = s.identity_external_id
     left join store st on st.code = s.store_code
@@ -149,7 +151,8 @@ with written as (
         store_id = excluded.store_id, status = excluded.status, source_status = excluded.source_status,
         total_fen = excluded.total_fen, paid_fen = excluded.paid_fen, discount_fen = excluded.discount_fen,
         shipping_fen = excluded.shipping_fen, currency = excluded.currency, placed_at = excluded.placed_at,
-        paid_at = excluded.paid_at, source_updated_at = excluded.source_updated_at, updated_at = now()
+        paid_at = excluded.paid_at, source_updated_at = excluded.source_updated_at,
+        cashier_code = excluded.cashier_code, tenders = excluded.tenders, updated_at = now()
     where orders.source_updated_at is null or excluded.source_updated_at >= orders.source_updated_at
     returning id, channel_code, external_id, xmax = 0 as inserted
 ), new_lines as (
@@ -494,7 +497,9 @@ class Lander:
         for o in orders:
             # An order goes with its buyer (whose row its insert reads), an anonymous one by its own key.
             share = shares[hash((o.channel, o.identity_external_id or o.external_id)) % count]
-            share.order_records.append(order_values(o))
+            share.order_records.append(
+                order_values(o) + (None if o.tenders is None else dumps(o.tenders).decode(),)
+            )
             share.line_records.extend((o.channel, o.external_id) + line_values(ln) for ln in o.lines)
         return PreparedBatch(batch=batch, shares=shares)
 

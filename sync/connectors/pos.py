@@ -191,6 +191,8 @@ def normalize_transactions(rows: list[Any], channel: str = "pos") -> Batch:
                 source_updated_at=updated,
                 lines=lines,
                 currency=t.currency,
+                cashier_code=t.cashier_id,
+                tenders=[{"type": x.type, "amount_fen": x.amount} for x in t.tenders] or None,
             )
         )
     return batch

@@ -94,7 +94,8 @@ async def snapshot(engine: AsyncEngine) -> dict[str, list[tuple[Any, ...]]]:
     """Every landed row, without surrogate ids and landing times: what 'the same data' means."""
     queries = {
         "orders": "select o.channel_code, o.external_id, si.external_id, o.status, o.source_status, o.total_fen, "
-        "o.paid_fen, o.discount_fen, o.shipping_fen, o.placed_at, o.paid_at, o.source_updated_at, st.code "
+        "o.paid_fen, o.discount_fen, o.shipping_fen, o.placed_at, o.paid_at, o.source_updated_at, st.code, "
+        "o.cashier_code, o.tenders::text "
         "from orders o left join source_identity si on si.id = o.source_identity_id "
         "left join store st on st.id = o.store_id order by 1, 2",
         "order_line": "select o.channel_code, o.external_id, l.line_no, l.sku, l.quantity, l.unit_price_fen, "
