@@ -34,6 +34,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sync.config import SyncSettings  # noqa: E402 - after the path set-up
+
 SIMULATOR_CODE = """
 import sys, uvicorn
 from datetime import datetime
@@ -280,7 +282,8 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=20_000)
     parser.add_argument("--days", type=int, default=80)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=5000)
+    # The product's own defaults unless told otherwise (C360_SYNC_BATCH_SIZE, C360_SYNC_WRITERS).
+    parser.add_argument("--batch-size", type=int, default=SyncSettings.model_fields["batch_size"].default)
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -313,6 +316,7 @@ def main() -> None:
         "channel": "tmall (taobao.trades.sold.increment.get, page_size 100)",
         "machine": {"cpus": os.cpu_count()},
         "people": args.people, "days": args.days, "concurrency": args.concurrency, "batch_size": args.batch_size,
+        "writers": SyncSettings().writers,
         "at": (datetime.now().astimezone() - timedelta(0)).isoformat(timespec="seconds"),
         "runs": runs,
         "run_id": uuid.uuid4().hex[:8],
