@@ -545,7 +545,8 @@ class Lander:
             # orders statement) where hashing takes a fraction of it. For this transaction only.
             # Asynchronous commit: a database crash can lose the last batches committed, but only whole, with
             # their watermark, so the rerun reads them again. Not for a batch whose landing moves source files
-            # out of the drop folder: those must be on disk before the files go.
+            # out of the drop folder: those must be on disk before the files go (the first writer commits last, and
+            # its synchronous commit flushes the WAL of the other writers' commits before it).
             await con.execute(
                 "set local enable_mergejoin = off"
                 + ("" if batch is not None and batch.files_done else "; set local synchronous_commit = off")
