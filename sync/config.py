@@ -121,7 +121,9 @@ class SyncSettings(BaseSettings):
     )
     # Larger batches amortize each statement's fixed cost (Tmall, 100k orders: 2000 -> 10000 is +22% orders/s
     # for ~+95 MiB of RSS); what a crash can lose is one batch, which the rerun reads again.
-    batch_size: int = Field(10_000, ge=1, le=100_000, description="Records landed per transaction.")
+    batch_size: int = Field(
+        10_000, ge=1, le=100_000, description="Records per landing batch (one transaction per writer)."
+    )
     concurrency: int = Field(4, ge=1, le=64, description="HTTP requests in flight per connector.")
     writers: int = Field(
         2,
