@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from sync.canonical import Batch
 from sync.config import SyncSettings
 from sync.connectors.base import Connector
 from sync.connectors.registry import make_connector
@@ -140,3 +141,16 @@ async def clean_db(committed_db: AsyncEngine) -> AsyncIterator[AsyncEngine]:
 
 def list_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+
+
+def assert_same_orders(fast: Batch, slow: Batch) -> None:
+    """A connector's fast path gave the slow path's orders: nothing quarantined on either side, equal records,
+    and times that are real datetimes with the same offsets (equality alone would accept other zones)."""
+    assert slow.quarantined == [] and fast.quarantined == []
+    assert fast.orders == slow.orders
+    for f, s in zip(fast.orders, slow.orders, strict=True):
+        for name in ("placed_at", "paid_at", "source_updated_at"):
+            a, b = getattr(f, name), getattr(s, name)
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert type(a) is datetime and a.utcoffset() == b.utcoffset()

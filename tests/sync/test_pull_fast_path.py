@@ -22,7 +22,7 @@ from sync.connectors.taobao import (
     parse_trades_page,
 )
 from sync.simulator import CST, SimulatorConfig
-from tests.sync.conftest import simulator
+from tests.sync.conftest import assert_same_orders, simulator
 
 ENVELOPE = "trades_sold_increment_get_response"
 
@@ -36,14 +36,7 @@ def page_bytes(trades: list[Any]) -> bytes:
 def assert_same_records(fast: Batch, slow: Batch) -> None:
     """The fast batch equals the slow one; the identity raw differs only as documented (every identity
     key, None when not sent; tid as the validated string)."""
-    assert slow.quarantined == [] and fast.quarantined == []
-    assert fast.orders == slow.orders
-    for f, s in zip(fast.orders, slow.orders, strict=True):
-        for name in ("placed_at", "paid_at", "source_updated_at"):
-            a, b = getattr(f, name), getattr(s, name)
-            assert (a is None) == (b is None)
-            if a is not None:
-                assert type(a) is datetime and a.utcoffset() == b.utcoffset()
+    assert_same_orders(fast, slow)
     assert len(fast.identities) == len(slow.identities)
     for fi, si in zip(fast.identities, slow.identities, strict=True):
         assert (fi.channel, fi.external_id, fi.source_updated_at, fi.attributes, fi.stub) == (

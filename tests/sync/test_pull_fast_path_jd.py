@@ -22,7 +22,7 @@ from sync.connectors.jd import (
 )
 from sync.connectors.registry import make_connector
 from sync.simulator import CST, SimulatorConfig
-from tests.sync.conftest import simulator
+from tests.sync.conftest import assert_same_orders, simulator
 
 
 def page_bytes(orders: list[Any], api: dict[str, Any] | None = None) -> bytes:
@@ -37,14 +37,7 @@ def rows_of(content: bytes) -> list[Any]:
 
 
 def assert_same_records(fast: Batch, slow: Batch) -> None:
-    assert slow.quarantined == [] and fast.quarantined == []
-    assert fast.orders == slow.orders
-    for f, s in zip(fast.orders, slow.orders, strict=True):
-        for name in ("placed_at", "paid_at", "source_updated_at"):
-            a, b = getattr(f, name), getattr(s, name)
-            assert (a is None) == (b is None)
-            if a is not None:
-                assert type(a) is datetime and a.utcoffset() == b.utcoffset()
+    assert_same_orders(fast, slow)
     assert fast.identities == slow.identities  # raw included: the consignee as sent
 
 
