@@ -1,6 +1,6 @@
-"""orders.channel_code and order_line.product_id are checked per statement by triggers (migration 0004), not
-per row by foreign keys: the database must still refuse every dangling reference a foreign key refused, in
-both directions, and with the same error (23503, the key's name)."""
+"""The references of orders and order lines are checked per statement by triggers (migration 0004), not per
+row by foreign keys: the database must still refuse every dangling reference a foreign key refused, in both
+directions, with the same error (23503, the key's name), and delete an order's lines with it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from tests.factories import create_channel, create_order
+from tests.factories import create_channel, create_customer, create_identity, create_order
 
 
 async def _sql(session: AsyncSession, statement: str, **params: Any) -> Any:
@@ -109,6 +109,71 @@ async def test_a_referenced_channel_or_product_cannot_be_deleted_or_rekeyed(sess
     await _sql(session, "update product set title = 'renamed' where id = :id", id=used)
     await _sql(session, "delete from product where id = :id", id=unused)
     assert await _sql(session, "select count(*) from product") == 1
+
+
+@pytest.mark.parametrize(
+    ("column", "key"),
+    [
+        ("source_identity_id", "orders_source_identity_id_fkey"),
+        ("customer_id", "orders_customer_id_fkey"),
+        ("store_id", "orders_store_id_fkey"),
+    ],
+)
+async def test_an_order_of_an_unknown_buyer_customer_or_store_is_refused(
+    session: AsyncSession, column: str, key: str
+) -> None:
+    order = await create_order(session, "tmall")
+    detail = await _refused(session, f"update orders set {column} = 987654 where id = :id", key, id=order.id)  # noqa: S608 - column names from the parameter list above
+    assert f"Key ({column})=(987654) is not present" in detail
+
+
+async def test_a_bulk_update_is_checked_for_every_changed_key(session: AsyncSession) -> None:
+    # Merges and customer-id propagation move many orders in one statement: one missing key fails it all.
+    customer = await create_customer(session)
+    orders = [await create_order(session, "tmall") for _ in range(3)]
+    ids = [o.id for o in orders]
+    await _sql(session, "update orders set customer_id = :c where id = any(:ids)", c=customer.id, ids=ids)
+    await _refused(
+        session,
+        "update orders set customer_id = case when id = :last then 987654 else :c end where id = any(:ids)",
+        "orders_customer_id_fkey",
+        c=customer.id,
+        last=ids[-1],
+        ids=ids,
+    )
+    assert await _sql(session, "select count(*) from orders where customer_id = :c", c=customer.id) == 3
+
+
+async def test_a_line_of_an_unknown_order_is_refused_and_lines_go_with_their_order(
+    session: AsyncSession,
+) -> None:
+    order = await create_order(session, "tmall")
+    assert order.id is not None
+    await _line(session, order.id, 1, None)
+    await _line(session, order.id, 2, None)
+    await _refused(
+        session,
+        "insert into order_line (order_id, line_no, quantity, unit_price_fen, discount_fen, amount_fen) "
+        "values (987654, 1, 1, 1, 0, 1)",
+        "order_line_order_id_fkey",
+    )
+    await _sql(session, "delete from orders where id = :id", id=order.id)
+    assert await _sql(session, "select count(*) from order_line") == 0
+
+
+async def test_a_referenced_buyer_or_customer_cannot_be_deleted(session: AsyncSession) -> None:
+    identity = await create_identity(session, "tmall")
+    customer = await create_customer(session)
+    await create_order(session, "tmall", source_identity_id=identity.id, customer_id=customer.id)
+    await _refused(
+        session,
+        "delete from source_identity where id = :id",
+        "orders_source_identity_id_fkey",
+        id=identity.id,
+    )
+    await _refused(
+        session, "delete from golden_customer where id = :id", "orders_customer_id_fkey", id=customer.id
+    )
 
 
 async def test_truncating_both_sides_together_is_allowed(committed_db: AsyncEngine) -> None:

@@ -1,24 +1,24 @@
-"""check the references to channel and product once per statement, not once per row
+"""check the references of orders and order lines once per statement, not once per row
 
 Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-30 09:00:00
 
-Why: every landed order names its channel and most of its lines name a product, and a foreign key checks
-each row on its own: one SPI query per row, with an executor started and a FOR KEY SHARE lock taken on the
-same few hot rows ('tmall', the best sellers), which two landing writers then share through a MultiXact.
-Those two keys cost PostgreSQL 18-25 us of its 65-85 us per landed Tmall order (`bench/sync_ingest.py`,
-200k orders, two writers). Here the same rule is checked per statement: an AFTER INSERT trigger with a
-transition table takes FOR KEY SHARE on the distinct keys the statement wrote and fails the statement if
-one is missing; a row trigger checks an update that changes the key. The referenced side is guarded too:
-deleting or re-keying a channel or product that is still referenced fails, and so does a TRUNCATE that
-leaves references behind. Errors are foreign_key_violation (23503) with the check's name, like a key's.
+Why: a foreign key checks each inserted row on its own: one SPI query per row and key, each starting an
+executor and taking FOR KEY SHARE on the referenced row, often the same few hot rows ('tmall', best sellers)
+that the two landing writers then share through a MultiXact. Landing Tmall orders, those checks were 40% of
+PostgreSQL's CPU (`bench/sync_ingest.py`, 200k orders). Here the same rules are checked per statement by
+triggers with transition tables: after an INSERT, the distinct keys the statement wrote; after an UPDATE,
+the keys it changed; each locked FOR KEY SHARE in one statement, and the statement fails if one is
+missing. The referenced side is guarded row by row: deleting or re-keying a referenced row fails (an
+order's lines are deleted with it, as ON DELETE CASCADE did), and so does a TRUNCATE that leaves references
+behind. Errors are foreign_key_violation (23503) with the old key's name.
 
 What a foreign key gives that these checks keep: a concurrent delete of the referenced row waits for the
-inserting transaction (the delete's row lock conflicts with FOR KEY SHARE) and then sees its rows. What
-they give up: under REPEATABLE READ or SERIALIZABLE, the delete side's check would read its own snapshot
-and miss references committed after it, so deleting or re-keying referenced rows is refused there (do it
-in READ COMMITTED). The entity keys (orders -> source_identity, order_line -> orders) stay foreign keys.
+inserting transaction (its row lock conflicts with FOR KEY SHARE) and then reads what it committed. What
+they give up: under REPEATABLE READ or SERIALIZABLE the delete side would read its own snapshot and miss
+references committed after it, so deleting or re-keying referenced rows is refused there; do it in READ
+COMMITTED. The other tables' foreign keys are unchanged.
 """
 
 from collections.abc import Sequence
@@ -30,34 +30,39 @@ down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# (check name, referencing table, column, referenced table, column): the keys this migration replaces.
+# (name, referencing table, column, referenced table, column, on delete): the foreign keys replaced. Both
+# referencing tables have an `id` primary key, which the update check joins old and new rows on.
 REFERENCES = (
-    ("orders_channel_code_fkey", "orders", "channel_code", "channel", "code"),
-    ("order_line_product_id_fkey", "order_line", "product_id", "product", "id"),
+    ("orders_channel_code_fkey", "orders", "channel_code", "channel", "code", "restrict"),
+    ("orders_source_identity_id_fkey", "orders", "source_identity_id", "source_identity", "id", "restrict"),
+    ("orders_customer_id_fkey", "orders", "customer_id", "golden_customer", "id", "restrict"),
+    ("orders_store_id_fkey", "orders", "store_id", "store", "id", "restrict"),
+    ("order_line_order_id_fkey", "order_line", "order_id", "orders", "id", "cascade"),
+    ("order_line_product_id_fkey", "order_line", "product_id", "product", "id", "restrict"),
 )
 
-CHECK_REFERENCE = r"""
-create function check_reference() returns trigger language plpgsql as $fn$
--- The referencing side. As a statement trigger after INSERT (transition table `inserted`): lock the distinct
--- keys the statement wrote FOR KEY SHARE, as a foreign key does row by row, and fail if one is missing. As a
--- row trigger after an UPDATE that changed the key: the same for that row.
--- tg_argv: check name, referencing column, referenced table, referenced column.
+CHECK_REFERENCES = r"""
+create function check_references() returns trigger language plpgsql as $fn$
+-- The referencing side, a statement trigger: after INSERT (transition table `inserted`) every key the
+-- statement wrote, after UPDATE (`old_rows`, `new_rows`, joined on id) every key it changed, must be in the
+-- referenced table; those rows are locked FOR KEY SHARE, as a foreign key locks them row by row.
+-- tg_argv: name, referencing column, referenced table, referenced column.
 declare
+    keys text;
     missing text;
 begin
-    if tg_level = 'STATEMENT' then
-        execute format(
-            'with keys as materialized (select distinct n.%1$I as k from inserted n where n.%1$I is not null), '
-            'present as materialized (select r.%3$I as k from %2$I r where r.%3$I in (select k from keys) '
-            'for key share of r) '
-            'select k::text from (select k from keys except select k from present) m limit 1',
-            tg_argv[1], tg_argv[2], tg_argv[3]) into missing;
+    if tg_op = 'INSERT' then
+        keys := format('select distinct n.%1$I as k from inserted n where n.%1$I is not null', tg_argv[1]);
     else
-        execute format(
-            'select ($1).%1$I::text where ($1).%1$I is not null and not exists '
-            '(select from (select r.%3$I from %2$I r where r.%3$I = ($1).%1$I for key share of r) present)',
-            tg_argv[1], tg_argv[2], tg_argv[3]) using new into missing;
+        keys := format('select distinct n.%1$I as k from new_rows n join old_rows o on o.id = n.id '
+                       'where n.%1$I is not null and n.%1$I is distinct from o.%1$I', tg_argv[1]);
     end if;
+    execute format(
+        'with keys as materialized (%1$s), '
+        'present as materialized (select r.%3$I as k from %2$I r where r.%3$I in (select k from keys) '
+        'for key share of r) '
+        'select k::text from (select k from keys except select k from present) m limit 1',
+        keys, tg_argv[2], tg_argv[3]) into missing;
     if missing is not null then
         raise exception 'insert or update on table "%" violates foreign key "%"', tg_table_name, tg_argv[0]
             using errcode = 'foreign_key_violation', constraint = tg_argv[0], table = tg_table_name,
@@ -72,9 +77,10 @@ $fn$
 PROTECT_REFERENCED = r"""
 create function protect_referenced() returns trigger language plpgsql as $fn$
 -- The referenced side. Row trigger before DELETE or UPDATE: the row is locked by then (waiting for any
--- transaction that holds it FOR KEY SHARE), and READ COMMITTED reads what those committed. Statement trigger
--- after TRUNCATE: the referencing table must be empty (truncated with it, or already).
--- tg_argv: check name, referencing table, referencing column, referenced column.
+-- transaction that holds it FOR KEY SHARE), and READ COMMITTED reads what those committed; a delete fails
+-- while rows refer to it, or (on delete 'cascade') deletes them. Statement trigger after TRUNCATE: the
+-- referencing table must be empty (truncated in the same command, or already).
+-- tg_argv: name, referencing table, referencing column, referenced column, on delete.
 declare
     referenced boolean;
 begin
@@ -83,7 +89,7 @@ begin
         if referenced then
             raise exception 'cannot truncate table "%" while table "%" refers to it', tg_table_name, tg_argv[1]
                 using errcode = 'foreign_key_violation', constraint = tg_argv[0],
-                      hint = format('Truncate "%s" in the same command, or use CASCADE.', tg_argv[1]);
+                      hint = format('Truncate "%s" in the same command.', tg_argv[1]);
         end if;
         return null;
     end if;
@@ -92,6 +98,17 @@ begin
         if referenced then
             return new;  -- the key did not change
         end if;
+    end if;
+    if current_setting('transaction_isolation') <> 'read committed' then
+        -- This transaction's snapshot may miss references committed since it began.
+        raise exception 'delete or re-key rows of "%" in a READ COMMITTED transaction', tg_table_name
+            using errcode = 'object_not_in_prerequisite_state', constraint = tg_argv[0],
+                  hint = 'Under REPEATABLE READ or SERIALIZABLE the reference check cannot see rows committed '
+                         'after the transaction began.';
+    end if;
+    if tg_op = 'DELETE' and tg_argv[4] = 'cascade' then
+        execute format('delete from %1$I x where x.%2$I = ($1).%3$I', tg_argv[1], tg_argv[2], tg_argv[3]) using old;
+        return old;
     end if;
     execute format('select exists (select from %1$I x where x.%2$I = ($1).%3$I)', tg_argv[1], tg_argv[2], tg_argv[3])
         using old into referenced;
@@ -102,13 +119,6 @@ begin
                   detail = format('Key (%s)=(%s) is still referenced from table "%s".',
                                   tg_argv[3], row_to_json(old) ->> tg_argv[3], tg_argv[1]);
     end if;
-    if current_setting('transaction_isolation') <> 'read committed' then
-        -- This transaction's snapshot may miss references committed since it began.
-        raise exception 'delete or re-key rows of "%" in a READ COMMITTED transaction', tg_table_name
-            using errcode = 'object_not_in_prerequisite_state', constraint = tg_argv[0],
-                  hint = 'Under REPEATABLE READ or SERIALIZABLE the reference check cannot see rows committed '
-                         'after the transaction began.';
-    end if;
     return case when tg_op = 'DELETE' then old else new end;
 end
 $fn$
@@ -116,20 +126,20 @@ $fn$
 
 
 def upgrade() -> None:
-    op.execute(CHECK_REFERENCE)
+    op.execute(CHECK_REFERENCES)
     op.execute(PROTECT_REFERENCED)
-    for name, table, column, target, key in REFERENCES:
+    for name, table, column, target, key, on_delete in REFERENCES:
         op.drop_constraint(name, table, type_="foreignkey")
         args = f"'{name}', '{column}', '{target}', '{key}'"
         op.execute(
             f"create trigger {name}_ins after insert on {table} referencing new table as inserted "
-            f"for each statement execute function check_reference({args})"
+            f"for each statement execute function check_references({args})"
         )
         op.execute(
-            f"create trigger {name}_upd after update of {column} on {table} for each row "
-            f"when (old.{column} is distinct from new.{column}) execute function check_reference({args})"
+            f"create trigger {name}_upd after update on {table} referencing old table as old_rows "
+            f"new table as new_rows for each statement execute function check_references({args})"
         )
-        back = f"'{name}', '{table}', '{column}', '{key}'"
+        back = f"'{name}', '{table}', '{column}', '{key}', '{on_delete}'"
         op.execute(
             f"create trigger {name}_ref before delete or update of {key} on {target} for each row "
             f"execute function protect_referenced({back})"
@@ -141,9 +151,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for name, table, column, target, key in REFERENCES:
+    for name, table, column, target, key, on_delete in REFERENCES:
         for suffix, on in (("ins", table), ("upd", table), ("ref", target), ("trunc", target)):
             op.execute(f"drop trigger {name}_{suffix} on {on}")
-        op.create_foreign_key(name, table, target, [column], [key])
+        op.create_foreign_key(
+            name, table, target, [column], [key], ondelete="CASCADE" if on_delete == "cascade" else None
+        )
     op.execute("drop function protect_referenced()")
-    op.execute("drop function check_reference()")
+    op.execute("drop function check_references()")
