@@ -50,6 +50,11 @@ def _fk(target: str, nullable: bool = True, ondelete: str | None = None, index: 
     )
 
 
+def _external_id(width: int) -> Any:
+    """A channel's own id for a row: an opaque code, compared and sorted bytewise (COLLATE "C", 0005)."""
+    return Field(sa_column=sa.Column(sa.String(width, collation="C"), nullable=False))
+
+
 def _checked_ref(nullable: bool = True) -> Any:
     """A reference that triggers check once per statement instead of a foreign key once per row (migration
     0004): same rule, same 23503 error, for the columns every landed order and line write."""
@@ -184,7 +189,7 @@ class SourceIdentity(SQLModel, table=True):
     channel_code: str = Field(
         sa_column=sa.Column(sa.String(32), sa.ForeignKey("channel.code"), nullable=False)
     )
-    external_id: str = Field(max_length=128)
+    external_id: str = _external_id(128)
     raw: dict[str, Any] = _jsonb()
     name: str | None = Field(default=None, max_length=100)
     name_pinyin: str | None = Field(default=None, max_length=200)
@@ -301,7 +306,7 @@ class Order(SQLModel, table=True):
     # channel_code -> channel.code, source_identity_id -> source_identity.id, customer_id -> golden_customer.id
     # and store_id -> store.id are checked per statement by triggers, not per row by foreign keys (0004).
     channel_code: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
-    external_id: str = Field(max_length=64)
+    external_id: str = _external_id(64)
     source_identity_id: int | None = _checked_ref()
     customer_id: int | None = _checked_ref()
     store_id: int | None = _checked_ref()
@@ -335,7 +340,7 @@ class OrderLine(SQLModel, table=True):
     # statement by triggers, like the references of orders (0004).
     order_id: int = _checked_ref(nullable=False)
     line_no: int
-    sku: str | None = Field(default=None, max_length=64, index=True)
+    sku: str | None = Field(default=None, max_length=64)  # no index: no query reads lines by SKU (0005)
     product_id: int | None = _checked_ref()
     title: str | None = Field(default=None, max_length=300)
     quantity: int = 1
@@ -355,7 +360,7 @@ class Refund(SQLModel, table=True):
     channel_code: str = Field(
         sa_column=sa.Column(sa.String(32), sa.ForeignKey("channel.code"), nullable=False)
     )
-    external_id: str = Field(max_length=64)
+    external_id: str = _external_id(64)
     order_id: int | None = _fk("orders.id", ondelete="CASCADE", index=True)
     order_line_id: int | None = _fk("order_line.id", ondelete="SET NULL")
     amount_fen: int = _fen()
@@ -483,7 +488,7 @@ class Interaction(SQLModel, table=True):
     channel_code: str = Field(
         sa_column=sa.Column(sa.String(32), sa.ForeignKey("channel.code"), nullable=False)
     )
-    external_id: str = Field(max_length=128)
+    external_id: str = _external_id(128)
     source_identity_id: int | None = _fk("source_identity.id")
     customer_id: int | None = _fk("golden_customer.id")
     type: str = Field(max_length=32)  # follow, unfollow, message, comment, mention, page_view, ...
