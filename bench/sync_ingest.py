@@ -264,8 +264,8 @@ async def child(
             "share_of_ceiling": round(e2e_rate / bare_rate, 3),
             "copy_ceiling_indexed": {
                 "records_per_s": round(indexed_rate),
-                "note": "the same COPY into tables with the real ones' indexes and checks (foreign keys "
-                "left out)",
+                "note": "the same COPY into tables with the real ones' indexes and checks (foreign keys and "
+                "reference-check triggers left out)",
             },  # fmt: skip
             "share_of_indexed_ceiling": round(e2e_rate / indexed_rate, 3),
         }
