@@ -56,8 +56,8 @@ def _external_id(width: int) -> Any:
 
 
 def _checked_ref(nullable: bool = True) -> Any:
-    """A reference that triggers check once per statement instead of a foreign key once per row (migration
-    0004): same rule, same 23503 error, for the columns every landed order and line write."""
+    """A reference checked by triggers instead of a foreign key (migration 0004): inserts once per statement,
+    updates only where the key changed; same rule, same 23503 error. For the columns landing writes in bulk."""
     return Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=nullable))
 
 
@@ -304,7 +304,7 @@ class Order(SQLModel, table=True):
 
     id: int | None = _pk()
     # channel_code -> channel.code, source_identity_id -> source_identity.id, customer_id -> golden_customer.id
-    # and store_id -> store.id are checked per statement by triggers, not per row by foreign keys (0004).
+    # and store_id -> store.id are checked by triggers, inserts once per statement, not by foreign keys (0004).
     channel_code: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
     external_id: str = _external_id(64)
     source_identity_id: int | None = _checked_ref()

@@ -1,4 +1,4 @@
-"""check the references of orders and order lines once per statement, not once per row
+"""check the references of inserted orders and order lines once per statement, not once per row
 
 Revision ID: 0004
 Revises: 0003
@@ -7,12 +7,15 @@ Create Date: 2026-11-30 09:00:00
 Why: a foreign key checks each inserted row on its own: one SPI query per row and key, each starting an
 executor and taking FOR KEY SHARE on the referenced row, often the same few hot rows ('tmall', best sellers)
 that the two landing writers then share through a MultiXact. Landing Tmall orders, those checks were 40% of
-PostgreSQL's CPU (`bench/sync_ingest.py`, 200k orders). Here the same rules are checked per statement by
-triggers with transition tables: after an INSERT, the distinct keys the statement wrote; after an UPDATE,
-the keys it changed; each locked FOR KEY SHARE in one statement, and the statement fails if one is
-missing. The referenced side is guarded row by row: deleting or re-keying a referenced row fails (an
-order's lines are deleted with it, as ON DELETE CASCADE did), and so does a TRUNCATE that leaves references
-behind. Errors are foreign_key_violation (23503) with the old key's name.
+PostgreSQL's CPU (`bench/sync_ingest.py`, 200k orders). Here an INSERT is checked per statement by a
+trigger with a transition table: the distinct keys the statement wrote are locked FOR KEY SHARE in one
+query, and the statement fails if one is missing. An UPDATE is checked row by row, like a foreign key, and
+only where it changed the key (a WHEN clause, so a status update costs nothing; a statement trigger would
+have copied every updated row twice: +40% on a bulk status update; a bulk change of keys, as linking and
+merges make, costs 20-35% more than with a foreign key, a PL/pgSQL row trigger being slower than the C one). The referenced side is guarded row by
+row: deleting or re-keying a referenced row fails (an order's lines are deleted with it, as ON DELETE
+CASCADE did), and so does a TRUNCATE that leaves references behind. Errors are foreign_key_violation (23503)
+with the old key's name.
 
 What a foreign key gives that these checks keep: a concurrent delete of the referenced row waits for the
 inserting transaction (its row lock conflicts with FOR KEY SHARE) and then reads what it committed. What
@@ -30,8 +33,7 @@ down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# (name, referencing table, column, referenced table, column, on delete): the foreign keys replaced. Both
-# referencing tables have an `id` primary key, which the update check joins old and new rows on.
+# (name, referencing table, column, referenced table, column, on delete): the foreign keys replaced.
 REFERENCES = (
     ("orders_channel_code_fkey", "orders", "channel_code", "channel", "code", "restrict"),
     ("orders_source_identity_id_fkey", "orders", "source_identity_id", "source_identity", "id", "restrict"),
@@ -41,33 +43,41 @@ REFERENCES = (
     ("order_line_product_id_fkey", "order_line", "product_id", "product", "id", "restrict"),
 )
 
-CHECK_REFERENCES = r"""
-create function check_references() returns trigger language plpgsql as $fn$
--- The referencing side, a statement trigger: after INSERT (transition table `inserted`) every key the
--- statement wrote, after UPDATE (`old_rows`, `new_rows`, joined on id) every key it changed, must be in the
--- referenced table; those rows are locked FOR KEY SHARE, as a foreign key locks them row by row.
--- tg_argv: name, referencing column, referenced table, referenced column.
+CHECK_INSERTED = r"""
+create function check_inserted_references() returns trigger language plpgsql as $fn$
+-- The referencing side after INSERT, a statement trigger (transition table `inserted`): every key the
+-- statement wrote must be in the referenced table; those rows are locked FOR KEY SHARE, as a foreign key
+-- locks them row by row. tg_argv: name, referencing column, referenced table, referenced column.
 declare
-    keys text;
     missing text;
 begin
-    if tg_op = 'INSERT' then
-        keys := format('select distinct n.%1$I as k from inserted n where n.%1$I is not null', tg_argv[1]);
-    else
-        keys := format('select distinct n.%1$I as k from new_rows n join old_rows o on o.id = n.id '
-                       'where n.%1$I is not null and n.%1$I is distinct from o.%1$I', tg_argv[1]);
-    end if;
     execute format(
-        'with keys as materialized (%1$s), '
+        'with keys as materialized (select distinct n.%1$I as k from inserted n where n.%1$I is not null), '
         'present as materialized (select r.%3$I as k from %2$I r where r.%3$I in (select k from keys) '
         'for key share of r) '
         'select k::text from (select k from keys except select k from present) m limit 1',
-        keys, tg_argv[2], tg_argv[3]) into missing;
+        tg_argv[1], tg_argv[2], tg_argv[3]) into missing;
     if missing is not null then
         raise exception 'insert or update on table "%" violates foreign key "%"', tg_table_name, tg_argv[0]
             using errcode = 'foreign_key_violation', constraint = tg_argv[0], table = tg_table_name,
                   column = tg_argv[1],
                   detail = format('Key (%s)=(%s) is not present in table "%s".', tg_argv[1], missing, tg_argv[2]);
+    end if;
+    return null;
+end
+$fn$
+"""
+
+# The referencing side after an UPDATE that changed the key: one function per reference, with static SQL so
+# that its plan is cached (merges and customer-id propagation change many rows in one statement).
+CHECK_UPDATED = r"""
+create function {name}_upd() returns trigger language plpgsql as $fn$
+begin
+    perform from {target} r where r.{key} = new.{column} for key share of r;
+    if not found then
+        raise exception 'insert or update on table "{table}" violates foreign key "{name}"'
+            using errcode = 'foreign_key_violation', constraint = '{name}', table = '{table}', column = '{column}',
+                  detail = format('Key ({column})=(%s) is not present in table "{target}".', new.{column});
     end if;
     return null;
 end
@@ -126,18 +136,20 @@ $fn$
 
 
 def upgrade() -> None:
-    op.execute(CHECK_REFERENCES)
+    op.execute(CHECK_INSERTED)
     op.execute(PROTECT_REFERENCED)
     for name, table, column, target, key, on_delete in REFERENCES:
         op.drop_constraint(name, table, type_="foreignkey")
-        args = f"'{name}', '{column}', '{target}', '{key}'"
+        op.execute(CHECK_UPDATED.format(name=name, table=table, column=column, target=target, key=key))
         op.execute(
             f"create trigger {name}_ins after insert on {table} referencing new table as inserted "
-            f"for each statement execute function check_references({args})"
+            f"for each statement execute function check_inserted_references('{name}', '{column}', '{target}', "
+            f"'{key}')"
         )
         op.execute(
-            f"create trigger {name}_upd after update on {table} referencing old table as old_rows "
-            f"new table as new_rows for each statement execute function check_references({args})"
+            f"create trigger {name}_upd after update of {column} on {table} for each row "
+            f"when (new.{column} is not null and new.{column} is distinct from old.{column}) "
+            f"execute function {name}_upd()"
         )
         back = f"'{name}', '{table}', '{column}', '{key}', '{on_delete}'"
         op.execute(
@@ -154,8 +166,9 @@ def downgrade() -> None:
     for name, table, column, target, key, on_delete in REFERENCES:
         for suffix, on in (("ins", table), ("upd", table), ("ref", target), ("trunc", target)):
             op.execute(f"drop trigger {name}_{suffix} on {on}")
+        op.execute(f"drop function {name}_upd()")
         op.create_foreign_key(
             name, table, target, [column], [key], ondelete="CASCADE" if on_delete == "cascade" else None
         )
     op.execute("drop function protect_referenced()")
-    op.execute("drop function check_references()")
+    op.execute("drop function check_inserted_references()")
