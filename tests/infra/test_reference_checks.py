@@ -225,7 +225,11 @@ async def test_a_delete_waits_for_an_uncommitted_reference_then_fails(committed_
         # Wait until the delete is blocked on the inserting transaction's lock (not a timing guess).
         async with committed_db.connect() as watcher:
             waiting = None
-            while waiting != "Lock" and not task.done():
+            for _ in range(
+                2000
+            ):  # a bound, so that a delete stuck on anything else fails the test, not hangs it
+                if waiting == "Lock" or task.done():
+                    break
                 await asyncio.sleep(0.02)
                 waiting = (
                     await watcher.execute(
@@ -234,6 +238,7 @@ async def test_a_delete_waits_for_an_uncommitted_reference_then_fails(committed_
                     )
                 ).scalar()
         assert not task.done(), "the delete did not wait for the uncommitted reference"
+        assert waiting == "Lock", f"the delete waits on {waiting}, not on the inserting transaction's lock"
         await inserting.commit()
         with pytest.raises(IntegrityError, match="order_line_product_id_fkey"):
             await task
