@@ -225,9 +225,8 @@ async def test_a_delete_waits_for_an_uncommitted_reference_then_fails(committed_
         # Wait until the delete is blocked on the inserting transaction's lock (not a timing guess).
         async with committed_db.connect() as watcher:
             waiting = None
-            for _ in range(
-                2000
-            ):  # a bound, so that a delete stuck on anything else fails the test, not hangs it
+            # Bounded, so that a delete stuck on anything else fails the test instead of hanging it.
+            for _ in range(2000):
                 if waiting == "Lock" or task.done():
                     break
                 await asyncio.sleep(0.02)

@@ -10,12 +10,12 @@ that the two landing writers then share through a MultiXact. Landing Tmall order
 PostgreSQL's CPU (`bench/sync_ingest.py`, 200k orders). Here an INSERT is checked per statement by a
 trigger with a transition table: the distinct keys the statement wrote are locked FOR KEY SHARE in one
 query, and the statement fails if one is missing. An UPDATE is checked row by row, like a foreign key, and
-only where it changed the key (a WHEN clause, so a status update costs nothing; a statement trigger would
-have copied every updated row twice: +40% on a bulk status update; a bulk change of keys, as linking and
-merges make, costs 20-35% more than with a foreign key, a PL/pgSQL row trigger being slower than the C one). The referenced side is guarded row by
-row: deleting or re-keying a referenced row fails (an order's lines are deleted with it, as ON DELETE
-CASCADE did), and so does a TRUNCATE that leaves references behind. Errors are foreign_key_violation (23503)
-with the old key's name.
+only where it changed the key: a WHEN clause, so a status update costs nothing (a statement trigger would
+have copied every updated row twice: +40% on a bulk status update); a bulk change of keys, as linking and
+merges make, costs 20-35% more than with a foreign key, a PL/pgSQL row trigger being slower than the C one.
+The referenced side is guarded row by row: deleting or re-keying a referenced row fails (an order's lines
+are deleted with it, as ON DELETE CASCADE did), and so does a TRUNCATE that leaves references behind.
+Errors are foreign_key_violation (23503) with the old key's name.
 
 What a foreign key gives that these checks keep: a concurrent delete of the referenced row waits for the
 inserting transaction (its row lock conflicts with FOR KEY SHARE) and then reads what it committed. What
