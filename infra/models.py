@@ -296,7 +296,14 @@ class Order(SQLModel, table=True):
             "total_fen >= 0 and paid_fen >= 0 and discount_fen >= 0 and shipping_fen >= 0",
             name="ck_orders_amounts_non_negative",
         ),
-        sa.Index("ix_orders_customer_placed", "customer_id", sa.text("placed_at desc")),
+        # Rows not yet linked to a customer stay out: landing inserts them before linking, and no query reads
+        # them by a null customer (0006).
+        sa.Index(
+            "ix_orders_customer_placed",
+            "customer_id",
+            sa.text("placed_at desc"),
+            postgresql_where=sa.text("customer_id is not null"),
+        ),
         sa.Index("ix_orders_identity", "source_identity_id"),
         # No (channel_code, source_updated_at) index: no query reads orders in that order, and landing paid
         # for it on every insert and status update (0002).
@@ -480,7 +487,12 @@ class Interaction(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("channel_code", "external_id", name="uq_interaction_channel_external"),
         sa.CheckConstraint("direction in ('inbound', 'outbound')", name="ck_interaction_direction"),
-        sa.Index("ix_interaction_customer_occurred", "customer_id", sa.text("occurred_at desc")),
+        sa.Index(
+            "ix_interaction_customer_occurred",
+            "customer_id",
+            sa.text("occurred_at desc"),
+            postgresql_where=sa.text("customer_id is not null"),
+        ),
         sa.Index("ix_interaction_identity", "source_identity_id"),
     )
 
