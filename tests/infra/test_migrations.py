@@ -126,3 +126,28 @@ async def test_customer_reads_use_the_partial_indexes(database_url: str) -> None
     assert "ix_orders_customer_placed" in plans["one"]
     assert "ix_orders_customer_placed" in plans["many"]
     assert "ix_interaction_customer_occurred" in plans["interactions"]
+
+
+async def test_models_and_migrations_agree_on_storage_parameters(database_url: str) -> None:
+    # Nor does it compare storage parameters: source_identity keeps room for HOT updates (0007) in both.
+    from sqlmodel import SQLModel
+
+    modelled = {
+        table.name: {f"{k}={v}" for k, v in table.dialect_options["postgresql"]["with"].items()}
+        for table in SQLModel.metadata.sorted_tables
+        if table.dialect_options["postgresql"]["with"]
+    }
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                sa.text(
+                    "select c.relname, c.reloptions from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+                    "where n.nspname = 'public' and c.relkind = 'r' and c.reloptions is not null"
+                )
+            )
+            migrated = {r[0]: set(r[1]) for r in rows}
+    finally:
+        await engine.dispose()
+    assert migrated == modelled
+    assert modelled["source_identity"] == {"fillfactor=70"}
