@@ -18,7 +18,7 @@ import asyncio
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -360,6 +360,8 @@ class Lander:
     # attributes already seen is reused (a buyer with 50 orders is standardized once); both bounded so
     # memory stays flat however long the feed is.
     SEEN_LIMIT = 100_000
+    # Records prepared between two hand-backs of the event loop (a few milliseconds of CPU).
+    PREPARE_SLICE = 1_000
 
     def __init__(self, connection: asyncpg.Connection, *more: asyncpg.Connection) -> None:
         self.connection = connection
@@ -468,11 +470,32 @@ class Lander:
 
     def prepare(self, batch: Batch) -> PreparedBatch:
         """The CPU half of landing a batch: pick the identities to write, standardize them and build the staging
-        rows, one share per writer. The runner prepares the next batch while PostgreSQL writes the previous one.
+        rows, one share per writer. The runner prepares the next batch while PostgreSQL writes the previous one
+        (`prepare_async`).
 
         The identities are remembered as written here, before the write: the runner writes batches strictly in
         order and stops at the first failure, and a failed `write` forgets everything remembered, so a version
         is only ever skipped because an earlier batch holding it committed."""
+        steps = self._prepare_steps(batch)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    async def prepare_async(self, batch: Batch) -> PreparedBatch:
+        """`prepare`, handing the event loop back every `PREPARE_SLICE` records: preparing a batch takes tens
+        of milliseconds of CPU, and in one piece it would hold up the write in flight on the same loop (its
+        next statement, its COPY data), leaving PostgreSQL idle meanwhile."""
+        steps = self._prepare_steps(batch)
+        while True:
+            await asyncio.sleep(0)
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def _prepare_steps(self, batch: Batch) -> Generator[None, None, PreparedBatch]:
         identities, keys, attribute_keys = self._fresh_identities(batch.identities)
         standardized = self._standardize(identities, keys, attribute_keys)
         self._remember(identities, keys, attribute_keys)
@@ -486,7 +509,11 @@ class Lander:
         count = len(shares)
         dumps, default = orjson.dumps, str
         order_values, line_values = _order_stage_values, _line_stage_values
-        for p, key, std in zip(identities, keys, standardized, strict=True):
+        slice_ = self.PREPARE_SLICE
+        yield
+        for i, (p, key, std) in enumerate(zip(identities, keys, standardized, strict=True)):
+            if i % slice_ == slice_ - 1:
+                yield
             share = shares[hash(key) % count]
             # raw goes as the bytes of its JSON (staged as bytea): no str round trip in Python, parsed once by
             # PostgreSQL as before.
@@ -494,7 +521,10 @@ class Lander:
                 (p.channel, p.external_id, dumps(p.raw, default=default), p.source_updated_at, p.stub) + std
             )
             share.has_stubs = share.has_stubs or p.stub
-        for o in orders:
+        yield
+        for i, o in enumerate(orders):
+            if i % slice_ == slice_ - 1:
+                yield
             # An order goes with its buyer (whose row its insert reads), an anonymous one by its own key.
             share = shares[hash((o.channel, o.identity_external_id or o.external_id)) % count]
             share.order_records.append(

@@ -87,7 +87,7 @@ async def run_stream(
                 batch = await queue.get()
                 if batch is None or isinstance(batch, BaseException):
                     break
-                prepared = lander.prepare(batch)
+                prepared = await lander.prepare_async(batch)
                 if writing is not None:
                     await finish()
                 writing, written = asyncio.create_task(lander.write(prepared)), batch

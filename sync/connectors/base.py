@@ -226,6 +226,10 @@ class ChannelClient:
                         f"{self.channel}: {method} {path} answered HTTP {status}: {response.text[:300]}"
                     )
                 else:
+                    # Parsing a page is milliseconds of CPU on the event loop: let what is already waiting on it
+                    # (the landing writes' next statements) go first, or PostgreSQL idles behind every page
+                    # parsed ahead of it.
+                    await asyncio.sleep(0)
                     try:
                         body = (
                             parse(response.content) if parse is not None else orjson.loads(response.content)

@@ -3,6 +3,8 @@ lines replaced whole, watermark in the same transaction, quarantine kept once pe
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import sqlalchemy as sa
 
@@ -282,3 +284,31 @@ async def test_with_two_writers_a_failed_share_keeps_the_watermark_back(committe
     watermark = await read_watermark(committed_db, "tmall.trades")
     assert watermark is not None and watermark["cursor"] == "before"
     assert [r[0] for r in await _orders(committed_db) if r[0].startswith("81")] == ["8100"]
+
+
+async def test_preparing_a_batch_lets_the_write_in_flight_go_on(committed_db):
+    # The runner prepares batch N+1 on the event loop while batch N's write needs that loop for its next
+    # statement: prepare_async must hand the loop back as it goes, and build what prepare builds.
+    trades = [top_trade(9000 + i, buyer=f"buyer-{i % 1500}") for i in range(3 * Lander.PREPARE_SLICE)]
+    ticks = 0
+
+    async def other_work() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    async with Lander.open(committed_db, writers=2) as lander, Lander.open(committed_db, writers=2) as plain:
+        ticker = asyncio.create_task(other_work())
+        await asyncio.sleep(0)
+        started = ticks
+        prepared = await lander.prepare_async(normalize_trades(trades))
+        during = ticks - started
+        ticker.cancel()
+        expected = plain.prepare(normalize_trades(trades))
+    assert during >= 3, "the loop was held for the whole batch"
+    for got, want in zip(prepared.shares, expected.shares, strict=True):
+        assert (got.identity_records, got.order_records, got.line_records) == (
+            want.identity_records, want.order_records, want.line_records,
+        )  # fmt: skip
+    assert sum(len(s.order_records) for s in prepared.shares) == len(trades)
