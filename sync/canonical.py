@@ -110,6 +110,9 @@ class PersonIdentity:
     raw: dict[str, Any]
     # Seen only in passing (e.g. a pushed openid): created if missing, never overwrites a full identity.
     stub: bool = False
+    # The record that carried this version (a marketplace's order id, e.g. {"tid": ...}): landed as part of
+    # `raw`, but not part of what the identity says, so a repeat buyer's next order does not count as a change.
+    event: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

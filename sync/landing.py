@@ -121,6 +121,20 @@ where source_identity.source_updated_at is null
 returning id
 """  # noqa: S608 - column names are constants
 
+# A repeat version of an identity (a buyer's next order, saying the same about them) moves only its source
+# time and the event reference in raw; the rest of the row already holds exactly what a full upsert would
+# write. Only where the row is still the version this lander wrote (`previous`): a row another writer changed
+# since comes back missing from RETURNING and gets the full upsert, whose guard decides.
+TOUCH_IDENTITIES = """
+update source_identity si
+set source_updated_at = t.source_updated_at, updated_at = now(),
+    raw = case when t.event is null then si.raw else si.raw || t.event::jsonb end
+from unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[])
+     as t(channel_code, external_id, source_updated_at, previous, event)
+where si.channel_code = t.channel_code and si.external_id = t.external_id and si.source_updated_at = t.previous
+returning si.id, si.channel_code, si.external_id
+"""
+
 INSERT_STUB_IDENTITIES = f"""
 insert into source_identity (channel_code, external_id, raw, source_updated_at, {", ".join(IDENTITY_COLUMNS)})
 select channel_code, external_id, convert_from(raw, 'utf8')::jsonb, source_updated_at, {", ".join(IDENTITY_COLUMNS)}
@@ -261,6 +275,19 @@ def _json(value: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
+def _identity_record(p: PersonIdentity, standardized: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A `stage_identities` row. raw (with the event merged in) goes as the bytes of its JSON, staged as
+    bytea: no str round trip in Python, parsed once by PostgreSQL."""
+    raw = p.raw if p.event is None else p.raw | p.event
+    return (
+        p.channel,
+        p.external_id,
+        orjson.dumps(raw, default=str),
+        p.source_updated_at,
+        p.stub,
+    ) + standardized
+
+
 def _truncate(value: str | None, width: int) -> str | None:
     return value if value is None or len(value) <= width else value[:width]
 
@@ -339,6 +366,10 @@ class Share:
 
     identity_records: list[tuple[Any, ...]] = field(default_factory=list)
     has_stubs: bool = False
+    # Repeat versions (`TOUCH_IDENTITIES`): (channel, external id, source time, previous source time, event
+    # JSON), with the identity and its standardized attributes for the full upsert should the touch miss.
+    touches: list[tuple[str, str, datetime | None, datetime, str | None]] = field(default_factory=list)
+    touch_fallbacks: list[tuple[PersonIdentity, tuple[Any, ...]]] = field(default_factory=list)
     order_records: list[tuple[Any, ...]] = field(default_factory=list)
     line_records: list[tuple[Any, ...]] = field(default_factory=list)
 
@@ -356,9 +387,9 @@ class PreparedBatch:
 class Lander:
     """Lands batches through one asyncpg connection taken from the engine's pool."""
 
-    # Identities already landed unchanged in this run are not written again, and the standardized form of
-    # attributes already seen is reused (a buyer with 50 orders is standardized once); both bounded so
-    # memory stays flat however long the feed is.
+    # Identities already landed unchanged in this run are not written again, a newer version saying the same
+    # only touched (`TOUCH_IDENTITIES`), and the standardized form of attributes already seen is reused (a
+    # buyer with 50 orders is standardized once); all bounded so memory stays flat however long the feed is.
     SEEN_LIMIT = 100_000
     # Records prepared between two hand-backs of the event loop (a few milliseconds of CPU).
     PREPARE_SLICE = 1_000
@@ -366,7 +397,7 @@ class Lander:
     def __init__(self, connection: asyncpg.Connection, *more: asyncpg.Connection) -> None:
         self.connection = connection
         self.connections = (connection, *more)
-        # (channel, external id) -> (source time, attributes key) of the version last written.
+        # (channel, external id) -> (source time, content key) of the version last written.
         self._seen: OrderedDict[tuple[str, str], tuple[datetime | None, int]] = OrderedDict()
         # (channel, external id) -> (attributes key, standardized attributes in staging column order).
         self._standardized: OrderedDict[tuple[str, str], tuple[int, tuple[Any, ...]]] = OrderedDict()
@@ -390,58 +421,69 @@ class Lander:
             yield cls(*connections)
 
     @staticmethod
-    def _attributes_key(p: PersonIdentity) -> int:
-        """Equal for equal attributes (connectors build an identity's attributes in one fixed order, so a
-        different order can only cost a redundant standardization, never a skipped one)."""
+    def _content_key(p: PersonIdentity) -> int:
+        """Equal for equal attributes and raw payload, the event aside (connectors build both in one fixed
+        order, so a different order can only cost a redundant write, never a skipped one)."""
         try:
-            return hash(tuple(p.attributes.items()))
-        except TypeError:  # an unhashable value (e.g. a list): compare its text
-            return hash(tuple((k, str(v)) for k, v in p.attributes.items()))
+            return hash((tuple(p.attributes.items()), tuple(p.raw.items())))
+        except TypeError:  # an unhashable value (e.g. a nested object): compare its text
+            return hash(
+                (
+                    tuple((k, repr(v)) for k, v in p.attributes.items()),
+                    tuple((k, repr(v)) for k, v in p.raw.items()),
+                )
+            )
 
     def _fresh_identities(
         self, identities: list[PersonIdentity]
-    ) -> tuple[list[PersonIdentity], list[tuple[str, str]], list[int]]:
+    ) -> tuple[list[PersonIdentity], list[tuple[str, str]], list[int], list[datetime | None]]:
         """One per key, minus versions no newer than what this lander already wrote for that key; with the
-        key and the attributes key of each (computed once per identity: it is the lander's hottest
-        bookkeeping).
+        key and the content key of each (computed once per identity: it is the lander's hottest bookkeeping),
+        and, for a newer version with the same content as the one written, the source time written (it is
+        only touched).
 
         Skipping only older (or identical) versions keeps the result independent of arrival order: the
         newest version of an identity is always written, and the database's guard keeps it.
         """
         fresh: list[PersonIdentity] = []
         keys: list[tuple[str, str]] = []
-        attribute_keys: list[int] = []
-        attributes_key = self._attributes_key
+        content_keys: list[int] = []
+        previous: list[datetime | None] = []
+        content_key = self._content_key
         seen = self._seen
         for p in _latest_identities(identities):
             key = (p.channel, p.external_id)
             written = seen.get(key)
-            attributes = attributes_key(p)
+            content = content_key(p)
+            repeat = None
             if written is not None:
                 if p.stub:
                     continue
-                at, written_attributes = written
+                at, written_content = written
                 if p.source_updated_at is not None and at is not None:
                     if p.source_updated_at < at:
                         continue
-                    if p.source_updated_at == at and written_attributes == attributes:
-                        continue
+                    if written_content == content:
+                        if p.source_updated_at == at:
+                            continue
+                        repeat = at
             fresh.append(p)
             keys.append(key)
-            attribute_keys.append(attributes)
-        return fresh, keys, attribute_keys
+            content_keys.append(content)
+            previous.append(repeat)
+        return fresh, keys, content_keys, previous
 
     def _standardize(
-        self, identities: list[PersonIdentity], keys: list[tuple[str, str]], attribute_keys: list[int]
+        self, identities: list[PersonIdentity], keys: list[tuple[str, str]], content_keys: list[int]
     ) -> list[tuple[Any, ...]]:
-        """Standardized attributes per identity in staging column order, computed only for attributes not
-        seen before."""
+        """Standardized attributes per identity in staging column order, computed only for an identity whose
+        content is new to this lander."""
         cache = self._standardized
         out: list[tuple[Any, ...]] = []
         missing: list[int] = []
         for i, key in enumerate(keys):
             cached = cache.get(key)
-            if cached is not None and cached[0] == attribute_keys[i]:
+            if cached is not None and cached[0] == content_keys[i]:
                 cache.move_to_end(key)
                 out.append(cached[1])
             else:
@@ -451,7 +493,7 @@ class Lander:
             standardized = standardize_identities([identities[i] for i in missing])
             for i, std in zip(missing, standardized, strict=True):
                 values = _identity_column_values(std)
-                cache[keys[i]] = (attribute_keys[i], values)
+                cache[keys[i]] = (content_keys[i], values)
                 cache.move_to_end(keys[i])
                 out[i] = values
             while len(cache) > self.SEEN_LIMIT:
@@ -459,11 +501,11 @@ class Lander:
         return out
 
     def _remember(
-        self, identities: list[PersonIdentity], keys: list[tuple[str, str]], attribute_keys: list[int]
+        self, identities: list[PersonIdentity], keys: list[tuple[str, str]], content_keys: list[int]
     ) -> None:
         seen = self._seen
-        for p, key, attributes in zip(identities, keys, attribute_keys, strict=True):
-            seen[key] = (p.source_updated_at, attributes)
+        for p, key, content in zip(identities, keys, content_keys, strict=True):
+            seen[key] = (p.source_updated_at, content)
             seen.move_to_end(key)
         while len(seen) > self.SEEN_LIMIT:
             seen.popitem(last=False)
@@ -496,9 +538,9 @@ class Lander:
                 return done.value
 
     def _prepare_steps(self, batch: Batch) -> Generator[None, None, PreparedBatch]:
-        identities, keys, attribute_keys = self._fresh_identities(batch.identities)
-        standardized = self._standardize(identities, keys, attribute_keys)
-        self._remember(identities, keys, attribute_keys)
+        identities, keys, content_keys, previous = self._fresh_identities(batch.identities)
+        standardized = self._standardize(identities, keys, content_keys)
+        self._remember(identities, keys, content_keys)
         orders: list[OrderRecord] = _latest(batch.orders)
         # Rows that read other rows of the same batch (interactions and consents find their identity, orders
         # their store, lines their product) stay on one writer with what they read.
@@ -511,15 +553,19 @@ class Lander:
         order_values, line_values = _order_stage_values, _line_stage_values
         slice_ = self.PREPARE_SLICE
         yield
-        for i, (p, key, std) in enumerate(zip(identities, keys, standardized, strict=True)):
+        for i, (p, key, std, at) in enumerate(zip(identities, keys, standardized, previous, strict=True)):
             if i % slice_ == slice_ - 1:
                 yield
             share = shares[hash(key) % count]
-            # raw goes as the bytes of its JSON (staged as bytea): no str round trip in Python, parsed once by
-            # PostgreSQL as before.
-            share.identity_records.append(
-                (p.channel, p.external_id, dumps(p.raw, default=default), p.source_updated_at, p.stub) + std
-            )
+            if at is not None:
+                event = p.event
+                share.touches.append(
+                    (p.channel, p.external_id, p.source_updated_at, at,
+                     None if event is None else dumps(event, default=default).decode())
+                )  # fmt: skip
+                share.touch_fallbacks.append((p, std))
+                continue
+            share.identity_records.append(_identity_record(p, std))
             share.has_stubs = share.has_stubs or p.stub
         yield
         for i, o in enumerate(orders):
@@ -585,7 +631,7 @@ class Lander:
                 await self._land_stores(batch, stats)
             if batch is not None and batch.products:
                 await self._land_products(batch, stats)
-            if share.identity_records:
+            if share.identity_records or share.touches:
                 await self._land_identities(con, share, stats)
             if share.order_records:
                 await self._land_orders(con, share, stats)
@@ -651,12 +697,25 @@ class Lander:
         stats.products += len(rows)
 
     async def _land_identities(self, con: asyncpg.Connection, share: Share, stats: LandingStats) -> None:
-        await con.copy_records_to_table(
-            "stage_identities", records=share.identity_records, columns=IDENTITY_STAGE_COLUMNS
-        )
-        rows = await con.fetch(UPSERT_IDENTITIES)
-        if share.has_stubs:
-            rows += await con.fetch(INSERT_STUB_IDENTITIES)
+        records = share.identity_records
+        rows: list[asyncpg.Record] = []
+        if share.touches:
+            rows = await con.fetch(TOUCH_IDENTITIES, *zip(*share.touches, strict=True))
+            if len(rows) < len(share.touches):
+                # Rows changed by another writer since this lander wrote them: the full upsert decides.
+                touched = {(r["channel_code"], r["external_id"]) for r in rows}
+                records = records + [
+                    _identity_record(p, std)
+                    for p, std in share.touch_fallbacks
+                    if (p.channel, p.external_id) not in touched
+                ]
+        if records:
+            await con.copy_records_to_table(
+                "stage_identities", records=records, columns=IDENTITY_STAGE_COLUMNS
+            )
+            rows += await con.fetch(UPSERT_IDENTITIES)
+            if share.has_stubs:
+                rows += await con.fetch(INSERT_STUB_IDENTITIES)
         stats.identities += len(rows)
         stats.identity_ids.update(r["id"] for r in rows)
 

@@ -160,11 +160,11 @@ def normalize_orders(rows: list[Any], channel: str = "jd") -> Batch:
                         "nickname": o.pin,
                     },
                     raw={
-                        "orderId": raw.get("orderId"),
                         "pin": raw.get("pin"),
                         "open_id_buyer": raw.get("open_id_buyer"),
                         "consigneeInfo": raw.get("consigneeInfo"),
                     },
+                    event={"orderId": raw.get("orderId")},
                 )  # fmt: skip
             )
         lines = [
@@ -327,12 +327,9 @@ def fast_orders_to_batch(orders: list[_FastOrder], channel: str = "jd") -> Batch
                         "address": c.get("fullAddress"),
                         "nickname": pin,
                     },
-                    {
-                        "orderId": order_id,
-                        "pin": pin,
-                        "open_id_buyer": get("open_id_buyer"),
-                        "consigneeInfo": consignee,
-                    },
+                    {"pin": pin, "open_id_buyer": get("open_id_buyer"), "consigneeInfo": consignee},
+                    False,
+                    {"orderId": order_id},
                 )
             )
         lines = []

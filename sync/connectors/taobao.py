@@ -180,7 +180,7 @@ def trades_to_batch(valid: list[tuple[TopTrade, Any]], channel: str = "tmall") -
     batch = Batch()
     identities, orders = batch.identities, batch.orders
     for t, raw in valid:
-        identity_raw = {k: raw[k] for k in IDENTITY_KEYS if k in raw} | {"tid": raw.get("tid")}
+        identity_raw = {k: raw[k] for k in IDENTITY_KEYS if k in raw}
         identities.append(
             PersonIdentity(
                 channel,
@@ -197,6 +197,7 @@ def trades_to_batch(valid: list[tuple[TopTrade, Any]], channel: str = "tmall") -
                     "postcode": t.receiver_zip,
                 },
                 identity_raw,
+                event={"tid": raw.get("tid")},
             )
         )
         lines = [
@@ -344,8 +345,8 @@ def _text(value: str | int | None) -> str | None:
 def fast_trades_to_batch(trades: list[_FastTrade], channel: str = "tmall") -> Batch:
     """`trades_to_batch` for a page the fast path validated: the same records, with amounts converted here
     (`PLAIN_FEN`) and times parsed here in GMT+8 (ValueError for a time that is no date, KeyError for a
-    status TRADE_STATUS does not map). The identity raw holds every identity field (None when not sent) and
-    tid."""
+    status TRADE_STATUS does not map). The identity raw holds every identity field (None when not sent), its
+    event the tid."""
     batch = Batch()
     identities, orders = batch.identities, batch.orders
     fen = PLAIN_FEN
@@ -394,8 +395,9 @@ def fast_trades_to_batch(trades: list[_FastTrade], channel: str = "tmall") -> Ba
                     "receiver_address": address,
                     "receiver_zip": postcode,
                     "oaid": get("oaid"),
-                    "tid": tid,
                 },
+                False,
+                {"tid": tid},
             )
         )
         lines = []

@@ -312,3 +312,56 @@ async def test_preparing_a_batch_lets_the_write_in_flight_go_on(committed_db):
             want.identity_records, want.order_records, want.line_records,
         )  # fmt: skip
     assert sum(len(s.order_records) for s in prepared.shares) == len(trades)
+
+
+async def _buyer(engine, buyer: str = "AAHk5d-EXAMPLE") -> tuple[object, ...]:
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                sa.text(
+                    "select city, to_char(source_updated_at at time zone 'Asia/Shanghai', 'YYYY-MM-DD HH24:MI'), "
+                    "raw ->> 'tid', raw ->> 'receiver_city' from source_identity where external_id = :buyer"
+                ),
+                {"buyer": buyer},
+            )
+        ).one()
+    return tuple(row)
+
+
+async def test_a_repeat_buyers_next_order_only_moves_their_source_time_and_tid(committed_db, monkeypatch):
+    # The buyer's second order says the same about them: the identity row is touched (one UPDATE, no staging
+    # of the identity) and ends exactly as a full upsert would leave it.
+    sent: list[str] = []
+    async with Lander.open(committed_db) as lander:
+        await lander.land(normalize_trades([top_trade(7101, modified="2026-10-01 10:00:00")]))
+        original = asyncpg.Connection.fetch
+
+        def spy(self, query, *args, **kwargs):
+            sent.append(" ".join(query.split()[:3]))
+            return original(self, query, *args, **kwargs)
+
+        monkeypatch.setattr(asyncpg.Connection, "fetch", spy)
+        stats = await lander.land(normalize_trades([top_trade(7102, modified="2026-10-02 11:00:00")]))
+    assert sent == ["update source_identity si"]
+    assert stats.identities == 1 and len(stats.identity_ids) == 1  # linking still hears of the buyer
+    assert await _buyer(committed_db) == ("上海市", "2026-10-02 11:00", "7102", "上海市")
+
+
+async def test_a_touch_falls_back_to_the_upsert_when_another_writer_changed_the_row(committed_db):
+    moved = {"receiver_state": "浙江省", "receiver_city": "杭州市", "receiver_district": "西湖区"}
+    async with Lander.open(committed_db) as ours, Lander.open(committed_db) as theirs:
+        await ours.land(normalize_trades([top_trade(7201, modified="2026-10-01 10:00:00")]))
+        # Another writer lands a newer version, which moved the buyer...
+        await theirs.land(normalize_trades([top_trade(7202, modified="2026-10-02 10:00:00") | moved]))
+        # ...and our next version repeats what we wrote first: it is the newest, so it must win in full.
+        await ours.land(normalize_trades([top_trade(7203, modified="2026-10-03 10:00:00")]))
+    assert await _buyer(committed_db) == ("上海市", "2026-10-03 10:00", "7203", "上海市")
+
+    async with Lander.open(committed_db) as ours, Lander.open(committed_db) as theirs:
+        await ours.land(normalize_trades([top_trade(7301, buyer="b-73", modified="2026-10-01 10:00:00")]))
+        # Here the other writer's version is the newest: our repeat, older than it, must not undo it.
+        await theirs.land(
+            normalize_trades([top_trade(7303, buyer="b-73", modified="2026-10-03 10:00:00") | moved])
+        )
+        await ours.land(normalize_trades([top_trade(7302, buyer="b-73", modified="2026-10-02 10:00:00")]))
+    assert await _buyer(committed_db, "b-73") == ("杭州市", "2026-10-03 10:00", "7303", "杭州市")

@@ -35,15 +35,16 @@ def page_bytes(trades: list[Any]) -> bytes:
 
 def assert_same_records(fast: Batch, slow: Batch) -> None:
     """The fast batch equals the slow one; the identity raw differs only as documented (every identity
-    key, None when not sent; tid as the validated string)."""
+    key, None when not sent); the event is the tid as the validated string."""
     assert_same_orders(fast, slow)
     assert len(fast.identities) == len(slow.identities)
     for fi, si in zip(fast.identities, slow.identities, strict=True):
         assert (fi.channel, fi.external_id, fi.source_updated_at, fi.attributes, fi.stub) == (
             si.channel, si.external_id, si.source_updated_at, si.attributes, si.stub,
         )  # fmt: skip
-        expected_raw = {k: si.raw.get(k) for k in IDENTITY_KEYS} | {"tid": str(si.raw["tid"])}
+        expected_raw = {k: si.raw.get(k) for k in IDENTITY_KEYS}
         assert fi.raw == expected_raw and list(fi.raw) == list(expected_raw)
+        assert si.event is not None and fi.event == {"tid": str(si.event["tid"])}
 
 
 def both_paths(content: bytes) -> tuple[Any, Batch]:
