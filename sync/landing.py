@@ -399,7 +399,7 @@ class Lander:
         self.connections = (connection, *more)
         # (channel, external id) -> (source time, content key) of the version last written.
         self._seen: OrderedDict[tuple[str, str], tuple[datetime | None, int]] = OrderedDict()
-        # (channel, external id) -> (attributes key, standardized attributes in staging column order).
+        # (channel, external id) -> (content key, standardized attributes in staging column order).
         self._standardized: OrderedDict[tuple[str, str], tuple[int, tuple[Any, ...]]] = OrderedDict()
 
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -13,14 +14,18 @@ from infra.migrate import alembic_config, downgrade, upgrade
 from tests.conftest import create_database, drop_database, server_url
 
 
-async def _tables(url: str) -> set[str]:
+async def _rows(url: str, sql: str) -> list[tuple[Any, ...]]:
+    """The rows of one catalog query against the database at `url`."""
     engine = create_async_engine(url)
     try:
         async with engine.connect() as conn:
-            rows = await conn.execute(sa.text("select tablename from pg_tables where schemaname = 'public'"))
-            return {r[0] for r in rows}
+            return [tuple(r) for r in await conn.execute(sa.text(sql))]
     finally:
         await engine.dispose()
+
+
+async def _tables(url: str) -> set[str]:
+    return {r[0] for r in await _rows(url, "select tablename from pg_tables where schemaname = 'public'")}
 
 
 async def test_upgrade_downgrade_upgrade_round_trip() -> None:
@@ -54,18 +59,12 @@ async def test_models_and_migrations_agree_on_collations(database_url: str) -> N
         for column in table.columns
         if isinstance(column.type, sa.String)
     }
-    engine = create_async_engine(database_url)
-    try:
-        async with engine.connect() as conn:
-            rows = await conn.execute(
-                sa.text(
-                    "select table_name, column_name, collation_name from information_schema.columns "
-                    "where table_schema = 'public' and collation_name is not null"
-                )
-            )
-            migrated = {(r[0], r[1]): r[2] for r in rows if (r[0], r[1]) in modelled}
-    finally:
-        await engine.dispose()
+    rows = await _rows(
+        database_url,
+        "select table_name, column_name, collation_name from information_schema.columns "
+        "where table_schema = 'public' and collation_name is not null",
+    )
+    migrated = {(r[0], r[1]): r[2] for r in rows if (r[0], r[1]) in modelled}
     assert migrated == {key: value for key, value in modelled.items() if value is not None}
     assert {("orders", "external_id"), ("source_identity", "external_id")} <= set(migrated)
 
@@ -81,19 +80,13 @@ async def test_models_and_migrations_agree_on_partial_indexes(database_url: str)
         for index in table.indexes
         if index.dialect_options["postgresql"]["where"] is not None
     }
-    engine = create_async_engine(database_url)
-    try:
-        async with engine.connect() as conn:
-            rows = await conn.execute(
-                sa.text(
-                    "select c.relname, pg_get_expr(i.indpred, i.indrelid) from pg_index i "
-                    "join pg_class c on c.oid = i.indexrelid join pg_namespace n on n.oid = c.relnamespace "
-                    "where n.nspname = 'public' and i.indpred is not null"
-                )
-            )
-            migrated = {r[0]: r[1] for r in rows}
-    finally:
-        await engine.dispose()
+    rows = await _rows(
+        database_url,
+        "select c.relname, pg_get_expr(i.indpred, i.indrelid) from pg_index i "
+        "join pg_class c on c.oid = i.indexrelid join pg_namespace n on n.oid = c.relnamespace "
+        "where n.nspname = 'public' and i.indpred is not null",
+    )
+    migrated = {r[0]: r[1] for r in rows}
     assert set(migrated) == set(modelled)
     # PostgreSQL prints a predicate in its own form: compare the words.
     normalize = str.maketrans("", "", "()")
@@ -137,17 +130,11 @@ async def test_models_and_migrations_agree_on_storage_parameters(database_url: s
         for table in SQLModel.metadata.sorted_tables
         if table.dialect_options["postgresql"]["with"]
     }
-    engine = create_async_engine(database_url)
-    try:
-        async with engine.connect() as conn:
-            rows = await conn.execute(
-                sa.text(
-                    "select c.relname, c.reloptions from pg_class c join pg_namespace n on n.oid = c.relnamespace "
-                    "where n.nspname = 'public' and c.relkind = 'r' and c.reloptions is not null"
-                )
-            )
-            migrated = {r[0]: set(r[1]) for r in rows}
-    finally:
-        await engine.dispose()
+    rows = await _rows(
+        database_url,
+        "select c.relname, c.reloptions from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+        "where n.nspname = 'public' and c.relkind = 'r' and c.reloptions is not null",
+    )
+    migrated = {r[0]: set(r[1]) for r in rows}
     assert migrated == modelled
     assert modelled["source_identity"] == {"fillfactor=70"}
