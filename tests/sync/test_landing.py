@@ -11,21 +11,17 @@ import sqlalchemy as sa
 from sync.canonical import WatermarkAdvance
 from sync.connectors.taobao import normalize_trades
 from sync.landing import Lander, read_watermark
+from tests.sync.conftest import fetch_rows
 from tests.sync.factories import top_trade
 
 
 async def _orders(engine):
-    async with engine.connect() as conn:
-        rows = (
-            await conn.execute(
-                sa.text(
-                    "select o.external_id, o.status, o.source_status, o.total_fen, count(l.id) as lines, "
-                    "o.source_identity_id is not null as has_identity from orders o "
-                    "left join order_line l on l.order_id = o.id group by o.id order by o.external_id"
-                )
-            )
-        ).all()
-    return [tuple(r) for r in rows]
+    return await fetch_rows(
+        engine,
+        "select o.external_id, o.status, o.source_status, o.total_fen, count(l.id) as lines, "
+        "o.source_identity_id is not null as has_identity from orders o "
+        "left join order_line l on l.order_id = o.id group by o.id order by o.external_id",
+    )
 
 
 async def test_landing_twice_gives_the_same_rows(committed_db):
@@ -92,17 +88,12 @@ async def test_watermark_commits_with_its_batch_only(committed_db):
 
 
 async def _lines(engine, external_id):
-    async with engine.connect() as conn:
-        rows = (
-            await conn.execute(
-                sa.text(
-                    "select l.id, l.line_no, l.sku, l.title, l.unit_price_fen, l.amount_fen from order_line l "
-                    "join orders o on o.id = l.order_id where o.external_id = :e order by l.line_no"
-                ),
-                {"e": external_id},
-            )
-        ).all()
-    return [tuple(r) for r in rows]
+    return await fetch_rows(
+        engine,
+        "select l.id, l.line_no, l.sku, l.title, l.unit_price_fen, l.amount_fen from order_line l "
+        "join orders o on o.id = l.order_id where o.external_id = :e order by l.line_no",
+        e=external_id,
+    )
 
 
 async def test_a_status_update_leaves_unchanged_lines_in_place(committed_db):
@@ -315,17 +306,13 @@ async def test_preparing_a_batch_lets_the_write_in_flight_go_on(committed_db):
 
 
 async def _buyer(engine, buyer: str = "AAHk5d-EXAMPLE") -> tuple[object, ...]:
-    async with engine.connect() as conn:
-        row = (
-            await conn.execute(
-                sa.text(
-                    "select city, to_char(source_updated_at at time zone 'Asia/Shanghai', 'YYYY-MM-DD HH24:MI'), "
-                    "raw ->> 'tid', raw ->> 'receiver_city' from source_identity where external_id = :buyer"
-                ),
-                {"buyer": buyer},
-            )
-        ).one()
-    return tuple(row)
+    (row,) = await fetch_rows(
+        engine,
+        "select city, to_char(source_updated_at at time zone 'Asia/Shanghai', 'YYYY-MM-DD HH24:MI'), "
+        "raw ->> 'tid', raw ->> 'receiver_city' from source_identity where external_id = :buyer",
+        buyer=buyer,
+    )
+    return row
 
 
 async def test_a_repeat_buyers_next_order_only_moves_their_source_time_and_tid(committed_db, monkeypatch):
