@@ -145,7 +145,7 @@ ORDER_COLUMNS = (
     "total_fen", "paid_fen", "discount_fen", "shipping_fen", "currency", "placed_at", "paid_at",
     "source_updated_at", "landed_at", "updated_at",
 )  # fmt: skip
-LINE_COLUMNS = ("id", "order_id", "line_no", "sku", "product_id", "title", "quantity", "unit_price_fen",
+LINE_COLUMNS = ("order_id", "line_no", "sku", "product_id", "title", "quantity", "unit_price_fen",
                 "discount_fen", "amount_fen")  # fmt: skip
 
 

@@ -340,16 +340,13 @@ class Order(SQLModel, table=True):
 
 class OrderLine(SQLModel, table=True):
     __tablename__ = "order_line"
-    __table_args__ = (
-        sa.UniqueConstraint("order_id", "line_no", name="uq_order_line_order_line_no"),
-        sa.CheckConstraint("quantity > 0", name="ck_order_line_quantity_positive"),
-    )
+    __table_args__ = (sa.CheckConstraint("quantity > 0", name="ck_order_line_quantity_positive"),)
 
-    id: int | None = _pk()
-    # order_id -> orders.id (lines are deleted with their order) and product_id -> product.id: checked per
-    # statement by triggers, like the references of orders (0004).
-    order_id: int = _checked_ref(nullable=False)
-    line_no: int
+    # A line is its order's line number (0008): no surrogate id, which cost every landed line a sequence value
+    # and a second unique index. order_id -> orders.id (lines are deleted with their order) and product_id ->
+    # product.id: checked per statement by triggers, like the references of orders (0004).
+    order_id: int = Field(sa_column=sa.Column(sa.BigInteger, primary_key=True, autoincrement=False))
+    line_no: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True, autoincrement=False))
     sku: str | None = Field(default=None, max_length=64)  # no index: no query reads lines by SKU (0005)
     product_id: int | None = _checked_ref()
     title: str | None = Field(default=None, max_length=300)
@@ -372,7 +369,8 @@ class Refund(SQLModel, table=True):
     )
     external_id: str = _external_id(64)
     order_id: int | None = _fk("orders.id", ondelete="CASCADE", index=True)
-    order_line_id: int | None = _fk("order_line.id", ondelete="SET NULL")
+    # The refunded line, by number within the order: lines are replaced when their order changes, numbers stay.
+    line_no: int | None = None
     amount_fen: int = _fen()
     reason: str | None = Field(default=None, max_length=300)
     status: str = Field(max_length=40)

@@ -18,7 +18,7 @@ from tests.sync.factories import top_trade
 async def _orders(engine):
     return await fetch_rows(
         engine,
-        "select o.external_id, o.status, o.source_status, o.total_fen, count(l.id) as lines, "
+        "select o.external_id, o.status, o.source_status, o.total_fen, count(l.line_no) as lines, "
         "o.source_identity_id is not null as has_identity from orders o "
         "left join order_line l on l.order_id = o.id group by o.id order by o.external_id",
     )
@@ -88,9 +88,10 @@ async def test_watermark_commits_with_its_batch_only(committed_db):
 
 
 async def _lines(engine, external_id):
+    # xmin first: the transaction that wrote each line's row, which changes only if the line is written again.
     return await fetch_rows(
         engine,
-        "select l.id, l.line_no, l.sku, l.title, l.unit_price_fen, l.amount_fen from order_line l "
+        "select l.xmin::text, l.line_no, l.sku, l.title, l.unit_price_fen, l.amount_fen from order_line l "
         "join orders o on o.id = l.order_id where o.external_id = :e order by l.line_no",
         e=external_id,
     )
@@ -105,7 +106,7 @@ async def test_a_status_update_leaves_unchanged_lines_in_place(committed_db):
                 [top_trade(5001, lines=2, status="WAIT_BUYER_CONFIRM_GOODS", modified="2026-10-02 10:00:00")]
             )
         )
-    # The same rows (ids included): nothing was deleted and inserted again.
+    # The same row versions: nothing was deleted and inserted again.
     assert await _lines(committed_db, "5001") == before
     assert [r[1:] for r in before] == [
         (1, "SKU-0", "item 0", 19900, 19900),
@@ -243,7 +244,7 @@ async def test_two_writers_land_the_same_rows_as_one(committed_db):
         rows = (
             await conn.execute(
                 sa.text(
-                    "select o.external_id, si.external_id, count(l.id) from orders o "
+                    "select o.external_id, si.external_id, count(l.line_no) from orders o "
                     "join source_identity si on si.id = o.source_identity_id "
                     "left join order_line l on l.order_id = o.id "
                     "where o.external_id like '80%' group by o.external_id, si.external_id order by 1"
