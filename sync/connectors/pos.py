@@ -152,7 +152,9 @@ def normalize_transactions(rows: list[Any], channel: str = "pos") -> Batch:
                     external_id=member,
                     source_updated_at=updated,
                     attributes={
-                        "phone": t.member_phone if member.startswith("phone:") else None,
+                        # Only a sale keyed by its phone says whose phone it is (beside a card, it is
+                        # whatever number was typed at the till).
+                        "phone": t.member_phone if member == t.member_phone else None,
                         "member_no": t.member_card_no,
                     },
                     raw={

@@ -44,8 +44,13 @@ async def test_all_channels_land_everything_the_simulator_shows(sim, settings_fo
                        "and phone like '+861%' and phone_verified") > 0  # fmt: skip
     assert await count(clean_db, "select count(*) from source_identity where channel_code = 'wechat' "
                        "and wechat_unionid is not null") > 0  # fmt: skip
-    # POS: stores landed, placeholder phones stay anonymous.
+    # POS: stores landed, a member keyed by the phone typed at the till has that phone (linking matches on it),
+    # one keyed by a card its member no.; placeholder phones stay anonymous.
     assert await count(clean_db, "select count(*) from store") == 12
+    assert await count(clean_db, "select count(*) from source_identity where channel_code = 'pos' "
+                       "and phone is null and member_no is null") == 0  # fmt: skip
+    assert await count(clean_db, "select count(*) from source_identity where channel_code = 'pos' "
+                       "and phone = '+86' || external_id") > 0  # fmt: skip
     assert await count(clean_db, "select count(*) from source_identity where channel_code = 'pos' "
                        "and external_id in ('13800000000', '13888888888', '18888888888')") == 0  # fmt: skip
     # WeChat follows granted marketing consent.
