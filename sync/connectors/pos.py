@@ -157,12 +157,10 @@ def normalize_transactions(rows: list[Any], channel: str = "pos") -> Batch:
                         "phone": t.member_phone if member == t.member_phone else None,
                         "member_no": t.member_card_no,
                     },
-                    raw={
-                        "member_phone": t.member_phone,
-                        "member_card_no": t.member_card_no,
-                        "store_id": t.store_id,
-                        "transaction": t.external_id,
-                    },
+                    raw={"member_phone": t.member_phone, "member_card_no": t.member_card_no},
+                    # Landed as part of raw, but the sale is not something the identity says: a member's next
+                    # sale with the same phone and card is a repeat (touched, not upserted).
+                    event={"store_id": t.store_id, "transaction": t.external_id},
                 )  # fmt: skip
             )
         if t.store_id not in stores:

@@ -40,3 +40,21 @@ def top_trade(
             ]
         },
     }  # fmt: skip
+
+
+def pos_sale(
+    sequence_no: int,
+    *,
+    store: str = "SH001",
+    card: str | None = "M000123",
+    phone: str | None = "13812345678",
+    ended_at: str = "2026-10-01 10:00:00",
+) -> dict[str, Any]:
+    """A till transaction as the POS export sends it (one line, paid by WeChat Pay)."""
+    return {
+        "store_id": store, "register_id": "R1", "sequence_no": str(sequence_no), "business_day": ended_at[:10],
+        "ended_at": ended_at, "member_phone": phone, "member_card_no": card, "total": "59.00",
+        "lines": [{"line_no": 1, "sku": "SKU-1", "description": "mug", "quantity": 1, "unit_price": "59.00",
+                   "amount": "59.00"}],
+        "tenders": [{"type": "wechat_pay", "amount": "59.00"}],
+    }  # fmt: skip

@@ -9,10 +9,11 @@ import asyncpg
 import sqlalchemy as sa
 
 from sync.canonical import WatermarkAdvance
+from sync.connectors.pos import normalize_transactions
 from sync.connectors.taobao import normalize_trades
 from sync.landing import Lander, read_watermark
 from tests.sync.conftest import fetch_rows
-from tests.sync.factories import top_trade
+from tests.sync.factories import pos_sale, top_trade
 
 
 async def _orders(engine):
@@ -333,6 +334,31 @@ async def test_a_repeat_buyers_next_order_only_moves_their_source_time_and_tid(c
     assert sent == ["update source_identity si"]
     assert stats.identities == 1 and len(stats.identity_ids) == 1  # linking still hears of the buyer
     assert await _buyer(committed_db) == ("上海市", "2026-10-02 11:00", "7102", "上海市")
+
+
+async def test_a_members_next_sale_in_another_store_only_moves_the_sale_in_raw(committed_db, monkeypatch):
+    # The store and the transaction travel as the identity's event: the member's next sale is a touch too.
+    sent: list[str] = []
+    async with Lander.open(committed_db) as lander:
+        await lander.land(normalize_transactions([pos_sale(1)]))
+        original = asyncpg.Connection.fetch
+
+        def spy(self, query, *args, **kwargs):
+            sent.append(" ".join(query.split()[:3]))
+            return original(self, query, *args, **kwargs)
+
+        monkeypatch.setattr(asyncpg.Connection, "fetch", spy)
+        await lander.land(
+            normalize_transactions([pos_sale(2, store="SH002", ended_at="2026-10-02 18:30:00")])
+        )
+    assert sent == ["update source_identity si"]
+    (row,) = await fetch_rows(
+        committed_db,
+        "select phone, member_no, raw ->> 'member_card_no', raw ->> 'store_id', raw ->> 'transaction', "
+        "to_char(source_updated_at at time zone 'Asia/Shanghai', 'YYYY-MM-DD HH24:MI') "
+        "from source_identity where channel_code = 'pos' and external_id = 'M000123'",
+    )
+    assert row == (None, "M000123", "M000123", "SH002", "SH002-R1-20261002-2", "2026-10-02 18:30")
 
 
 async def test_a_touch_falls_back_to_the_upsert_when_another_writer_changed_the_row(committed_db):
