@@ -5,12 +5,12 @@
 Prints one JSON document. Per size, in a fresh child process (so peak RSS is that size's own):
 - `end_to_end`: records/s landed (signed TOP calls, backwards paging, pydantic validation, COPY into
   staging + INSERT ... ON CONFLICT, watermark), and the peak RSS of the sync process;
-- `pull_only`: the same HTTP pull and validation with nothing landed (bounded by what the simulator,
-  one process on one core, can serve);
+- `pull_only`: the same HTTP pull and validation with nothing landed, from the simulator's warm render cache
+  as end to end has it: the most end to end could reach were landing free;
 - `records_per_sync_cpu_s`: orders landed per CPU second of the sync process alone (simulator and
   PostgreSQL excluded): the pipeline's own cost;
 - `copy_ceiling`: the same orders and lines loaded by raw asyncpg COPY (records/s), the ceiling;
-- `share_of_ceiling`: end_to_end / copy_ceiling.
+- `share_of_ceiling`: end_to_end / copy_ceiling (and pull_only's, the most landing could leave for it).
 The simulator runs in its own process on loopback. The database is DATABASE_URL / C360_DATABASE_URL
 (a scratch database is created and dropped) or the embedded server.
 """
@@ -205,14 +205,17 @@ async def child(
         await run_stream(engine, catalog, "products")
         await catalog.aclose()
 
-        # Pull only: HTTP + validation + normalization, nothing landed.
-        connector = make_connector("tmall", settings)
-        started = time.perf_counter()
-        pulled = 0
-        async for batch in connector.pull("trades", None, None):
-            pulled += len(batch.orders)
-        pull_seconds = time.perf_counter() - started
-        await connector.aclose()
+        # Pull only: HTTP + validation + normalization, nothing landed. Twice: the first pull has the simulator
+        # render every page (its render cache then serves them, as it does for the end-to-end run below), the
+        # second is timed, so that it bounds what end to end can reach.
+        for _ in range(2):
+            connector = make_connector("tmall", settings)
+            started = time.perf_counter()
+            pulled = 0
+            async for batch in connector.pull("trades", None, None):
+                pulled += len(batch.orders)
+            pull_seconds = time.perf_counter() - started
+            await connector.aclose()
 
         # End to end.
         connector = make_connector("tmall", settings)
@@ -255,7 +258,11 @@ async def child(
                     "simulator": round(sim_seconds / stats.orders * 1e6, 1),
                 },
             },  # fmt: skip
-            "pull_only": {"seconds": round(pull_seconds, 1), "records_per_s": round(pulled / pull_seconds)},
+            "pull_only": {
+                "seconds": round(pull_seconds, 1),
+                "records_per_s": round(pulled / pull_seconds),
+                "share_of_ceiling": round(pulled / pull_seconds / bare_rate, 3),
+            },
             "copy_ceiling": {
                 "records_per_s": round(bare_rate),
                 "note": "the landed orders + their lines by asyncpg COPY into bare heaps (no index, no "
