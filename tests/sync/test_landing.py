@@ -317,19 +317,25 @@ async def _buyer(engine, buyer: str = "AAHk5d-EXAMPLE") -> tuple[object, ...]:
     return row
 
 
+def _spy_on_fetch(monkeypatch) -> list[str]:
+    """The first three words of every query sent with `fetch` from now on (the identity statements use it)."""
+    sent: list[str] = []
+    original = asyncpg.Connection.fetch
+
+    def spy(self, query, *args, **kwargs):
+        sent.append(" ".join(query.split()[:3]))
+        return original(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Connection, "fetch", spy)
+    return sent
+
+
 async def test_a_repeat_buyers_next_order_only_moves_their_source_time_and_tid(committed_db, monkeypatch):
     # The buyer's second order says the same about them: the identity row is touched (one UPDATE, no staging
     # of the identity) and ends exactly as a full upsert would leave it.
-    sent: list[str] = []
     async with Lander.open(committed_db) as lander:
         await lander.land(normalize_trades([top_trade(7101, modified="2026-10-01 10:00:00")]))
-        original = asyncpg.Connection.fetch
-
-        def spy(self, query, *args, **kwargs):
-            sent.append(" ".join(query.split()[:3]))
-            return original(self, query, *args, **kwargs)
-
-        monkeypatch.setattr(asyncpg.Connection, "fetch", spy)
+        sent = _spy_on_fetch(monkeypatch)
         stats = await lander.land(normalize_trades([top_trade(7102, modified="2026-10-02 11:00:00")]))
     assert sent == ["update source_identity si"]
     assert stats.identities == 1 and len(stats.identity_ids) == 1  # linking still hears of the buyer
@@ -338,16 +344,9 @@ async def test_a_repeat_buyers_next_order_only_moves_their_source_time_and_tid(c
 
 async def test_a_members_next_sale_in_another_store_only_moves_the_sale_in_raw(committed_db, monkeypatch):
     # The store and the transaction travel as the identity's event: the member's next sale is a touch too.
-    sent: list[str] = []
     async with Lander.open(committed_db) as lander:
         await lander.land(normalize_transactions([pos_sale(1)]))
-        original = asyncpg.Connection.fetch
-
-        def spy(self, query, *args, **kwargs):
-            sent.append(" ".join(query.split()[:3]))
-            return original(self, query, *args, **kwargs)
-
-        monkeypatch.setattr(asyncpg.Connection, "fetch", spy)
+        sent = _spy_on_fetch(monkeypatch)
         await lander.land(
             normalize_transactions([pos_sale(2, store="SH002", ended_at="2026-10-02 18:30:00")])
         )
