@@ -65,7 +65,7 @@ def identity_frame(
     """Ground truth for the population (seed, people): one row per source identity across channels,
     columns `record_id, source, name, phone, email, birth_date, gender, id_number, member_no,
     wechat_unionid, address, district, city, province, true_person_id`. `record_id` is
-    "<channel>:<external id>" with the ids the connectors land (Tmall buyer_open_uid, JD pin, app
+    "<channel>:<external id>" with the ids the connectors land (Tmall buyer_open_uid, JD open_id_buyer, app
     member_no, WeChat openid, Weibo uid, POS member phone or card no.). Order volumes are the config
     defaults unless `config` is given; marketplace and POS identities count only once an order shows
     them."""

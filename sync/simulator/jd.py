@@ -138,8 +138,8 @@ def render_order(row: OrderRow) -> dict[str, Any]:
         "paymentConfirmTime": gmt8(row.paid),
         "orderEndTime": gmt8(row.finished),
         "modified": gmt8(row.modified),
-        "pin": buyer.external_id,
-        "open_id_buyer": buyer.extra["open_id"],
+        "pin": buyer.extra["pin"],
+        "open_id_buyer": buyer.external_id,
         "consigneeInfo": {
             "fullname": bf["name"],
             "telephone": bf["phone"],

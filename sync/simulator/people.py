@@ -298,7 +298,9 @@ def _jd(seed: int, p: Person) -> SourceIdentity:
     full_address = f"{pl.province_short}{pl.city}{pl.district}{_street(p.address)}{'*' * 6}"
     return SourceIdentity(
         channel="jd",
-        external_id="jd_" + token(key, p.index, 1, 12, _HEX),
+        # JD's stable buyer id is `open_id_buyer` (what the connector keys a buyer by); the pin is a login
+        # name the feed also carries.
+        external_id=token(key, p.index, 2, 32, _B64[:62]),
         person=p.index,
         fields={
             "name": mask_name(p.name),
@@ -308,7 +310,7 @@ def _jd(seed: int, p: Person) -> SourceIdentity:
             "city": pl.city,
             "province": pl.province_short,
         },
-        extra={"open_id": token(key, p.index, 2, 32, _B64[:62])},
+        extra={"pin": "jd_" + token(key, p.index, 1, 12, _HEX)},
     )
 
 

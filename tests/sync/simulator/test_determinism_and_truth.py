@@ -70,7 +70,7 @@ def _feed_identities(sim) -> dict[str, dict]:
                 break
             for o in orders:
                 found.setdefault(
-                    f"jd:{o['pin']}",
+                    f"jd:{o['open_id_buyer']}",
                     {
                         "phone": o["consigneeInfo"]["mobile"],
                         "name": o["consigneeInfo"]["fullname"],
