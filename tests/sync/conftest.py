@@ -3,6 +3,8 @@ pointed at it with short backoffs, and helpers to read back what landed."""
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -76,6 +78,14 @@ async def sim_get(base: str, path: str) -> dict[str, Any]:
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result
+
+
+async def sim_truth(base: str) -> dict[str, str]:
+    """The simulator's ground truth at its current clock: record id (`channel:external id`) -> true person."""
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        response = await client.get("/_sim/truth")
+        response.raise_for_status()
+    return {r["record_id"]: r["true_person_id"] for r in csv.DictReader(io.StringIO(response.text))}
 
 
 async def run(

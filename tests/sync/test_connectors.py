@@ -4,13 +4,9 @@ applied in place."""
 
 from __future__ import annotations
 
-import csv
-import io
-
-import httpx
 import pytest
 
-from tests.sync.conftest import count, fetch_rows, run, sim_get, sim_post, snapshot
+from tests.sync.conftest import count, fetch_rows, run, sim_get, sim_post, sim_truth, snapshot
 
 
 async def test_all_channels_land_everything_the_simulator_shows(sim, settings_for, clean_db):
@@ -59,11 +55,8 @@ async def test_all_channels_land_everything_the_simulator_shows(sim, settings_fo
                        "and external_id in ('13800000000', '13888888888', '18888888888')") == 0  # fmt: skip
     # The simulator's ground truth names every landed identity by the key it landed under, so linking can be
     # scored against it.
-    async with httpx.AsyncClient(base_url=sim, timeout=30) as client:
-        truth = csv.DictReader(io.StringIO((await client.get("/_sim/truth")).text))
-        truth_ids = {row["record_id"] for row in truth}
     keys = await fetch_rows(clean_db, "select channel_code || ':' || external_id from source_identity")
-    assert {r[0] for r in keys} <= truth_ids
+    assert {r[0] for r in keys} <= set(await sim_truth(sim))
     # WeChat follows granted marketing consent.
     assert await count(clean_db, "select count(*) from consent where purpose = 'marketing_wechat' "
                        "and status = 'granted'") > 0  # fmt: skip

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from identity.evaluate import pairwise_scores
 from sync.prefect_setup import ensure_database
 from tests.conftest import create_database, drop_database
-from tests.sync.conftest import count, sim_get
+from tests.sync.conftest import count, fetch_rows, sim_get, sim_truth
 
 
 @asynccontextmanager
@@ -89,3 +90,12 @@ async def test_sync_all_flow_runs_and_records_its_state(sim, prefect_db, clean_d
     assert await count(clean_db, "select count(*) from orders o join source_identity si on si.id = "
                        "o.source_identity_id where o.customer_id is distinct from si.customer_id") == 0  # fmt: skip
     assert await count(clean_db, "select count(*) from source_identity where customer_id is null") == 0
+
+    # Linked as the simulator's ground truth says: scored pairwise over every landed identity.
+    truth = await sim_truth(sim)
+    linked = await fetch_rows(
+        clean_db, "select channel_code || ':' || external_id, customer_id from source_identity order by 1"
+    )
+    scores = pairwise_scores([c for _, c in linked], [truth[k] for k, _ in linked])
+    # Measured P 1.0 R 0.939 F1 0.968; with POS members' phones left out of their identities, F1 0.888.
+    assert scores.precision >= 0.99 and scores.f1 >= 0.95, scores
