@@ -68,11 +68,12 @@ async def database_url() -> AsyncIterator[str]:
     """A database of this session's own, migrated to head, dropped at the end. The product's own
     engine (infra.db.get_engine) is pointed at it too, so code under test and tests share it."""
     url = await create_database(server_url(), "c360_test")
-    await asyncio.to_thread(upgrade, url, "heads")
-    os.environ["C360_DATABASE_URL"] = url
-    get_settings.cache_clear()
-    await infra_db.dispose_engine()
     try:
+        # Inside the try: a migration that fails must not leave the database behind on the shared server.
+        await asyncio.to_thread(upgrade, url, "heads")
+        os.environ["C360_DATABASE_URL"] = url
+        get_settings.cache_clear()
+        await infra_db.dispose_engine()
         yield url
     finally:
         await infra_db.dispose_engine()
