@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,25 +23,27 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.sync_ingest import postgres_cpu_seconds, server_url, start_simulator  # noqa: E402
+from bench.ab import feed_arguments, print_report  # noqa: E402
+from bench.sync_ingest import (  # noqa: E402
+    postgres_cpu_seconds,
+    running_simulator,
+    server_url,
+    simulator_settings,
+)
 
 
-async def compare(base: str, revisions: dict[str, str], batch_size: int) -> dict[str, Any]:
+async def compare(base: str, revisions: dict[str, str], days: int, batch_size: int) -> dict[str, Any]:
     from sqlalchemy.engine import make_url
     from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
     from infra.migrate import upgrade
     from sync.canonical import Batch
-    from sync.config import SyncSettings
     from sync.connectors.registry import make_connector
     from sync.landing import Lander
     from sync.runner import run_stream
     from tests.conftest import create_database, drop_database
 
-    settings = SyncSettings().pointed_at_simulator(base)
-    data = settings.model_dump()
-    data.update(initial_lookback_days=100, batch_size=batch_size)
-    settings = SyncSettings.model_validate(data)
+    settings = simulator_settings(base, days, batch_size=batch_size)
     databases: dict[str, tuple[str, AsyncEngine]] = {}
     try:
         for side, revision in revisions.items():
@@ -96,27 +96,17 @@ def main() -> None:
     )
     parser.add_argument("--a", required=True, help="alembic revision of database a (e.g. 0005)")
     parser.add_argument("--b", required=True, help="alembic revision of database b (e.g. heads)")
-    parser.add_argument("--orders", type=int, default=200_000)
-    parser.add_argument("--people", type=int, default=20_000)
-    parser.add_argument("--days", type=int, default=80)
+    feed_arguments(parser)
     parser.add_argument(
         "--repeat", type=int, default=1, help="independent comparisons, each with fresh databases"
     )
-    parser.add_argument("--batch-size", type=int, default=10_000)
     args = parser.parse_args()
-    simulator, base = start_simulator(args.orders, args.people, args.days)
-    try:
+    with running_simulator(args.orders, args.people, args.days) as (_, base):
         runs = [
-            asyncio.run(compare(base, {"a": args.a, "b": args.b}, args.batch_size))
+            asyncio.run(compare(base, {"a": args.a, "b": args.b}, args.days, args.batch_size))
             for _ in range(args.repeat)
         ]
-    finally:
-        simulator.terminate()
-        simulator.wait(timeout=30)
-    print(json.dumps({
-        "benchmark": "landing_ab", "a": args.a, "b": args.b, "machine": {"cpus": os.cpu_count()},
-        "batch_size": args.batch_size, "runs": runs,
-    }, indent=2))  # fmt: skip
+    print_report("landing_ab", args, runs)
 
 
 if __name__ == "__main__":

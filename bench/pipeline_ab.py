@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import gc
 import importlib
-import json
 import os
 import sys
 import time
@@ -32,13 +31,13 @@ from typing import Any, cast
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.sync_ingest import start_simulator  # noqa: E402
+from bench.ab import feed_arguments, print_report  # noqa: E402
+from bench.sync_ingest import running_simulator, simulator_settings  # noqa: E402
 
 
-async def pull_pages(base: str) -> list[bytes]:
+async def pull_pages(base: str, days: int) -> list[bytes]:
     """The raw bytes of every trades page the simulator serves (the connector's own signed, paged pull)."""
     import sync.connectors.taobao as taobao
-    from sync.config import SyncSettings
     from sync.connectors.registry import make_connector
 
     pages: list[bytes] = []
@@ -50,9 +49,7 @@ async def pull_pages(base: str) -> list[bytes]:
 
     taobao.parse_trades_page = keep  # the page fetcher looks it up at call time
     try:
-        data = SyncSettings().pointed_at_simulator(base).model_dump()
-        data.update(initial_lookback_days=100)
-        connector = make_connector("tmall", SyncSettings.model_validate(data))
+        connector = make_connector("tmall", simulator_settings(base, days))
         async for _ in connector.pull("trades", None, None):
             pass
         await connector.aclose()
@@ -150,18 +147,11 @@ def main() -> None:
     )
     parser.add_argument("--a", required=True, help="checkout a (a directory holding a `sync` package)")
     parser.add_argument("--b", required=True, help="checkout b")
-    parser.add_argument("--orders", type=int, default=200_000)
-    parser.add_argument("--people", type=int, default=20_000)
-    parser.add_argument("--days", type=int, default=80)
+    feed_arguments(parser)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=10_000)
     args = parser.parse_args()
-    simulator, base = start_simulator(args.orders, args.people, args.days)
-    try:
-        raw = asyncio.run(pull_pages(base))
-    finally:
-        simulator.terminate()
-        simulator.wait(timeout=30)
+    with running_simulator(args.orders, args.people, args.days) as (_, base):
+        raw = asyncio.run(pull_pages(base, args.days))
         sides = {"a": Side(os.path.abspath(args.a)), "b": Side(os.path.abspath(args.b))}
     # Validated once (validation is not what is compared): each side normalizes the same trades.
     validate = sides["a"].taobao._fast_adapter.validate_json
@@ -179,10 +169,7 @@ def main() -> None:
     # arenas) is warmed by whichever goes first, which biased an A/A comparison's first run by 10-20%.
     run(sides, pages, args.batch_size)
     runs = [run(sides, pages, args.batch_size) for _ in range(args.runs)]
-    print(json.dumps({
-        "benchmark": "pipeline_ab", "a": args.a, "b": args.b, "machine": {"cpus": os.cpu_count()},
-        "batch_size": args.batch_size, "runs": runs,
-    }, indent=2))  # fmt: skip
+    print_report("pipeline_ab", args, runs)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -121,23 +123,37 @@ def process_cpu_seconds(pid: int) -> float:
     return float(times.user + times.system)
 
 
-def start_simulator(size: int, people: int, days: int) -> tuple[subprocess.Popen[bytes], str]:
-    """The simulator in its own process (its own core), answering on a free loopback port."""
+@contextmanager
+def running_simulator(size: int, people: int, days: int) -> Iterator[tuple[int, str]]:
+    """The simulator in its own process (its own core), answering on a free loopback port: its pid and base
+    URL, for as long as the block runs."""
     import httpx
 
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-c", SIMULATOR_CODE, str(size), str(people), str(days), str(port)]
     )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            httpx.get(base + "/_sim/clock", timeout=1)
-            return process, base
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.terminate()
-    raise RuntimeError("the simulator did not start")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                httpx.get(base + "/_sim/clock", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("the simulator did not start")
+        yield process.pid, base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def simulator_settings(base: str, days: int, **overrides: Any) -> SyncSettings:
+    """The product's sync settings pointed at the simulator, reaching back over all `days` of its feed."""
+    data = SyncSettings().pointed_at_simulator(base).model_dump()
+    data.update(initial_lookback_days=days + 20, **overrides)
+    return SyncSettings.model_validate(data)
 
 
 ORDER_COLUMNS = (
@@ -186,7 +202,6 @@ async def child(
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from infra.migrate import upgrade
-    from sync.config import SyncSettings
     from sync.connectors.registry import make_connector
     from sync.runner import run_stream
     from tests.conftest import create_database, drop_database
@@ -196,10 +211,7 @@ async def child(
     engine = create_async_engine(db_url, pool_size=4)
     try:
         await asyncio.to_thread(upgrade, db_url, "heads")
-        settings = SyncSettings().pointed_at_simulator(base)
-        data = settings.model_dump()
-        data.update(concurrency=concurrency, batch_size=batch_size, initial_lookback_days=days + 20)
-        settings = SyncSettings.model_validate(data)
+        settings = simulator_settings(base, days, concurrency=concurrency, batch_size=batch_size)
 
         catalog = make_connector("catalog", settings)
         await run_stream(engine, catalog, "products")
@@ -297,14 +309,10 @@ def main() -> None:
         from sync.runner import tune_gc_for_sync
 
         tune_gc_for_sync()  # as the `c360 sync` commands and the flows do
-        simulator, base = start_simulator(args.child, args.people, args.days)
-        try:
+        with running_simulator(args.child, args.people, args.days) as (simulator_pid, base):
             result = asyncio.run(
-                child(simulator.pid, base, args.child, args.days, args.concurrency, args.batch_size)
+                child(simulator_pid, base, args.child, args.days, args.concurrency, args.batch_size)
             )
-        finally:
-            simulator.terminate()
-            simulator.wait(timeout=30)
         print(json.dumps(result))
         return
     runs = []
