@@ -8,6 +8,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 # Before anything imports prefect: keep its home inside the project and its analytics off.
@@ -78,6 +79,12 @@ async def database_url() -> AsyncIterator[str]:
     finally:
         await infra_db.dispose_engine()
         await drop_database(url)
+
+
+async def fetch_rows(engine: AsyncEngine, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    """The rows of one query, as tuples."""
+    async with engine.connect() as conn:
+        return [tuple(r) for r in (await conn.execute(sa.text(sql), params)).all()]
 
 
 @pytest.fixture(scope="session")

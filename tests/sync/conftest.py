@@ -134,11 +134,6 @@ async def count(engine: AsyncEngine, sql: str, **params: Any) -> int:
         return int((await conn.execute(sa.text(sql), params)).scalar_one())
 
 
-async def fetch_rows(engine: AsyncEngine, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-    async with engine.connect() as conn:
-        return [tuple(r) for r in (await conn.execute(sa.text(sql), params)).all()]
-
-
 async def truncate_landed(engine: AsyncEngine) -> None:
     from sqlmodel import SQLModel
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.sync.conftest import count, fetch_rows, run, sim_get, sim_post, sim_truth, snapshot
+from tests.conftest import fetch_rows
+from tests.sync.conftest import count, run, sim_get, sim_post, sim_truth, snapshot
 
 
 async def test_all_channels_land_everything_the_simulator_shows(sim, settings_for, clean_db):

@@ -13,8 +13,8 @@ from sqlalchemy.engine import make_url
 
 from identity.evaluate import pairwise_scores
 from sync.prefect_setup import ensure_database
-from tests.conftest import create_database, drop_database
-from tests.sync.conftest import count, fetch_rows, sim_get, sim_truth
+from tests.conftest import create_database, drop_database, fetch_rows
+from tests.sync.conftest import count, sim_get, sim_truth
 
 
 @asynccontextmanager

@@ -12,7 +12,7 @@ from sync.canonical import WatermarkAdvance
 from sync.connectors.pos import normalize_transactions
 from sync.connectors.taobao import normalize_trades
 from sync.landing import Lander, read_watermark
-from tests.sync.conftest import fetch_rows
+from tests.conftest import fetch_rows
 from tests.sync.factories import pos_sale, top_trade
 
 
