@@ -162,7 +162,7 @@ ORDER_COLUMNS = (
     "source_updated_at", "landed_at", "updated_at",
 )  # fmt: skip
 LINE_COLUMNS = ("order_id", "line_no", "sku", "product_id", "title", "quantity", "unit_price_fen",
-                "discount_fen", "amount_fen")  # fmt: skip
+                "discount_fen", "amount_fen", "external_id")  # fmt: skip
 
 
 async def copy_ceiling(con: Any, like: str) -> float:

@@ -354,6 +354,8 @@ class OrderLine(SQLModel, table=True):
     unit_price_fen: int = _fen()
     discount_fen: int = _fen()
     amount_fen: int = _fen()
+    # The channel's own id for the line (Tmall's sub-order `oid`), where it has one: refunds name lines by it.
+    external_id: str | None = Field(default=None, max_length=64)
 
 
 class Refund(SQLModel, table=True):

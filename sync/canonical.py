@@ -124,6 +124,8 @@ class OrderLineRecord:
     unit_price_fen: int
     discount_fen: int
     amount_fen: int
+    # The channel's own id for the line where it has one (Tmall's sub-order `oid`): what its refunds name.
+    external_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -161,6 +163,8 @@ class RefundRecord:
     requested_at: datetime | None
     source_updated_at: datetime
     raw: dict[str, Any] = field(default_factory=dict)
+    # The refunded line by the channel's id for it (`OrderLineRecord.external_id`); None for a whole order.
+    line_external_id: str | None = None
 
 
 @dataclass(slots=True)

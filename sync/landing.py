@@ -66,7 +66,7 @@ STAGING_DDL = (
     # Lines name their order by key: they are staged with the orders, before the orders have ids.
     """create temp table if not exists stage_order_lines (
         channel_code text, order_external_id text, line_no int, sku text, title text, quantity int,
-        unit_price_fen bigint, discount_fen bigint, amount_fen bigint
+        unit_price_fen bigint, discount_fen bigint, amount_fen bigint, external_id text
     ) on commit delete rows""",
     """create temp table if not exists stage_interaction (
         channel_code text, external_id text, identity_external_id text, type text, direction text,
@@ -89,7 +89,7 @@ ORDER_STAGE_COLUMNS = (
 )  # fmt: skip
 LINE_STAGE_COLUMNS = (
     "channel_code", "order_external_id", "line_no", "sku", "title", "quantity", "unit_price_fen", "discount_fen",
-    "amount_fen",
+    "amount_fen", "external_id",
 )  # fmt: skip
 INTERACTION_STAGE_COLUMNS = (
     "channel_code", "external_id", "identity_external_id", "type", "direction", "occurred_at", "summary",
@@ -166,9 +166,9 @@ with written as (
     select id, sku from product where sku in (select left(sku, 64) from stage_order_lines)
 ), new_lines as (
     insert into order_line (order_id, line_no, sku, product_id, title, quantity, unit_price_fen, discount_fen,
-                            amount_fen)
+                            amount_fen, external_id)
     select w.id, l.line_no, left(l.sku, 64), p.id, left(l.title, 300), l.quantity, l.unit_price_fen,
-           l.discount_fen, l.amount_fen
+           l.discount_fen, l.amount_fen, l.external_id
     from written w
     join stage_order_lines l on l.channel_code = w.channel_code and l.order_external_id = w.external_id
     left join products p on p.sku = left(l.sku, 64)
@@ -191,14 +191,15 @@ where x.order_id = any($1::bigint[]) and o.id = x.order_id
       and left(l.sku, 64) is not distinct from x.sku and p.id is not distinct from x.product_id
       and left(l.title, 300) is not distinct from x.title and l.quantity is not distinct from x.quantity
       and l.unit_price_fen is not distinct from x.unit_price_fen
-      and l.discount_fen is not distinct from x.discount_fen and l.amount_fen is not distinct from x.amount_fen)
+      and l.discount_fen is not distinct from x.discount_fen and l.amount_fen is not distinct from x.amount_fen
+      and l.external_id is not distinct from x.external_id)
 """
 
 INSERT_MISSING_LINES = """
 insert into order_line (order_id, line_no, sku, product_id, title, quantity, unit_price_fen, discount_fen,
-                        amount_fen)
+                        amount_fen, external_id)
 select o.id, l.line_no, left(l.sku, 64), p.id, left(l.title, 300), l.quantity, l.unit_price_fen,
-       l.discount_fen, l.amount_fen
+       l.discount_fen, l.amount_fen, l.external_id
 from orders o
 join stage_order_lines l on l.channel_code = o.channel_code and l.order_external_id = o.external_id
 left join product p on p.sku = left(l.sku, 64)
@@ -228,19 +229,23 @@ where not exists (
       and x.recorded_at = c.recorded_at and x.source = c.channel_code)
 """
 
+# A refund that names a line (Tmall's `oid`) gets that line's number; one naming no line, or a line its order
+# does not have, refunds the order (line_no null).
 UPSERT_REFUNDS = """
-insert into refund (channel_code, external_id, order_id, amount_fen, reason, status, requested_at,
+insert into refund (channel_code, external_id, order_id, line_no, amount_fen, reason, status, requested_at,
                     source_updated_at)
-select r.channel_code, r.external_id, o.id, r.amount_fen, r.reason, r.status, r.requested_at,
-       r.source_updated_at
+select r.channel_code, r.external_id, o.id, (
+           select x.line_no from order_line x where x.order_id = o.id and x.external_id = r.line_external_id
+           order by x.line_no limit 1),
+       r.amount_fen, r.reason, r.status, r.requested_at, r.source_updated_at
 from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::timestamptz[],
-            $8::timestamptz[])
+            $8::timestamptz[], $9::text[])
      as r(channel_code, external_id, order_external_id, amount_fen, reason, status, requested_at,
-          source_updated_at)
+          source_updated_at, line_external_id)
 join orders o on o.channel_code = r.channel_code and o.external_id = r.order_external_id
 on conflict (channel_code, external_id) do update set
-    order_id = excluded.order_id, amount_fen = excluded.amount_fen, reason = excluded.reason,
-    status = excluded.status, requested_at = excluded.requested_at,
+    order_id = excluded.order_id, line_no = excluded.line_no, amount_fen = excluded.amount_fen,
+    reason = excluded.reason, status = excluded.status, requested_at = excluded.requested_at,
     source_updated_at = excluded.source_updated_at
 where refund.source_updated_at is null or excluded.source_updated_at >= refund.source_updated_at
 """
@@ -581,7 +586,7 @@ class Lander:
             for ln in o.lines:
                 append_line(
                     (channel, external_id, ln.line_no, ln.sku, ln.title, ln.quantity, ln.unit_price_fen,
-                     ln.discount_fen, ln.amount_fen)
+                     ln.discount_fen, ln.amount_fen, ln.external_id)
                 )  # fmt: skip
         return PreparedBatch(batch=batch, shares=shares)
 
@@ -783,6 +788,7 @@ class Lander:
                 [_truncate(r.status, 40) for r in landable],
                 [r.requested_at for r in landable],
                 [r.source_updated_at for r in landable],
+                [r.line_external_id for r in landable],
             )
             stats.refunds += int(result.split()[-1])
         return misses

@@ -209,6 +209,7 @@ def trades_to_batch(valid: list[tuple[TopTrade, Any]], channel: str = "tmall") -
                 ln.price,
                 max(ln.price * ln.num - ln.payment, 0),
                 ln.payment,
+                ln.oid,
             )
             for i, ln in enumerate(t.orders.order, start=1)
         ]
@@ -418,6 +419,7 @@ def fast_trades_to_batch(trades: list[_FastTrade], channel: str = "tmall") -> Ba
                     price,
                     discount if discount > 0 else 0,
                     amount,
+                    str(ln["oid"]),
                 )
             )
         status = t["status"]
@@ -461,6 +463,7 @@ def normalize_refunds(rows: list[Any], channel: str = "tmall") -> Batch:
                 requested_at=r.created,
                 source_updated_at=r.modified,
                 raw=raw,
+                line_external_id=r.oid,
             )
         )
     return batch

@@ -110,10 +110,10 @@ async def snapshot(engine: AsyncEngine) -> dict[str, list[tuple[Any, ...]]]:
         "from orders o left join source_identity si on si.id = o.source_identity_id "
         "left join store st on st.id = o.store_id order by 1, 2",
         "order_line": "select o.channel_code, o.external_id, l.line_no, l.sku, l.quantity, l.unit_price_fen, "
-        "l.discount_fen, l.amount_fen, l.product_id is not null from order_line l join orders o on o.id = l.order_id "
-        "order by 1, 2, 3",
-        "refund": "select r.channel_code, r.external_id, o.external_id, r.amount_fen, r.status, r.source_updated_at "
-        "from refund r left join orders o on o.id = r.order_id order by 1, 2",
+        "l.discount_fen, l.amount_fen, l.product_id is not null, l.external_id "
+        "from order_line l join orders o on o.id = l.order_id order by 1, 2, 3",
+        "refund": "select r.channel_code, r.external_id, o.external_id, r.line_no, r.amount_fen, r.status, "
+        "r.source_updated_at from refund r left join orders o on o.id = r.order_id order by 1, 2",
         "source_identity": "select channel_code, external_id, raw, name, phone, phone_masked, email, member_no, "
         "wechat_unionid, wechat_openid, province, city, source_updated_at from source_identity order by 1, 2",
         "interaction": "select i.channel_code, i.external_id, si.external_id, i.type, i.occurred_at, i.summary "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from sync.connectors.registry import make_connector
 from tests.conftest import fetch_rows
 from tests.sync.conftest import count, run, sim_get, sim_post, sim_truth, snapshot
 
@@ -58,6 +59,16 @@ async def test_all_channels_land_everything_the_simulator_shows(sim, settings_fo
     # scored against it.
     keys = await fetch_rows(clean_db, "select channel_code || ':' || external_id from source_identity")
     assert {r[0] for r in keys} <= set(await sim_truth(sim))
+    # A Tmall refund names the line it refunds (`oid`): it lands with that line's number.
+    connector = make_connector("tmall", settings)
+    named: dict[str, str | None] = {}
+    async for batch in connector.pull("refunds", None, None):
+        named.update({r.external_id: r.line_external_id for r in batch.refunds})
+    await connector.aclose()
+    refunded_lines = await fetch_rows(clean_db, "select r.external_id, l.external_id from refund r left join "
+                                      "order_line l on l.order_id = r.order_id and l.line_no = r.line_no")  # fmt: skip
+    assert named and None not in named.values()
+    assert dict(refunded_lines) == named
     # WeChat follows granted marketing consent.
     assert await count(clean_db, "select count(*) from consent where purpose = 'marketing_wechat' "
                        "and status = 'granted'") > 0  # fmt: skip

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from sync.canonical import WatermarkAdvance
 from sync.connectors.pos import normalize_transactions
-from sync.connectors.taobao import normalize_trades
+from sync.connectors.taobao import normalize_refunds, normalize_trades
 from sync.landing import Lander, read_watermark
 from tests.conftest import fetch_rows
 from tests.sync.factories import pos_sale, top_trade
@@ -378,3 +378,31 @@ async def test_a_touch_falls_back_to_the_upsert_when_another_writer_changed_the_
         )
         await ours.land(normalize_trades([top_trade(7302, buyer="b-73", modified="2026-10-02 10:00:00")]))
     assert await _buyer(committed_db, "b-73") == ("杭州市", "2026-10-03 10:00", "7303", "杭州市")
+
+
+async def test_a_refund_lands_on_the_line_it_names(committed_db):
+    def refund(refund_id: str, oid: int | None) -> dict[str, object]:
+        return {"refund_id": refund_id, "tid": 9001, "oid": oid, "refund_fee": "199.00", "reason": "size",
+                "status": "SUCCESS", "created": "2026-10-03 09:00:00", "modified": "2026-10-03 10:00:00"}  # fmt: skip
+
+    async with Lander.open(committed_db) as lander:
+        await lander.land(normalize_trades([top_trade(9001, lines=3)]))
+        # A line with no channel id (landed before lines kept one) gets it when its order lands again.
+        async with committed_db.begin() as conn:
+            await conn.execute(sa.text("update order_line set external_id = null where order_id = "
+                                       "(select id from orders where external_id = '9001') and line_no = 1"))  # fmt: skip
+        await lander.land(normalize_trades([top_trade(9001, lines=3, status="TRADE_FINISHED",
+                                                      modified="2026-10-02 10:00:00")]))  # fmt: skip
+        await lander.land(normalize_refunds([refund("R1", 90012), refund("R2", 99999), refund("R3", None)]))
+    assert await fetch_rows(
+        committed_db,
+        "select l.line_no, l.external_id from order_line l join orders o on o.id = l.order_id "
+        "where o.external_id = '9001' order by 1",
+    ) == [(1, "90010"), (2, "90011"), (3, "90012")]
+    # The third line's refund names it; an id the order has no line for, or none, refunds the order.
+    refunds = "select r.external_id, r.line_no from refund r join orders o on o.id = r.order_id where o.external_id = '9001'"
+    assert await fetch_rows(committed_db, refunds + " order by 1") == [
+        ("R1", 3),
+        ("R2", None),
+        ("R3", None),
+    ]
