@@ -9,6 +9,8 @@ Prints one JSON document. Per size, in a fresh child process (so peak RSS is tha
   as end to end has it: the most end to end could reach were landing free;
 - `records_per_sync_cpu_s`: orders landed per CPU second of the sync process alone (simulator and
   PostgreSQL excluded): the pipeline's own cost;
+- `cpu_bound`: how busy the box's CPUs were during end to end, and the rate (and share of the ceiling) that
+  the same CPU per order would give with every CPU busy all the time: the most any overlap could reach;
 - `copy_ceiling`: the same orders and lines loaded by raw asyncpg COPY (records/s), the ceiling;
 - `share_of_ceiling`: end_to_end / copy_ceiling (and pull_only's, the most landing could leave for it).
 The simulator runs in its own process on loopback. The database is DATABASE_URL / C360_DATABASE_URL
@@ -250,6 +252,12 @@ async def child(
         finally:
             await con.close()
         e2e_rate = stats.orders / e2e_seconds
+        # What the run's CPU per order leaves room for: the box's CPUs busy all the time with the same work
+        # (sync, PostgreSQL's backends and the simulator) would land cpus / (their CPU per order) orders a second.
+        # No overlap of the three, however good, gets past this; only doing less per order does.
+        cpus = os.cpu_count() or 1
+        cpu_per_order = (cpu_seconds + pg_seconds + sim_seconds) / stats.orders
+        full_box_rate = cpus / cpu_per_order
         return {
             "orders": size,
             "landed_orders": stats.orders,
@@ -270,6 +278,11 @@ async def child(
                     "simulator": round(sim_seconds / stats.orders * 1e6, 1),
                 },
             },  # fmt: skip
+            "cpu_bound": {
+                "box_busy_share": round(cpu_per_order * stats.orders / (e2e_seconds * cpus), 3),
+                "records_per_s_with_box_fully_busy": round(full_box_rate),
+                "share_of_ceiling_with_box_fully_busy": round(full_box_rate / bare_rate, 3),
+            },
             "pull_only": {
                 "seconds": round(pull_seconds, 1),
                 "records_per_s": round(pulled / pull_seconds),
