@@ -133,6 +133,16 @@ async def test_changed_lines_are_replaced_and_gone_lines_removed(committed_db):
     assert after[1][0] == before[1][0]  # line 2 did not change: the same row
     assert (stats.orders, stats.order_lines) == (1, 2)
 
+    # Lines added to an order land with it; the ones it had stay as they were.
+    async with Lander.open(committed_db) as lander:
+        grown = top_trade(5002, lines=4, modified="2026-10-03 10:00:00")
+        grown["orders"]["order"][0]["title"] = "item 0, new colour"
+        stats = await lander.land(normalize_trades([grown]))
+    final = await _lines(committed_db, "5002")
+    assert [r[1:3] for r in final] == [(1, "SKU-0"), (2, "SKU-1"), (3, "SKU-2"), (4, "SKU-3")]
+    assert [r[0] for r in final[:2]] == [r[0] for r in after]
+    assert (stats.orders, stats.order_lines) == (1, 4)
+
 
 async def test_a_stale_version_changes_no_lines(committed_db):
     async with Lander.open(committed_db) as lander:
