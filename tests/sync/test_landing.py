@@ -133,7 +133,11 @@ async def test_changed_lines_are_replaced_and_gone_lines_removed(committed_db):
     assert after[1][0] == before[1][0]  # line 2 did not change: the same row
     assert (stats.orders, stats.order_lines) == (1, 2)
 
-    # Lines added to an order land with it; the ones it had stay as they were.
+    # Lines added to an order land with it, tied to the catalogue; the ones it had stay as they were.
+    async with committed_db.begin() as conn:
+        await conn.execute(
+            sa.text("insert into product (sku, title) values ('SKU-3', 'item 3') on conflict do nothing")
+        )
     async with Lander.open(committed_db) as lander:
         grown = top_trade(5002, lines=4, modified="2026-10-03 10:00:00")
         grown["orders"]["order"][0]["title"] = "item 0, new colour"
@@ -142,6 +146,11 @@ async def test_changed_lines_are_replaced_and_gone_lines_removed(committed_db):
     assert [r[1:3] for r in final] == [(1, "SKU-0"), (2, "SKU-1"), (3, "SKU-2"), (4, "SKU-3")]
     assert [r[0] for r in final[:2]] == [r[0] for r in after]
     assert (stats.orders, stats.order_lines) == (1, 4)
+    assert await fetch_rows(
+        committed_db,
+        "select p.sku from order_line l join orders o on o.id = l.order_id join product p on p.id = l.product_id "
+        "where o.external_id = '5002' and l.line_no = 4",
+    ) == [("SKU-3",)]
 
 
 async def test_a_stale_version_changes_no_lines(committed_db):
