@@ -9,6 +9,9 @@ Prints one JSON document. Per size, in a fresh child process (so peak RSS is tha
   as end to end has it: the most end to end could reach were landing free;
 - `records_per_sync_cpu_s`: orders landed per CPU second of the sync process alone (simulator and
   PostgreSQL excluded): the pipeline's own cost;
+- `status_updates`: a quarter of the orders moved one step on in the simulator (paid -> shipped -> finished
+  -> refunded), then landed by an incremental run: records/s and CPU per order when most rows update orders
+  already landed, as a marketplace feed does once its history is in;
 - `cpu_bound`: how busy the box's CPUs were during end to end, and the rate (and share of the ceiling) that
   the same CPU per order would give with every CPU busy all the time: the most any overlap could reach;
 - `copy_ceiling`: the same orders and lines loaded by raw asyncpg COPY (records/s), the ceiling;
@@ -200,6 +203,7 @@ async def child(
     simulator_pid: int, base: str, size: int, days: int, concurrency: int, batch_size: int
 ) -> dict[str, Any]:
     import asyncpg
+    import httpx
     from sqlalchemy.engine import make_url
     from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -251,6 +255,22 @@ async def child(
             indexed_rate = await copy_ceiling(con, "including all")
         finally:
             await con.close()
+        # Status updates: a quarter of the orders move one step on (paid -> shipped -> finished -> refunded) and
+        # an incremental run lands them. The steady state of a marketplace feed, where most rows landed update
+        # orders already there (their lines compared, kept unless they changed).
+        async with httpx.AsyncClient(base_url=base, timeout=300) as client:
+            reply = await client.post("/_sim/update_orders", json={"count": size // 4, "channels": ["tmall"]})
+            reply.raise_for_status()
+            moved = len(reply.json()["updated"])
+        connector = make_connector("tmall", settings)
+        pg_started, sim_started = postgres_cpu_seconds(database), process_cpu_seconds(simulator_pid)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        updates = await run_stream(engine, connector, "trades")
+        update_seconds, update_cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        update_pg = postgres_cpu_seconds(database) - pg_started
+        update_sim = process_cpu_seconds(simulator_pid) - sim_started
+        await connector.aclose()
+
         e2e_rate = stats.orders / e2e_seconds
         # What the run's CPU per order leaves room for: the box's CPUs busy all the time with the same work
         # (sync, PostgreSQL's backends and the simulator) would land cpus / (their CPU per order) orders a second.
@@ -282,6 +302,17 @@ async def child(
                 "box_busy_share": round(cpu_per_order * stats.orders / (e2e_seconds * cpus), 3),
                 "records_per_s_with_box_fully_busy": round(full_box_rate),
                 "share_of_ceiling_with_box_fully_busy": round(full_box_rate / bare_rate, 3),
+            },
+            "status_updates": {
+                "orders_moved": moved,
+                "landed_orders": updates.orders,
+                "seconds": round(update_seconds, 1),
+                "records_per_s": round(updates.orders / update_seconds),
+                "cpu_us_per_record": {
+                    "sync": round(update_cpu / updates.orders * 1e6, 1),
+                    "postgres": round(update_pg / updates.orders * 1e6, 1),
+                    "simulator": round(update_sim / updates.orders * 1e6, 1),
+                },
             },
             "pull_only": {
                 "seconds": round(pull_seconds, 1),
