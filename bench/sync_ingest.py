@@ -34,6 +34,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,31 @@ def process_cpu_seconds(pid: int) -> float:
 
     times = psutil.Process(pid).cpu_times()
     return float(times.user + times.system)
+
+
+@dataclass
+class Meter:
+    """Wall seconds of a block, and the CPU seconds spent in it by this process (sync), the bench database's
+    PostgreSQL processes and the simulator."""
+
+    seconds: float = 0.0
+    sync: float = 0.0
+    postgres: float = 0.0
+    simulator: float = 0.0
+
+    def us_per_record(self, records: int) -> dict[str, float]:
+        return {k: round(getattr(self, k) / records * 1e6, 1) for k in ("sync", "postgres", "simulator")}
+
+
+@contextmanager
+def metered(database: str, simulator_pid: int) -> Iterator[Meter]:
+    meter = Meter()
+    pg, sim = postgres_cpu_seconds(database), process_cpu_seconds(simulator_pid)
+    wall, cpu = time.perf_counter(), time.process_time()
+    yield meter
+    meter.seconds, meter.sync = time.perf_counter() - wall, time.process_time() - cpu
+    meter.postgres = postgres_cpu_seconds(database) - pg
+    meter.simulator = process_cpu_seconds(simulator_pid) - sim
 
 
 @contextmanager
@@ -238,12 +264,8 @@ async def child(
         # End to end.
         connector = make_connector("tmall", settings)
         with PeakRss() as rss:
-            pg_started, sim_started = postgres_cpu_seconds(database), process_cpu_seconds(simulator_pid)
-            started, cpu_started = time.perf_counter(), time.process_time()
-            stats = await run_stream(engine, connector, "trades")
-            e2e_seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-            pg_seconds = postgres_cpu_seconds(database) - pg_started
-            sim_seconds = process_cpu_seconds(simulator_pid) - sim_started
+            with metered(database, simulator_pid) as e2e:
+                stats = await run_stream(engine, connector, "trades")
         requests = connector.client.stats.requests
         await connector.aclose()
 
@@ -263,20 +285,16 @@ async def child(
             reply.raise_for_status()
             moved = len(reply.json()["updated"])
         connector = make_connector("tmall", settings)
-        pg_started, sim_started = postgres_cpu_seconds(database), process_cpu_seconds(simulator_pid)
-        started, cpu_started = time.perf_counter(), time.process_time()
-        updates = await run_stream(engine, connector, "trades")
-        update_seconds, update_cpu = time.perf_counter() - started, time.process_time() - cpu_started
-        update_pg = postgres_cpu_seconds(database) - pg_started
-        update_sim = process_cpu_seconds(simulator_pid) - sim_started
+        with metered(database, simulator_pid) as updating:
+            updates = await run_stream(engine, connector, "trades")
         await connector.aclose()
 
-        e2e_rate = stats.orders / e2e_seconds
+        e2e_rate = stats.orders / e2e.seconds
         # What the run's CPU per order leaves room for: the box's CPUs busy all the time with the same work
         # (sync, PostgreSQL's backends and the simulator) would land cpus / (their CPU per order) orders a second.
         # No overlap of the three, however good, gets past this; only doing less per order does.
         cpus = os.cpu_count() or 1
-        cpu_per_order = (cpu_seconds + pg_seconds + sim_seconds) / stats.orders
+        cpu_per_order = (e2e.sync + e2e.postgres + e2e.simulator) / stats.orders
         full_box_rate = cpus / cpu_per_order
         return {
             "orders": size,
@@ -285,34 +303,26 @@ async def child(
             "identities": stats.identities,
             "http_requests": requests,
             "end_to_end": {
-                "seconds": round(e2e_seconds, 1),
+                "seconds": round(e2e.seconds, 1),
                 "records_per_s": round(e2e_rate),
                 "peak_rss_mib": rss.mib,
-                "sync_process_cpu_s": round(cpu_seconds, 1),
-                "records_per_sync_cpu_s": round(stats.orders / cpu_seconds),
+                "sync_process_cpu_s": round(e2e.sync, 1),
+                "records_per_sync_cpu_s": round(stats.orders / e2e.sync),
                 # Where the machine's CPU went, per order landed: the whole box has 2 CPUs, so 20k/s
                 # leaves 100 µs for the three together.
-                "cpu_us_per_record": {
-                    "sync": round(cpu_seconds / stats.orders * 1e6, 1),
-                    "postgres": round(pg_seconds / stats.orders * 1e6, 1),
-                    "simulator": round(sim_seconds / stats.orders * 1e6, 1),
-                },
+                "cpu_us_per_record": e2e.us_per_record(stats.orders),
             },  # fmt: skip
             "cpu_bound": {
-                "box_busy_share": round(cpu_per_order * stats.orders / (e2e_seconds * cpus), 3),
+                "box_busy_share": round(cpu_per_order * stats.orders / (e2e.seconds * cpus), 3),
                 "records_per_s_with_box_fully_busy": round(full_box_rate),
                 "share_of_ceiling_with_box_fully_busy": round(full_box_rate / bare_rate, 3),
             },
             "status_updates": {
                 "orders_moved": moved,
                 "landed_orders": updates.orders,
-                "seconds": round(update_seconds, 1),
-                "records_per_s": round(updates.orders / update_seconds),
-                "cpu_us_per_record": {
-                    "sync": round(update_cpu / updates.orders * 1e6, 1),
-                    "postgres": round(update_pg / updates.orders * 1e6, 1),
-                    "simulator": round(update_sim / updates.orders * 1e6, 1),
-                },
+                "seconds": round(updating.seconds, 1),
+                "records_per_s": round(updates.orders / updating.seconds),
+                "cpu_us_per_record": updating.us_per_record(updates.orders),
             },
             "pull_only": {
                 "seconds": round(pull_seconds, 1),
