@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra.settings import PROJECT_ROOT
@@ -35,8 +35,36 @@ class ChannelConfig(BaseModel):
     page_size: int = Field(100, ge=1, le=10_000, description="Rows per page requested from the API.")
 
 
-def _channel(**overrides: object) -> ChannelConfig:
-    return ChannelConfig.model_validate(overrides)
+# Each channel's own defaults. An environment variable for one field of a channel (say
+# C360_SYNC_APP__BASE_URL) is merged into these, field by field: pydantic-settings would otherwise build the
+# channel from that one variable and ChannelConfig's generic defaults, losing the channel's cron, page size
+# and credentials.
+CHANNEL_DEFAULTS: dict[str, dict[str, object]] = {
+    "tmall": {
+        "cron": "*/10 * * * *",
+        "app_key": "12345678",
+        "app_secret": "demo-taobao-secret-0123456789abcdef",
+        "token": "6100a1b2c3d4e5f6demo-session",
+    },
+    "jd": {
+        "cron": "*/10 * * * *",
+        "app_key": "DEMOJDAPPKEY0001",
+        "app_secret": "demo-jd-secret-0123456789abcdef",
+        "token": "demo-jd-access-token",
+    },
+    "app": {"page_size": 500, "cron": "*/5 * * * *", "token": "demo-app-api-token"},
+    "wechat": {
+        "cron": "*/5 * * * *",
+        "app_key": "wx1234567890abcdef",
+        "app_secret": "demo-wechat-secret-0123456789ab",
+    },
+    "weibo": {"cron": "*/30 * * * *", "token": "2.00demoWeiboAccessToken"},
+    "pos": {"page_size": 500, "cron": "0 * * * *", "token": "demo-pos-api-token"},
+}
+
+
+def _channel(code: str) -> ChannelConfig:
+    return ChannelConfig.model_validate(CHANNEL_DEFAULTS[code])
 
 
 class SyncSettings(BaseSettings):
@@ -47,43 +75,51 @@ class SyncSettings(BaseSettings):
     )
 
     tmall: ChannelConfig = Field(
-        default_factory=lambda: _channel(
-            cron="*/10 * * * *",
-            app_key="12345678",
-            app_secret="demo-taobao-secret-0123456789abcdef",
-            token="6100a1b2c3d4e5f6demo-session",
-        ),
+        default_factory=lambda: _channel("tmall"),
         description="Tmall/Taobao TOP: trades (incremental) and refunds.",
     )
     jd: ChannelConfig = Field(
-        default_factory=lambda: _channel(
-            cron="*/10 * * * *",
-            app_key="DEMOJDAPPKEY0001",
-            app_secret="demo-jd-secret-0123456789abcdef",
-            token="demo-jd-access-token",
-        ),
+        default_factory=lambda: _channel("jd"),
         description="JD JOS: orders by modified time.",
     )
     app: ChannelConfig = Field(
-        default_factory=lambda: _channel(page_size=500, cron="*/5 * * * *", token="demo-app-api-token"),
+        default_factory=lambda: _channel("app"),
         description="Own app / site / mini-program: members, orders, browsing events.",
     )
     wechat: ChannelConfig = Field(
-        default_factory=lambda: _channel(
-            cron="*/5 * * * *", app_key="wx1234567890abcdef", app_secret="demo-wechat-secret-0123456789ab"
-        ),
+        default_factory=lambda: _channel("wechat"),
         description="WeChat official account: followers, follow/unfollow events, messages.",
     )
     weibo: ChannelConfig = Field(
-        default_factory=lambda: _channel(cron="*/30 * * * *", token="2.00demoWeiboAccessToken"),
+        default_factory=lambda: _channel("weibo"),
         description="Weibo: comments and mentions.",
     )
     pos: ChannelConfig = Field(
-        default_factory=lambda: _channel(page_size=500, cron="0 * * * *", token="demo-pos-api-token"),
+        default_factory=lambda: _channel("pos"),
         description="Store POS: transactions over HTTP and the file drop folder.",
     )
     catalog_url: str = Field(
         "http://127.0.0.1:8765", description="Base URL of the product catalogue (`/catalog/v1/products`)."
+    )
+    catalog_cron: str | None = Field(
+        "20 * * * *",
+        description="Cron `c360 sync serve` pulls the product catalogue on (empty: not scheduled).",
+    )
+    crons: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            'Crons of other scheduled flows, by flow name, as JSON: C360_SYNC_CRONS=\'{"loyalty-daily": '
+            '"0 4 * * *"}\'. Channels keep C360_SYNC_<CHANNEL>__CRON.'
+        ),
+    )
+    heartbeat_grace_seconds: int = Field(
+        120,
+        ge=45,
+        le=24 * 3600,
+        description=(
+            "Under `serve`, a flow run whose heartbeats (every 30 s) stop for this long is marked Crashed, "
+            "so a run left Running by a dead machine frees its channel's one-run slot."
+        ),
     )
     pos_drop_dir: Path = Field(
         PROJECT_ROOT / ".c360" / "pos_drop",
@@ -147,6 +183,14 @@ class SyncSettings(BaseSettings):
             "database on the product's PostgreSQL server."
         ),
     )
+
+    @field_validator(*CHANNEL_CODES, mode="before")
+    @classmethod
+    def _merge_channel_defaults(cls, value: object, info: ValidationInfo) -> object:
+        """Fields given for a channel (by environment variable or dict) override only themselves."""
+        if isinstance(value, dict) and info.field_name is not None:
+            return {**CHANNEL_DEFAULTS[info.field_name], **value}
+        return value
 
     def channel(self, code: str) -> ChannelConfig:
         """The config of channel `code` (one of CHANNEL_CODES)."""
