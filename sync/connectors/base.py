@@ -45,6 +45,22 @@ class PermanentError(SyncError):
     """Not worth retrying: 4xx, bad signature, bad parameters (caller faults)."""
 
 
+def error_code_of(body: bytes) -> str:
+    """The platform's error code from a JSON error body (`code`, `errcode`, `error_code`, `error`), which
+    says what went wrong without repeating what the request carried; empty when there is none."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ""
+    if not isinstance(data, dict):
+        return ""
+    for key in ("code", "errcode", "error_code", "error", "sub_code"):
+        value = data.get(key)
+        if isinstance(value, str | int) and not isinstance(value, bool) and len(str(value)) <= 64:
+            return f" ({key}={value})"
+    return ""
+
+
 class TokenExpiredError(Exception):
     """The access token was refused: refresh it, then retry once."""
 
@@ -222,8 +238,10 @@ class ChannelClient:
                             check(orjson.loads(response.content))
                         except orjson.JSONDecodeError:
                             pass
+                    # The body is not quoted: channels echo the request (phones, names) in their errors.
                     raise PermanentError(
-                        f"{self.channel}: {method} {path} answered HTTP {status}: {response.text[:300]}"
+                        f"{self.channel}: {method} {path} answered HTTP {status} {response.reason_phrase}"
+                        f"{error_code_of(response.content)}"
                     )
                 else:
                     # Parsing a page is milliseconds of CPU on the event loop: let what is already waiting on it

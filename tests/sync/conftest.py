@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,14 +14,17 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sync.canonical import Batch
 from sync.config import SyncSettings
 from sync.connectors.base import Connector
 from sync.connectors.registry import make_connector
+from sync.prefect_setup import ensure_database
 from sync.runner import run_connector
 from sync.simulator import CST, SimulatorConfig, create_simulator_app
+from tests.conftest import create_database, drop_database
 from tests.support import live_server
 
 # Small enough for fast tests, large enough for several pages on every feed.
@@ -164,3 +167,38 @@ def assert_same_orders(fast: Batch, slow: Batch) -> None:
             assert (a is None) == (b is None)
             if a is not None:
                 assert type(a) is datetime and a.utcoffset() == b.utcoffset()
+
+
+@asynccontextmanager
+async def prefect_server(database_url: str) -> AsyncIterator[str]:
+    """Like prefect_test_harness, but on `database_url`: PostgreSQL avoids 'database is locked' under
+    concurrent flows."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_DATABASE_CONNECTION_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_SERVER_DATABASE_CONNECTION_URL: database_url}):
+        server = SubprocessASGIServer()
+        server.start(timeout=120)
+        try:
+            with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+                yield server.api_url
+        finally:
+            from prefect.logging.handlers import APILogHandler
+
+            await APILogHandler.aflush()  # send the run's logs before the server goes away
+            server.stop()
+
+
+@pytest.fixture
+async def prefect_db(database_url: str, tmp_path: Path) -> AsyncIterator[str]:
+    """Prefect's own database, chosen as `sync.prefect_setup` chooses it for the product: on the test server
+    when it has pg_trgm (Prefect's schema needs it), else a SQLite file. The embedded server, which tests use
+    without DATABASE_URL, has no pg_trgm."""
+    url = await create_database(database_url, "c360_prefect_test")
+    try:
+        if await ensure_database(url):
+            yield make_url(url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+        else:
+            yield f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}"
+    finally:
+        await drop_database(url)

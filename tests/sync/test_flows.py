@@ -4,52 +4,9 @@ concurrently, links identities, and records its states."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
-
-import pytest
-from sqlalchemy.engine import make_url
-
 from identity.evaluate import pairwise_scores
-from sync.prefect_setup import ensure_database
-from tests.conftest import create_database, drop_database, fetch_rows
-from tests.sync.conftest import count, sim_get, sim_truth
-
-
-@asynccontextmanager
-async def prefect_server(database_url: str) -> AsyncIterator[str]:
-    """Like prefect_test_harness, but on `database_url`: PostgreSQL avoids 'database is locked' under
-    concurrent flows."""
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_DATABASE_CONNECTION_URL, temporary_settings
-
-    with temporary_settings(updates={PREFECT_SERVER_DATABASE_CONNECTION_URL: database_url}):
-        server = SubprocessASGIServer()
-        server.start(timeout=120)
-        try:
-            with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-                yield server.api_url
-        finally:
-            from prefect.logging.handlers import APILogHandler
-
-            await APILogHandler.aflush()  # send the run's logs before the server goes away
-            server.stop()
-
-
-@pytest.fixture
-async def prefect_db(database_url: str, tmp_path: Path) -> AsyncIterator[str]:
-    """Prefect's own database, chosen as `sync.prefect_setup` chooses it for the product: on the test server
-    when it has pg_trgm (Prefect's schema needs it), else a SQLite file. The embedded server, which tests use
-    without DATABASE_URL, has no pg_trgm."""
-    url = await create_database(database_url, "c360_prefect_test")
-    try:
-        if await ensure_database(url):
-            yield make_url(url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
-        else:
-            yield f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}"
-    finally:
-        await drop_database(url)
+from tests.conftest import fetch_rows
+from tests.sync.conftest import count, prefect_server, sim_get, sim_truth
 
 
 async def test_sync_all_flow_runs_and_records_its_state(sim, prefect_db, clean_db):
