@@ -6,8 +6,8 @@ import asyncio
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
-from typing import Annotated, Any, cast
+from datetime import datetime, timedelta
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -170,45 +170,67 @@ def run(
 def serve(
     all_cron: str | None = typer.Option(None, help="Also schedule sync-all on this cron (e.g. '0 2 * * *')."),
 ) -> None:
-    """Register one deployment per enabled channel with its cron (C360_SYNC_<CHANNEL>__CRON) on the
-    Prefect server at PREFECT_API_URL, and keep serving their runs until interrupted.
+    """Register one deployment per enabled channel (cron: C360_SYNC_<CHANNEL>__CRON), the catalogue
+    (C360_SYNC_CATALOG_CRON) and the scheduled CRM flows on the Prefect server at PREFECT_API_URL, and run
+    their scheduled runs until stopped (Ctrl-C or SIGTERM cancel what runs, nothing is left Running).
 
     Start the server first: `prefect server start`, then `export PREFECT_API_URL=http://127.0.0.1:4200/api`.
     """
     from api.cli import fail
 
-    if not os.environ.get("PREFECT_API_URL"):
-        fail(
-            "PREFECT_API_URL is not set: schedules need a running Prefect server. Start one with "
-            "`prefect server start` and export PREFECT_API_URL=http://127.0.0.1:4200/api"
-        )
+    # configure_prefect (in prepare) leaves a set PREFECT_API_URL alone; check it answers before anything
+    # registers, so a wrong one is one line, not a traceback after "scheduled" lines.
+    try:
+        api_url = check_api_url()
+    except RuntimeError as exc:
+        fail(str(exc))
     _, sync_settings = prepare(True)
+
     from prefect import serve as prefect_serve
+    from prefect.client.orchestration import get_client
 
     from sync.runner import tune_gc_for_sync
+    from sync.schedules import (
+        HEARTBEAT_SECONDS,
+        ServeError,
+        deployments,
+        disabled_channels,
+        prepare_server,
+        scheduled_flows,
+    )
 
     tune_gc_for_sync()
-    from prefect.schedules import Cron
+    try:
+        items = scheduled_flows(sync_settings, all_cron)
+        if not items:
+            raise ServeError("nothing to schedule: no channel is enabled (C360_SYNC_<CHANNEL>__ENABLED)")
+        to_serve = deployments(items)
+    except ServeError as exc:
+        fail(str(exc))
 
-    from sync.config import CHANNEL_CODES
-    from sync.flows import CHANNEL_FLOWS, sync_all
+    async def on_server() -> None:
+        async with get_client() as client:
+            await prepare_server(
+                client,
+                items,
+                disabled_channels(sync_settings),
+                console.print,
+                timedelta(seconds=sync_settings.heartbeat_grace_seconds),
+            )
 
-    deployments = []
-    for code in CHANNEL_CODES:
-        config = sync_settings.channel(code)
-        if config.enabled:
-            # Cron in the retailer's time zone: "0 2 * * *" means 02:00 in Shanghai, not UTC.
-            schedule = Cron(config.cron, timezone="Asia/Shanghai")
-            deployments.append(CHANNEL_FLOWS[code].to_deployment(name=f"{code}-scheduled", schedule=schedule))
-            console.print(f"scheduled sync-{code} on '{config.cron}'")
-    if all_cron:
-        deployments.append(
-            sync_all.to_deployment(name="all-scheduled", schedule=Cron(all_cron, timezone="Asia/Shanghai"))
-        )
-        console.print(f"scheduled sync-all on '{all_cron}'")
-    if not deployments:
-        fail("no channel is enabled (C360_SYNC_<CHANNEL>__ENABLED)")
-    prefect_serve(*cast(list[Any], deployments))
+    asyncio.run(on_server())
+    for item in items:
+        console.print(f"scheduled {item.flow.name} on '{item.cron}' ({item.deployment_name})")
+    console.print(f"serving {len(items)} deployments on {api_url}; one line per run follows")
+    # Heartbeats let the server's automation mark a run Crashed when the machine running it dies.
+    prefect_serve(*to_serve, print_starting_message=False, heartbeat_seconds=HEARTBEAT_SECONDS)
+
+
+def check_api_url() -> str:
+    """PREFECT_API_URL, proven to answer; RuntimeError with one line naming it otherwise."""
+    from sync.prefect_setup import check_api
+
+    return check_api(os.environ.get("PREFECT_API_URL"))
 
 
 @quarantine_app.command("list")

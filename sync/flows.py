@@ -13,11 +13,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import Task, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
 
 from infra.db import get_engine
 from sync.config import CHANNEL_CODES, SyncSettings, get_sync_settings
+from sync.connectors.base import PermanentError
 from sync.connectors.registry import make_connector
 from sync.hooks import recompute_customers
 from sync.identities import link_identities
@@ -49,11 +51,21 @@ def _settings(base_url: str | None, simulator: bool = False) -> SyncSettings:
     return settings.pointed_at_simulator(base_url) if simulator else settings.pointed_at(base_url)
 
 
+def retry_unless_permanent(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Task retries are for transient failures (their HTTP retries ran out, the database blinked). A
+    permanent one (a 4xx: bad credentials, bad parameters) fails the task at once with its cause: retrying
+    it only delays the error by the retry delays."""
+    if isinstance(state.data, BaseException):
+        return not isinstance(state.data, PermanentError)
+    return "PermanentError(" not in (state.message or "")
+
+
 @task(
     name="pull-and-land",
     task_run_name="{channel}.{stream}",
     retries=2,
     retry_delay_seconds=[5, 30],
+    retry_condition_fn=retry_unless_permanent,
     cache_policy=NO_CACHE,
 )
 async def land_stream(
@@ -106,9 +118,29 @@ async def recompute_task(customer_ids: list[int]) -> int:
     return await recompute_customers(get_engine(), set(customer_ids))
 
 
+def die_with_serve() -> None:
+    """Under `c360 sync serve` each flow run is a child process: have the kernel send it SIGTERM when
+    `serve` dies, even by SIGKILL, so no flow engine outlives it (Prefect's engine then marks the run
+    Crashed). Only for deployment runs: `c360 sync run` runs flows in its own process."""
+    import ctypes
+    import os
+    import signal
+    import sys
+
+    from prefect.runtime import deployment
+
+    if deployment.id is None or not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+    if os.getppid() == 1:  # serve died before the call above took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 async def _channel(
     channel: str, since: datetime | None, base_url: str | None, simulator: bool, link: bool
 ) -> dict[str, Any]:
+    die_with_serve()
     # Also here, not only in the CLI: `prefect serve` runs scheduled flows in processes of its own.
     tune_gc_for_sync()
     connector = make_connector(channel, _settings(base_url, simulator))
@@ -128,7 +160,27 @@ async def _channel(
         customers = await link_task(sorted(ids))
         result["customers_touched"] = len(customers)
         await recompute_task(customers)
+    report_run(result_line(channel, result))
     return result
+
+
+def result_line(channel: str, result: dict[str, Any]) -> str:
+    """One line of figures for a channel run: what landed, what was quarantined, what was linked."""
+    totals: dict[str, int] = {}
+    for counts in result["streams"].values():
+        for key, value in counts.items():
+            totals[key] = totals.get(key, 0) + value
+    landed = ", ".join(f"{v} {k}" for k, v in totals.items() if v and k != "quarantined") or "nothing new"
+    line = f"sync-{channel}: landed {landed}; quarantined {totals.get('quarantined', 0)}"
+    line += f"; {len(result['identity_ids'])} identities touched"
+    if "customers_touched" in result:
+        line += f", {result['customers_touched']} customers linked"
+    return line
+
+
+def report_run(line: str) -> None:
+    """The run's figures, one line in its logs: the Prefect UI shows it, and so does `serve`'s output."""
+    get_run_logger().info("%s", line)
 
 
 @flow(name="sync-tmall")
@@ -177,6 +229,18 @@ async def sync_pos(
 ) -> dict[str, Any]:
     """Store POS: the HTTP feed, then the drop folder."""
     return await _channel("pos", since, base_url, simulator, link)
+
+
+@flow(name="sync-catalog")
+async def sync_catalog(base_url: str | None = None, simulator: bool = False) -> dict[str, Any]:
+    """The product catalogue, so order lines find their products; `serve` runs it on its own schedule."""
+    die_with_serve()
+    out = await land_stream.with_options(task_run_name="catalog.products")(
+        "catalog", "products", None, base_url, simulator
+    )
+    counts = out["counts"]
+    report_run(f"sync-catalog: landed {counts['products']} products; quarantined {counts['quarantined']}")
+    return dict(counts)
 
 
 CHANNEL_FLOWS = {

@@ -13,6 +13,7 @@ import logging
 import os
 
 import asyncpg
+import httpx
 from sqlalchemy.engine import make_url
 
 from infra.db import resolve_database_url
@@ -53,6 +54,10 @@ def configure_prefect(settings: Settings, sync_settings: SyncSettings) -> None:
     os.environ.setdefault("PREFECT_HOME", str(settings.data_dir / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # Flow and task run logs (what landed, what was quarantined, what was linked) at INFO, while the rest
+    # of Prefect stays at WARNING: the UI and `serve`'s output show each run's figures.
+    for logger in ("FLOW_RUNS", "TASK_RUNS"):
+        os.environ.setdefault(f"PREFECT_LOGGING_LOGGERS_PREFECT_{logger}_LEVEL", "INFO")
     # The ephemeral API server migrates its database on first start, which takes ~30 s on a new
     # machine; Prefect's default 20 s start-up timeout would fail exactly the first `c360 demo`.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
@@ -67,3 +72,25 @@ def configure_prefect(settings: Settings, sync_settings: SyncSettings) -> None:
             log.info("PostgreSQL at %s has no pg_trgm; Prefect keeps its state in SQLite", mask_url(base))
             return
     os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = url
+
+
+class ServeError(RuntimeError):
+    """`c360 sync serve` cannot start; the message is one line naming the cause."""
+
+
+def check_api(api_url: str | None, timeout: float = 5.0) -> str:
+    """The Prefect API URL, proven to answer; a ServeError naming it otherwise, before anything registers."""
+    if not api_url:
+        raise ServeError(
+            "PREFECT_API_URL is not set: schedules need a running Prefect server. Start one with "
+            "`prefect server start` and export PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+    try:
+        response = httpx.get(api_url.rstrip("/") + "/health", timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise ServeError(f"PREFECT_API_URL={api_url} does not answer ({type(exc).__name__}: {exc})") from exc
+    if response.status_code != 200:
+        raise ServeError(
+            f"PREFECT_API_URL={api_url} is not a Prefect API: GET /health answered HTTP {response.status_code}"
+        )
+    return api_url

@@ -1,0 +1,248 @@
+"""`c360 sync serve` on a real `prefect server start`: the server's scheduler creates the runs, they
+complete and land rows, their figures reach the server's logs, and stopping `serve` (SIGTERM, then a
+restart, then SIGKILL) leaves no run Running and no process behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sync.simulator import CST
+from tests.conftest import fetch_rows
+from tests.support import free_port
+from tests.sync.conftest import SINCE, simulator
+
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("C360_", "PREFECT_"))}
+    env.update(PREFECT_SERVER_ANALYTICS_ENABLED="false", **extra)
+    return env
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`prefect server start` on a free loopback port, with a home (and SQLite database) of its own."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    log = (home / "server.log").open("w")
+    proc = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=_clean_env(PREFECT_HOME=str(home)),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    api = f"http://127.0.0.1:{port}/api"
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"prefect server exited: {(home / 'server.log').read_text()[-2000:]}")
+        try:
+            return httpx.get(api + "/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for("the Prefect server to answer", healthy, timeout=180)
+        yield api
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def flow_runs(api: str, flow: str, states: list[str] | None = None) -> list[dict[str, Any]]:
+    body: dict[str, Any] = {"flows": {"name": {"any_": [flow]}}, "sort": "EXPECTED_START_TIME_DESC"}
+    if states:
+        body["flow_runs"] = {"state": {"type": {"any_": states}}}
+    response = httpx.post(api + "/flow_runs/filter", json=body, timeout=10)
+    response.raise_for_status()
+    runs: list[dict[str, Any]] = response.json()
+    return runs
+
+
+def run_logs(api: str, flow_run_id: str) -> list[str]:
+    body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}
+    response = httpx.post(api + "/logs/filter", json=body, timeout=10)
+    response.raise_for_status()
+    return [entry["message"] for entry in response.json()]
+
+
+class Serve:
+    """`c360 sync serve` as an operator starts it, in its own process group."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.proc = subprocess.Popen(
+            [str(BIN / "c360"), "sync", "serve"],
+            env=env,
+            stdout=log.open("a"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def descendants(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    return [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_serve_on_a_real_prefect_server(
+    prefect_api: str, committed_db: AsyncEngine, database_url: str, tmp_path: Path
+) -> None:
+    with simulator() as sim:
+        env = _clean_env(
+            PREFECT_API_URL=prefect_api,
+            PREFECT_HOME=str(tmp_path / "prefect-client"),
+            C360_DATABASE_URL=database_url,
+            C360_SYNC_WEIBO__BASE_URL=sim,
+            C360_SYNC_WEIBO__CRON="* * * * *",
+            C360_SYNC_CATALOG_URL=sim,
+            C360_SYNC_CATALOG_CRON="* * * * *",
+            C360_SYNC_SOURCE_CLOCK_URL=sim + "/_sim/clock",
+            C360_SYNC_INITIAL_LOOKBACK_DAYS=str((datetime.now(CST) - SINCE).days + 1),
+            # Long enough for the slow page armed below to hold a run open.
+            C360_SYNC_REQUEST_TIMEOUT_SECONDS="120",
+            C360_SYNC_HEARTBEAT_GRACE_SECONDS="60",
+            **{f"C360_SYNC_{code}__ENABLED": "false" for code in ("TMALL", "JD", "APP", "WECHAT", "POS")},
+        )
+        log = tmp_path / "serve.log"
+        serve = Serve(env, log)
+        try:
+            # 1. A run the server scheduled (not one triggered by hand) completes and lands rows.
+            done = wait_for(
+                "a scheduled sync-weibo run to complete",
+                lambda: flow_runs(prefect_api, "sync-weibo", ["COMPLETED"]),
+                timeout=180,
+            )[0]
+            assert done["auto_scheduled"] is True
+            wait_for(
+                "a scheduled catalogue run",
+                lambda: flow_runs(prefect_api, "sync-catalog", ["COMPLETED"]),
+                120,
+            )
+            assert "scheduled sync-weibo on '* * * * *'" in serve.output()
+            assert "sync-tmall" not in serve.output()
+            [(weibo_rows,)] = fetch_rows_sync(
+                committed_db, "select count(*) from interaction where channel_code = 'weibo'"
+            )
+            assert weibo_rows > 0
+            [(products,)] = fetch_rows_sync(committed_db, "select count(*) from product")
+            assert products > 0
+            # 2. Its figures are in the server's logs (the UI) and in serve's output, one line per run.
+            assert any(m.startswith("sync-weibo: landed") for m in run_logs(prefect_api, done["id"]))
+            assert "sync-weibo: landed" in serve.output()
+
+            # 3. SIGTERM while a run is in flight: nothing is left Running, no process outlives serve.
+            httpx.post(
+                sim + "/_sim/faults",
+                json={"path_prefix": "/weibo", "kind": "timeout", "count": 1, "delay_s": 40},
+            )
+            wait_for(
+                "a sync-weibo run in flight", lambda: flow_runs(prefect_api, "sync-weibo", ["RUNNING"]), 120
+            )
+            children = serve.descendants()
+            assert children, "the run should be a child process of serve"
+            serve.proc.send_signal(signal.SIGTERM)
+            serve.proc.wait(timeout=90)
+            wait_for("serve's children to exit", lambda: not alive(children), 30)
+            wait_for(
+                "no run left Running or Pending",
+                lambda: not flow_runs(prefect_api, "sync-weibo", ["RUNNING", "PENDING"]),
+                30,
+            )
+
+            # 4. A restart serves again (nothing stays paused) and completes a new scheduled run.
+            completed_before = len(flow_runs(prefect_api, "sync-weibo", ["COMPLETED"]))
+            serve = Serve(env, log)
+            wait_for(
+                "a scheduled run after the restart",
+                lambda: len(flow_runs(prefect_api, "sync-weibo", ["COMPLETED"])) > completed_before,
+                150,
+            )
+
+            # 5. SIGKILL while a run is in flight: its process dies with serve, and the run does not stay
+            # Running forever: its heartbeats stop and the server marks it Crashed.
+            httpx.post(
+                sim + "/_sim/faults",
+                json={"path_prefix": "/weibo", "kind": "timeout", "count": 1, "delay_s": 40},
+            )
+            running = wait_for(
+                "a run in flight", lambda: flow_runs(prefect_api, "sync-weibo", ["RUNNING"]), 120
+            )[0]
+            children = serve.descendants()
+            os.kill(serve.proc.pid, signal.SIGKILL)
+            serve.proc.wait(timeout=10)
+            wait_for("the flow run's process to die with serve", lambda: not alive(children), 30)
+            crashed = wait_for(
+                "the orphaned run to be marked Crashed",
+                lambda: [
+                    r for r in flow_runs(prefect_api, "sync-weibo", ["CRASHED"]) if r["id"] == running["id"]
+                ],
+                240,
+                every=5,
+            )
+            assert "heartbeat" in crashed[0]["state"]["message"]
+        finally:
+            serve.stop()
+            httpx.delete(sim + "/_sim/faults")
+
+
+def fetch_rows_sync(engine: AsyncEngine, sql: str) -> list[tuple[Any, ...]]:
+    """fetch_rows from a sync test (the waits above block, so the test itself is not async)."""
+    import asyncio
+
+    return asyncio.run(_fresh_fetch(str(engine.url.render_as_string(hide_password=False)), sql))
+
+
+async def _fresh_fetch(url: str, sql: str) -> list[tuple[Any, ...]]:
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        return await fetch_rows(engine, sql)
+    finally:
+        await engine.dispose()
