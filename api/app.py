@@ -11,27 +11,67 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
+from api.auth import AuthError, Principal, authenticate, check_production_secret
 from infra.db import check_database, ensure_reachable, make_engine, resolve_database_url
 from infra.settings import Settings, get_settings
-from schema import schema
+from schema import build_schema
 from schema.context import Context
+
+NOBODY = Principal(subject="0", role="member")  # a member of no customer
 
 
 class C360GraphQL(GraphQL[Context, None]):
-    def __init__(self, graphiql: bool) -> None:
-        super().__init__(schema, graphql_ide="graphiql" if graphiql else None, allow_queries_via_get=False)
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(
+            build_schema(settings.api_max_depth, settings.api_max_tokens),
+            graphql_ide="graphiql" if settings.graphiql else None,
+            allow_queries_via_get=False,
+        )
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
-        return Context(engine=request.app.state.engine, request=request)
+        # Only the GraphiQL page (which executes nothing) arrives without a principal; NOBODY can read nothing.
+        principal = getattr(request.state, "principal", NOBODY)
+        return Context(engine=request.app.state.engine, principal=principal, request=request)
+
+
+class Authenticated:
+    """Every GraphQL request needs a bearer token (401 naming what is wrong otherwise); only the GraphiQL
+    page itself (a GET for HTML, in development) is served without one. A class, not a function: Starlette
+    treats a plain function endpoint as request -> response."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app, settings = self.app, self.settings
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        request = Request(scope)
+        if settings.graphiql and request.method == "GET" and "text/html" in request.headers.get("accept", ""):
+            await app(scope, receive, send)
+            return
+        try:
+            principal = authenticate(settings, request.headers.get("authorization"))
+        except AuthError as exc:
+            body = {"errors": [{"message": str(exc), "extensions": {"code": "UNAUTHENTICATED"}}]}
+            reply = JSONResponse(body, status_code=401, headers={"WWW-Authenticate": 'Bearer realm="c360"'})
+            await reply(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await app(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, engine: AsyncEngine | None = None) -> Starlette:
     """Build the API. With no engine given, one is made from the settings and checked at start-up, so
     a bad C360_DATABASE_URL fails before the first request with a message naming it."""
     settings = settings or get_settings()
+    check_production_secret(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -55,6 +95,6 @@ def create_app(settings: Settings | None = None, engine: AsyncEngine | None = No
             body["serverVersion"] = health.server_version
         return JSONResponse(body, status_code=200 if health.ok else 503)
 
-    graphql_app = C360GraphQL(graphiql=settings.graphiql)
+    graphql_app = Authenticated(C360GraphQL(settings), settings)
     routes = [Route("/healthz", healthz), Route("/graphql", graphql_app, methods=["GET", "POST"])]
     return Starlette(routes=routes, lifespan=lifespan)

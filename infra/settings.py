@@ -35,7 +35,14 @@ class Settings(BaseSettings):
         10.0, gt=0, description="Seconds to wait for PostgreSQL before start-up fails."
     )
     jwt_secret: str = Field(
-        "dev-only-change-me", description="HMAC secret for bearer JWTs; must be set in production."
+        "dev-only-change-me-dev-only-change-me",
+        description="HMAC secret for bearer JWTs; must be set in production.",
+    )
+    jwt_issuer: str = Field("c360", description="`iss` every bearer JWT must carry.")
+    jwt_audience: str = Field("c360-api", description="`aud` every bearer JWT must carry.")
+    api_max_depth: int = Field(12, ge=3, le=50, description="Deepest GraphQL selection the API accepts.")
+    api_max_tokens: int = Field(
+        4000, ge=100, le=100_000, description="Most tokens a GraphQL document may have (a cost bound)."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of the API and the command line."

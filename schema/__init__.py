@@ -1,19 +1,52 @@
-"""The GraphQL schema served at /graphql."""
+"""The GraphQL schema served at /graphql: one Query (and, as domains add them, Mutation) merged from the
+per-domain modules listed here, with `node(id:)` and the limits of schema.limits."""
 
 from __future__ import annotations
 
-import strawberry
+from typing import Any
 
+import strawberry
+from strawberry.tools import merge_types
+
+from schema import customer
+from schema.context import Info
 from schema.health import Health, resolve_health
+from schema.limits import AuditPII, limit_extensions
+from schema.relay import Node, from_global_id
+
+
+async def resolve_node(info: Info, id: strawberry.ID) -> Node | None:
+    """Any object by its global id (Customer for now; more types as domains add them)."""
+    type_name, pk = from_global_id(id)
+    if type_name == "Customer" and pk.isdigit():
+        return await customer.load_customer(info, int(pk))
+    return None
 
 
 @strawberry.type
-class Query:
+class CoreQuery:
     health: Health = strawberry.field(
         resolver=resolve_health, description="Liveness of the API and its database."
     )
+    node: Node | None = strawberry.field(resolver=resolve_node, description="An object by its global id.")
 
 
-schema = strawberry.Schema(query=Query)
+# Each domain module contributes a Query (and later a Mutation) class; the order is the SDL's.
+QUERIES: tuple[type, ...] = (CoreQuery, customer.Query)
+MUTATIONS: tuple[type, ...] = ()
 
-__all__ = ["schema"]
+
+def build_schema(max_depth: int = 12, max_tokens: int = 4000) -> strawberry.Schema:
+    query: Any = merge_types("Query", QUERIES)
+    mutation: Any = merge_types("Mutation", MUTATIONS) if MUTATIONS else None
+    return strawberry.Schema(
+        query=query,
+        mutation=mutation,
+        types=[customer.Customer],
+        extensions=[*limit_extensions(max_depth, max_tokens), AuditPII],
+    )
+
+
+schema = build_schema()
+
+__all__ = ["build_schema", "schema"]

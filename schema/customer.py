@@ -1,0 +1,316 @@
+"""The golden customer: every survivorship attribute with its lineage, identities per channel, consents,
+merge history, orders and interactions, and summary figures. `customer(id)`, `customerByIdentifier`, `me`.
+
+CRM domains add their fields to Customer by appending a strawberry type to CUSTOMER_MIXINS (their fields
+read `self.pk`); see docs/api-conventions.md.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+import strawberry
+
+from identity.standardize import standardize_email, standardize_member_no, standardize_phone
+from schema.consent import Consent
+from schema.context import Info
+from schema.errors import BadInput
+from schema.identity import SourceIdentity, identity_node
+from schema.interactions import Interaction, InteractionFilter, interactions_of
+from schema.masking import shown
+from schema.merges import MergeEvent
+from schema.orders import Order, OrderFilter, orders_of
+from schema.permissions import IsMember, customer_visible
+from schema.relay import Connection, Node, int_id, to_global_id
+from schema.scalars import Money
+
+# (GoldenCustomer column, GraphQL field): the survivorship attributes, each with its lineage.
+ATTRIBUTES = (
+    ("name", "name"),
+    ("gender", "gender"),
+    ("birth_date", "birthday"),
+    ("phone", "phone"),
+    ("email", "email"),
+    ("province", "province"),
+    ("city", "city"),
+    ("district", "district"),
+    ("address", "address"),
+    ("member_no", "member_no"),
+)
+
+
+@strawberry.type(description="Where a surviving attribute value came from, and by which rule it won.")
+class AttributeSource:
+    channel: str | None
+    external_id: str | None
+    updated_at: datetime | None = strawberry.field(description="When the channel last reported it.")
+    rule: str | None = strawberry.field(description="The survivorship rule that chose it.")
+
+
+@strawberry.type(description="A golden attribute: its value (masked unless allowed) and its lineage.")
+class Attribute:
+    value: str | None
+    masked: bool = strawberry.field(description="True when the value is shown masked to this caller.")
+    source_identity_id: strawberry.Private[int | None]
+    lineage: strawberry.Private[dict[str, Any]]
+
+    @strawberry.field
+    async def source(self, info: Info) -> AttributeSource | None:
+        if not self.lineage:
+            return None
+        identity = None
+        if self.source_identity_id is not None:
+            identity = await info.context.loaders.identity.load(self.source_identity_id)
+        observed = self.lineage.get("observed_at")
+        return AttributeSource(
+            channel=self.lineage.get("channel"),
+            external_id=identity["external_id"] if identity else None,
+            updated_at=datetime.fromisoformat(observed) if isinstance(observed, str) else None,
+            rule=self.lineage.get("rule"),
+        )
+
+
+@strawberry.type
+class CustomerBase(Node):
+    """The fields of the identity and orders domains; Customer adds the CRM mixins."""
+
+    pk: strawberry.Private[int]
+    row: strawberry.Private[dict[str, Any]]
+
+    @strawberry.field(description="The customer's numeric id (the member token subject).")
+    def customer_id(self) -> int:
+        return self.pk
+
+    @strawberry.field(description="active, merged or erased.")
+    def status(self) -> str:
+        return str(self.row["status"])
+
+    def _attribute(self, info: Info, column: str, field: str) -> Attribute:
+        raw = self.row[column]
+        value, masked = shown(info, self.pk, field, raw)
+        lineage = (self.row.get("lineage") or {}).get(column) or {}
+        sid = lineage.get("source_identity_id")
+        text = value.isoformat() if hasattr(value, "isoformat") else value
+        return Attribute(
+            value=None if text is None else str(text),
+            masked=masked,
+            source_identity_id=int(sid) if sid is not None else None,
+            lineage=lineage,
+        )
+
+    @strawberry.field
+    def name(self, info: Info) -> Attribute:
+        return self._attribute(info, "name", "name")
+
+    @strawberry.field(description="M or F.")
+    def gender(self, info: Info) -> Attribute:
+        return self._attribute(info, "gender", "gender")
+
+    @strawberry.field(description="YYYY-MM-DD (YYYY-**-** when masked).")
+    def birthday(self, info: Info) -> Attribute:
+        return self._attribute(info, "birth_date", "birthday")
+
+    @strawberry.field(description="E.164 (138****5678 when masked).")
+    def phone(self, info: Info) -> Attribute:
+        return self._attribute(info, "phone", "phone")
+
+    @strawberry.field
+    def email(self, info: Info) -> Attribute:
+        return self._attribute(info, "email", "email")
+
+    @strawberry.field
+    def province(self, info: Info) -> Attribute:
+        return self._attribute(info, "province", "province")
+
+    @strawberry.field
+    def city(self, info: Info) -> Attribute:
+        return self._attribute(info, "city", "city")
+
+    @strawberry.field
+    def district(self, info: Info) -> Attribute:
+        return self._attribute(info, "district", "district")
+
+    @strawberry.field(description="Street address (*** when masked).")
+    def address(self, info: Info) -> Attribute:
+        return self._attribute(info, "address", "address")
+
+    @strawberry.field
+    def member_no(self, info: Info) -> Attribute:
+        return self._attribute(info, "member_no", "member_no")
+
+    @strawberry.field(description="The source identities linked to this customer, by channel.")
+    async def identities(self, info: Info) -> list[SourceIdentity]:
+        found = await info.context.loaders.identities.load(self.pk)
+        return [identity_node(info, r) for r in found]
+
+    @strawberry.field(description="The consent in force per purpose.")
+    async def consents(self, info: Info) -> list[Consent]:
+        found = await info.context.loaders.consents.load(self.pk)
+        return [
+            Consent(
+                purpose=r["purpose"], status=r["status"], source=r["source"], recorded_at=r["recorded_at"]
+            )
+            for r in found
+        ]
+
+    @strawberry.field(
+        description="Merges, unmerges, links and splits this customer took part in, newest first."
+    )
+    async def merge_history(self, info: Info) -> list[MergeEvent]:
+        found = await info.context.loaders.merges.load(self.pk)
+        return [
+            MergeEvent(
+                id=to_global_id("MergeEvent", r["id"]),
+                kind=r["kind"],
+                actor=r["actor"],
+                reason=r["reason"],
+                surviving_customer_id=(
+                    to_global_id("Customer", r["surviving_customer_id"])
+                    if r["surviving_customer_id"]
+                    else None
+                ),
+                absorbed_customer_ids=[to_global_id("Customer", c) for c in r["absorbed_customer_ids"]],
+                evidence=r["evidence"],
+                undone=r["undone_by_event_id"] is not None,
+                created_at=r["created_at"],
+            )
+            for r in found
+        ]
+
+    @strawberry.field(description="Orders from every channel, newest first.")
+    async def orders(
+        self,
+        info: Info,
+        filter: OrderFilter | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> Connection[Order]:
+        return await orders_of(info, self.pk, filter, first, after)
+
+    @strawberry.field(description="One timeline of interactions across channels, newest first.")
+    async def interactions(
+        self,
+        info: Info,
+        filter: InteractionFilter | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> Connection[Interaction]:
+        return await interactions_of(info, self.pk, filter, first, after)
+
+    @strawberry.field(description="Orders not cancelled.")
+    async def order_count(self, info: Info) -> int:
+        return int((await info.context.loaders.order_summary.load(self.pk))["order_count"])
+
+    @strawberry.field(description="Paid amount of the orders not cancelled.")
+    async def total_spent(self, info: Info) -> Money:
+        return Money(fen=int((await info.context.loaders.order_summary.load(self.pk))["total_spent_fen"]))
+
+    @strawberry.field
+    async def first_order_at(self, info: Info) -> datetime | None:
+        value: datetime | None = (await info.context.loaders.order_summary.load(self.pk))["first_order_at"]
+        return value
+
+    @strawberry.field
+    async def last_order_at(self, info: Info) -> datetime | None:
+        value: datetime | None = (await info.context.loaders.order_summary.load(self.pk))["last_order_at"]
+        return value
+
+
+# CRM domains append their Customer field mixins here (docs/api-conventions.md).
+CUSTOMER_MIXINS: tuple[type, ...] = ()
+
+
+@strawberry.type(description="A golden customer: one real person across every channel.")
+class Customer(CustomerBase, *CUSTOMER_MIXINS):  # type: ignore[misc]
+    pass
+
+
+def customer_node(row: dict[str, Any]) -> Customer:
+    return Customer(id=to_global_id("Customer", row["id"]), pk=row["id"], row=row)
+
+
+async def load_customer(info: Info, customer_id: int) -> Customer | None:
+    """The customer, following merges to the survivor; None when it does not exist or the caller may not
+    see it (a member asking for someone else gets null, as for a customer that does not exist)."""
+    row = await info.context.loaders.customer.load(customer_id)
+    for _ in range(8):  # merges chain at most a few deep
+        if row is None or row["status"] != "merged" or row["merged_into"] is None:
+            break
+        row = await info.context.loaders.customer.load(row["merged_into"])
+    if row is None or not customer_visible(info, row["id"]):
+        return None
+    return customer_node(row)
+
+
+@strawberry.enum(description="Kinds of identifier `customerByIdentifier` looks a customer up by.")
+class IdentifierKind(enum.Enum):
+    PHONE = "phone"
+    EMAIL = "email"
+    WECHAT_UNIONID = "wechat_unionid"
+    MEMBER_NO = "member_no"
+    EXTERNAL_ID = "external_id"
+
+
+async def resolve_customer(info: Info, id: strawberry.ID) -> Customer | None:
+    return await load_customer(info, int_id(id, "Customer"))
+
+
+async def resolve_me(info: Info) -> Customer | None:
+    member = info.context.principal.member_customer_id
+    return None if member is None else await load_customer(info, member)
+
+
+async def resolve_by_identifier(info: Info, kind: IdentifierKind, value: str) -> Customer | None:
+    """Phone in any format a person types (+86 138-1234-5678), e-mail in any case, WeChat unionid, member
+    no., or `channel:external id` (tmall:buyer123)."""
+    params: dict[str, Any]
+    if kind is IdentifierKind.PHONE:
+        phone, _ = standardize_phone(value)
+        if phone is None:
+            raise BadInput(f"value: {value!r} is not a phone number", field="value")
+        sql, params = "phone = :v", {"v": phone}
+    elif kind is IdentifierKind.EMAIL:
+        email = standardize_email(value)
+        if email is None:
+            raise BadInput(f"value: {value!r} is not an e-mail address", field="value")
+        sql, params = "email = :v", {"v": email}
+    elif kind is IdentifierKind.WECHAT_UNIONID:
+        sql, params = "wechat_unionid = :v", {"v": value.strip()}
+    elif kind is IdentifierKind.MEMBER_NO:
+        sql, params = "member_no = :v", {"v": standardize_member_no(value)}
+    else:
+        channel, sep, external = value.partition(":")
+        if not sep or not channel or not external:
+            raise BadInput(
+                "value: an external id is given as 'channel:external id', e.g. 'tmall:buyer123'",
+                field="value",
+            )
+        sql, params = "channel_code = :c and external_id = :v", {"c": channel.strip(), "v": external.strip()}
+    async with info.context.engine.connect() as conn:
+        found = (
+            await conn.execute(
+                sa.text(
+                    f"select customer_id from source_identity where {sql} and customer_id is not null "  # noqa: S608 - fixed fragments
+                    "order by phone_verified desc, source_updated_at desc nulls last limit 1"
+                ),
+                params,
+            )
+        ).scalar()
+    return None if found is None else await load_customer(info, int(found))
+
+
+@strawberry.type
+class Query:
+    customer: Customer | None = strawberry.field(
+        resolver=resolve_customer, description="A golden customer by id (a merged id gives its survivor)."
+    )
+    customer_by_identifier: Customer | None = strawberry.field(
+        resolver=resolve_by_identifier,
+        description="A customer by phone, e-mail, unionid, member no. or external id.",
+    )
+    me: Customer | None = strawberry.field(
+        resolver=resolve_me, permission_classes=[IsMember], description="The member's own profile."
+    )
