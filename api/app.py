@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.http.ides import get_graphql_ide_html
 
-from api.auth import AuthError, Principal, authenticate, check_production_secret
+from api.auth import AuthError, Principal, authenticate, check_production_secret, issue_token
 from infra.db import check_database, ensure_reachable, make_engine, resolve_database_url
 from infra.settings import Settings, get_settings
 from schema import build_schema
@@ -31,11 +35,43 @@ class C360GraphQL(GraphQL[Context, None]):
             graphql_ide="graphiql" if settings.graphiql else None,
             allow_queries_via_get=False,
         )
+        self.settings = settings
+
+    async def render_graphql_ide(self, request: Request) -> HTMLResponse:
+        return HTMLResponse(graphiql_page(self.settings))
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         # Only the GraphiQL page (which executes nothing) arrives without a principal; NOBODY can read nothing.
         principal = getattr(request.state, "principal", NOBODY)
         return Context(engine=request.app.state.engine, principal=principal, request=request)
+
+
+STATIC = Path(__file__).resolve().parent / "static" / "graphiql"
+# Strawberry's GraphiQL page loads these from unpkg; the same files (same integrity hashes) are served here.
+GRAPHIQL_ASSETS = {
+    "https://unpkg.com/react@18.2.0/umd/react.production.min.js": "react.production.min.js",
+    "https://unpkg.com/react-dom@18.2.0/umd/react-dom.production.min.js": "react-dom.production.min.js",
+    "https://unpkg.com/js-cookie@3.0.5/dist/js.cookie.min.js": "js.cookie.min.js",
+    "https://unpkg.com/graphiql@3.8.3/graphiql.min.css": "graphiql.min.css",
+    "https://unpkg.com/@graphiql/plugin-explorer@1.0.2/dist/style.css": "explorer.css",
+    "https://unpkg.com/graphiql@3.8.3/graphiql.min.js": "graphiql.min.js",
+    "https://unpkg.com/@graphiql/plugin-explorer@1.0.2/dist/index.umd.js": "explorer.umd.js",
+}
+
+
+def graphiql_page(settings: Settings) -> str:
+    """Strawberry's GraphiQL page with its assets served locally (it works offline) and, in development,
+    a staff token (PII masked) already in the headers editor, so the first query just runs."""
+    html = get_graphql_ide_html("graphiql")
+    for remote, local in GRAPHIQL_ASSETS.items():
+        if remote not in html:
+            raise RuntimeError(f"Strawberry's GraphiQL page no longer loads {remote}; update GRAPHIQL_ASSETS")
+        html = html.replace(remote, f"/graphiql/{local}")
+    token = issue_token(settings, "graphiql", "staff", ttl_seconds=12 * 3600)
+    headers = json.dumps(json.dumps({"Authorization": f"Bearer {token}"}, indent=2))
+    return html.replace(
+        "React.useState(parameters.headers)", f"React.useState(parameters.headers || {headers})", 1
+    )
 
 
 class Authenticated:
@@ -96,5 +132,10 @@ def create_app(settings: Settings | None = None, engine: AsyncEngine | None = No
         return JSONResponse(body, status_code=200 if health.ok else 503)
 
     graphql_app = Authenticated(C360GraphQL(settings), settings)
-    routes = [Route("/healthz", healthz), Route("/graphql", graphql_app, methods=["GET", "POST"])]
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz),
+        Route("/graphql", graphql_app, methods=["GET", "POST"]),
+    ]
+    if settings.graphiql:
+        routes.append(Mount("/graphiql", StaticFiles(directory=STATIC), name="graphiql"))
     return Starlette(routes=routes, lifespan=lifespan)
