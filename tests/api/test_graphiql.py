@@ -50,9 +50,9 @@ def test_graphiql_renders_offline_and_its_token_works(database_url: str, tmp_pat
             timeout=120,
         ).stdout
         # The prefilled Authorization header is a working staff token.
-        headers = json.loads(
-            json.loads(re.search(r"parameters\.headers \|\| (\".*?\")\)", page.text).group(1))
-        )  # type: ignore[union-attr]
+        prefilled = re.search(r"parameters\.headers \|\| (\".*?\")\)", page.text)
+        assert prefilled is not None, "the page should prefill the headers editor"
+        headers = json.loads(json.loads(prefilled.group(1)))
         reply = httpx.post(base + "/graphql", json={"query": "{ health { database } }"}, headers=headers)
     assert "graphiql-editors" in dom or "graphiql-editor" in dom, dom[:2000]
     assert "Loading..." not in dom
