@@ -8,7 +8,7 @@ from typing import Any
 import strawberry
 from strawberry.tools import merge_types
 
-from schema import customer
+from schema import customer, merges_mutations
 from schema.context import Info
 from schema.health import Health, resolve_health
 from schema.limits import AuditPII, limit_extensions
@@ -32,8 +32,8 @@ class CoreQuery:
 
 
 # Each domain module contributes a Query (and later a Mutation) class; the order is the SDL's.
-QUERIES: tuple[type, ...] = (CoreQuery, customer.Query)
-MUTATIONS: tuple[type, ...] = ()
+QUERIES: tuple[type, ...] = (CoreQuery, customer.Query, merges_mutations.Query)
+MUTATIONS: tuple[type, ...] = (merges_mutations.Mutation,)
 
 
 def build_schema(max_depth: int = 12, max_tokens: int = 4000) -> strawberry.Schema:

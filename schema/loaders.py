@@ -59,6 +59,7 @@ class Loaders:
         self.refunds = DataLoader(self._refunds)
         self.consents = DataLoader(self._consents)
         self.merges = DataLoader(self._merges)
+        self.review = DataLoader(self._reviews)
         self.orders_page: DataLoader[tuple[int, PageArgs], Page] = DataLoader(
             self._orders_pages, cache_key_fn=lambda k: k
         )
@@ -165,6 +166,16 @@ class Loaders:
         )
         grouped = _by("customer_id", found)
         return [grouped.get(i, []) for i in ids]
+
+    async def _reviews(self, ids: Sequence[int]) -> list[dict[str, Any] | None]:
+        found = await rows(
+            self.engine,
+            "select id, left_identity_id, right_identity_id, score, features, status, decided_by, created_at "
+            "from identity_review where id = any(cast(:ids as bigint[]))",
+            ids=list(ids),
+        )
+        by_id = {r["id"]: r for r in found}
+        return [by_id.get(i) for i in ids]
 
     async def _orders_pages(self, keys: Sequence[tuple[int, PageArgs]]) -> list[Page]:
         return await self._pages(keys, _orders_page_sql)
