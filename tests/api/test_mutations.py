@@ -108,7 +108,10 @@ async def test_review_queue_and_decisions(committed_db: AsyncEngine, database_ur
         after = (await api.query(queue_query))["reviewQueue"]
     assert queue["totalCount"] == 1 and queue["edges"][0]["node"]["score"] == 0.7
     assert queue["edges"][0]["node"]["features"] == {"name": 0.4}
-    assert queue["edges"][0]["node"]["left"] == {"channel": "tmall", "phone": "138****5678"}  # masked for staff
+    assert queue["edges"][0]["node"]["left"] == {
+        "channel": "tmall",
+        "phone": "138****5678",
+    }  # masked for staff
     assert rejected == {"review": {"status": "rejected", "decidedBy": "staff_admin:bob"}, "userErrors": []}
     assert twice["userErrors"] == [{"code": "NOT_PENDING"}]
     assert after["totalCount"] == 0
