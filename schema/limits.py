@@ -13,10 +13,11 @@ from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDept
 
 
 def limit_extensions(max_depth: int, max_tokens: int) -> list[Any]:
+    # Factories, not instances: Strawberry builds a fresh extension per request.
     return [
-        QueryDepthLimiter(max_depth=max_depth),
-        MaxTokensLimiter(max_token_count=max_tokens),
-        MaxAliasesLimiter(max_alias_count=30),
+        lambda: QueryDepthLimiter(max_depth=max_depth),
+        lambda: MaxTokensLimiter(max_token_count=max_tokens),
+        lambda: MaxAliasesLimiter(max_alias_count=30),
     ]
 
 

@@ -65,7 +65,9 @@ class Api:
         **variables: Any,
     ) -> dict[str, Any]:
         async with self.client(role, subject, scopes) as session:
-            result: dict[str, Any] = await session.execute(gql(document), variable_values=variables or None)
+            request = gql(document)
+            request.variable_values = variables or None
+            result: dict[str, Any] = await session.execute(request)
             return result
 
 
