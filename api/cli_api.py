@@ -28,3 +28,11 @@ def token(
         typer.echo(issue_token(load_settings(), subject, role, scope or [], ttl))
     except ValueError as exc:
         fail(str(exc))
+
+
+@api_app.command("schema")
+def schema_sdl() -> None:
+    """Print the GraphQL schema (SDL); docs/schema.graphql is this output, kept in sync by a test."""
+    from schema import schema
+
+    typer.echo(schema.as_str())

@@ -30,7 +30,7 @@ identity_app.add_typer(review_app, name="review")
 console = Console(stderr=True)
 T = TypeVar("T")
 
-# Contract columns (DESIGN.md) plus the optional extras the standardizer understands.
+# Contract columns (docs/identity.md) plus the optional extras the standardizer understands.
 INPUT_COLUMNS = (
     "record_id", "source", "name", "given_name", "family_name", "phone", "email", "birth_date", "gender",
     "id_number", "member_no", "wechat_unionid", "street_number", "address_1", "address_2", "address",
