@@ -75,6 +75,10 @@ def test_serve_on_embedded_defaults_stops_its_database_on_sigterm(tmp_path_facto
     env = {k: v for k, v in os.environ.items() if not k.startswith("C360_")}
     env.update(C360_DATA_DIR=str(data_dir), C360_PORT=str(port))
     proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve"], cwd=ROOT, env=env)
+    from api.auth import issue_token
+    from infra.settings import Settings
+
+    token = issue_token(Settings(), "probe", "service")  # the server runs on the default (development) secret
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -82,6 +86,7 @@ def test_serve_on_embedded_defaults_stops_its_database_on_sigterm(tmp_path_facto
                 reply = httpx.post(
                     f"http://127.0.0.1:{port}/graphql",
                     json={"query": "{ health { database serverVersion } }"},
+                    headers={"Authorization": f"Bearer {token}"},
                 )
                 break
             except httpx.TransportError:
