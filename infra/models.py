@@ -725,6 +725,69 @@ class AuditLog(SQLModel, table=True):
     at: datetime | None = _ts(nullable=False, default_now=True)
 
 
+class CustomerChange(SQLModel, table=True):
+    """One row per golden customer created or changed (attributes, tier, merge, erasure), written by
+    statement-level triggers: the change feed downstream jobs read (`customerChanges`). `xact_id` is the
+    writing transaction, so a reader can serve only changes of transactions that can no longer commit
+    behind it (see schema/changes.py)."""
+
+    __tablename__ = "customer_change"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "kind in ('created', 'updated', 'merged', 'erased')", name="ck_customer_change_kind"
+        ),
+        sa.Index("ix_customer_change_xact", "xact_id", "id"),
+    )
+
+    id: int | None = _pk()
+    xact_id: int = Field(
+        sa_column=sa.Column(
+            sa.BigInteger, nullable=False, server_default=sa.text("(pg_current_xact_id())::text::bigint")
+        )
+    )
+    customer_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    kind: str = Field(max_length=8)
+    changed_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+CUSTOMER_CHANGE_COLUMNS = (
+    "status, merged_into, name, name_pinyin, phone, email, birth_date, gender, member_no, province, city, "
+    "district, address, tier_code, erased_at"
+)
+CUSTOMER_CHANGE_TRIGGER_SQL: tuple[str, ...] = (
+    f"""
+create or replace function c360_customer_change() returns trigger
+language plpgsql as $$
+begin
+    if tg_op = 'INSERT' then
+        insert into customer_change (customer_id, kind) select id, 'created' from new_rows;
+    else
+        -- Only real changes: a golden refresh that rewrites the same values (and updated_at) is not one.
+        insert into customer_change (customer_id, kind)
+        select n.id, case n.status when 'merged' then 'merged' when 'erased' then 'erased' else 'updated' end
+          from new_rows n join old_rows o on o.id = n.id
+         where ({", ".join("o." + c.strip() for c in CUSTOMER_CHANGE_COLUMNS.split(","))})
+               is distinct from ({", ".join("n." + c.strip() for c in CUSTOMER_CHANGE_COLUMNS.split(","))});
+    end if;
+    return null;
+end $$
+""",  # noqa: S608 - the column list is a constant of this module
+    """
+create trigger trg_customer_change_insert after insert on golden_customer
+referencing new table as new_rows for each statement execute function c360_customer_change()
+""",
+    """
+create trigger trg_customer_change_update after update on golden_customer
+referencing old table as old_rows new table as new_rows for each statement execute function c360_customer_change()
+""",
+)
+CUSTOMER_CHANGE_TRIGGER_DROP_SQL: tuple[str, ...] = (
+    "drop trigger if exists trg_customer_change_update on golden_customer",
+    "drop trigger if exists trg_customer_change_insert on golden_customer",
+    "drop function if exists c360_customer_change()",
+)
+
+
 # Kept next to the tables so the migration and the tests share one definition. One statement per item:
 # asyncpg prepares each statement, so they cannot be sent as one script.
 POINTS_BALANCE_TRIGGER_SQL: tuple[str, ...] = (

@@ -8,7 +8,7 @@ from typing import Any
 import strawberry
 from strawberry.tools import merge_types
 
-from schema import customer, merges_mutations, search
+from schema import changes, customer, merges_mutations, search
 from schema.context import Info
 from schema.health import Health, resolve_health
 from schema.limits import AuditPII, limit_extensions
@@ -32,7 +32,7 @@ class CoreQuery:
 
 
 # Each domain module contributes a Query (and later a Mutation) class; the order is the SDL's.
-QUERIES: tuple[type, ...] = (CoreQuery, customer.Query, search.Query, merges_mutations.Query)
+QUERIES: tuple[type, ...] = (CoreQuery, customer.Query, search.Query, changes.Query, merges_mutations.Query)
 MUTATIONS: tuple[type, ...] = (merges_mutations.Mutation,)
 
 
