@@ -103,3 +103,25 @@ async def test_prepare_collapses_late_runs_and_removes_disabled_channels(prefect
     assert "removed deployment sync-jd/jd-scheduled: the channel is disabled" in said
     assert deployments == {"tmall-scheduled"}
     assert len(automations) == 1 and automations[0].trigger.within == timedelta(seconds=90)  # type: ignore[union-attr]
+
+
+def test_serve_with_a_wrong_api_url_fails_in_one_line_before_registering(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("C360_", "PREFECT_"))}
+    env.update(PREFECT_API_URL="http://127.0.0.1:9/api", PREFECT_HOME=str(tmp_path))
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "c360"), "sync", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: PREFECT_API_URL=http://127.0.0.1:9/api does not answer (ConnectError: [Errno 111] Connection refused)"
+    ]
+    assert "scheduled" not in done.stdout
