@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from strawberry.asgi import GraphQL
 from strawberry.http.ides import get_graphql_ide_html
 
 from api.auth import AuthError, Principal, authenticate, check_production_secret, issue_token
+from api.ratelimit import RateLimiter
 from infra.db import check_database, ensure_reachable, make_engine, resolve_database_url
 from infra.settings import Settings, get_settings
 from schema import build_schema
@@ -82,6 +84,7 @@ class Authenticated:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.settings = settings
+        self.limiter = RateLimiter(settings.api_rate_per_minute)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         app, settings = self.app, self.settings
@@ -97,6 +100,14 @@ class Authenticated:
         except AuthError as exc:
             body = {"errors": [{"message": str(exc), "extensions": {"code": "UNAUTHENTICATED"}}]}
             reply = JSONResponse(body, status_code=401, headers={"WWW-Authenticate": 'Bearer realm="c360"'})
+            await reply(scope, receive, send)
+            return
+        wait = self.limiter.take(principal.actor)
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
+            body = {"errors": [{"message": f"rate limit of {settings.api_rate_per_minute} requests a minute "
+                                f"exceeded; retry in {seconds} s", "extensions": {"code": "RATE_LIMITED"}}]}  # fmt: skip
+            reply = JSONResponse(body, status_code=429, headers={"Retry-After": str(seconds)})
             await reply(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal

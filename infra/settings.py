@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     api_max_tokens: int = Field(
         4000, ge=100, le=100_000, description="Most tokens a GraphQL document may have (a cost bound)."
     )
+    api_rate_per_minute: int = Field(
+        1200, ge=1, le=1_000_000, description="GraphQL requests a minute per token subject, per API process."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of the API and the command line."
     )

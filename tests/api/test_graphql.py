@@ -271,3 +271,19 @@ def test_production_refuses_the_development_secret(database_url: str) -> None:
     with pytest.raises(ValueError, match="C360_JWT_SECRET"):
         create_app(Settings(database_url=database_url, env="production"))
     create_app(Settings(database_url=database_url, env="production", jwt_secret="s" * 40))
+
+
+async def test_a_caller_over_its_rate_gets_429_and_others_do_not(database_url: str) -> None:
+    with api_server(database_url, api_rate_per_minute=5) as api:
+        async with httpx.AsyncClient(base_url=api.base) as client:
+
+            async def ask(subject: str) -> httpx.Response:
+                headers = {"Authorization": f"Bearer {api.token('service', subject)}"}
+                return await client.post("/graphql", json={"query": "{ health { database } }"}, headers=headers)
+
+            busy = [await ask("runaway-job") for _ in range(7)]
+            other = await ask("polite-job")
+    assert [r.status_code for r in busy] == [200] * 5 + [429] * 2
+    assert int(busy[-1].headers["retry-after"]) >= 1
+    assert busy[-1].json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+    assert other.status_code == 200
