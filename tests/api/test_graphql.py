@@ -279,7 +279,9 @@ async def test_a_caller_over_its_rate_gets_429_and_others_do_not(database_url: s
 
             async def ask(subject: str) -> httpx.Response:
                 headers = {"Authorization": f"Bearer {api.token('service', subject)}"}
-                return await client.post("/graphql", json={"query": "{ health { database } }"}, headers=headers)
+                return await client.post(
+                    "/graphql", json={"query": "{ health { database } }"}, headers=headers
+                )
 
             busy = [await ask("runaway-job") for _ in range(7)]
             other = await ask("polite-job")
