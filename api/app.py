@@ -21,6 +21,7 @@ from strawberry.asgi import GraphQL
 from strawberry.http.ides import get_graphql_ide_html
 
 from api.auth import AuthError, Principal, authenticate, check_production_secret, issue_token
+from api.persisted import PersistedQueries, load_store
 from api.ratelimit import RateLimiter
 from infra.db import check_database, ensure_reachable, make_engine, resolve_database_url
 from infra.settings import Settings, get_settings
@@ -142,7 +143,10 @@ def create_app(settings: Settings | None = None, engine: AsyncEngine | None = No
             body["serverVersion"] = health.server_version
         return JSONResponse(body, status_code=200 if health.ok else 503)
 
-    graphql_app = Authenticated(C360GraphQL(settings), settings)
+    store = load_store(settings.api_persisted_queries)
+    graphql_app = Authenticated(
+        PersistedQueries(C360GraphQL(settings), store, settings.api_persisted_only), settings
+    )
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/graphql", graphql_app, methods=["GET", "POST"]),

@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     api_rate_per_minute: int = Field(
         1200, ge=1, le=1_000_000, description="GraphQL requests a minute per token subject, per API process."
     )
+    api_persisted_queries: Path | None = Field(
+        None, description="JSON file of sha256 -> GraphQL document: the persisted queries (an allow-list)."
+    )
+    api_persisted_only: bool = Field(
+        False,
+        description="Run only the persisted queries' documents (for production app and mini-program traffic).",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of the API and the command line."
     )
