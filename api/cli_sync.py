@@ -38,25 +38,26 @@ def parse_since(value: str | None) -> datetime | None:
         fail(f"--since {value!r} is not an ISO date or time, e.g. 2026-09-01 or 2026-09-01T08:00:00+08:00")
 
 
-def prepare(migrate: bool = True, prefect: bool = True) -> tuple[Settings, Any]:
-    """Settings checked, database reachable (and migrated), Prefect's environment set if `prefect`."""
+def prepare(migrate: bool = True, prefect: bool = True, run_logs: bool = False) -> tuple[Settings, Any]:
+    """Settings checked (all of them, before any database starts), database reachable (and migrated),
+    Prefect's environment set if `prefect`; `run_logs` puts flow runs' INFO lines on the console."""
     from api.cli import database_url_checked, fail, load_settings
     from sync.config import get_sync_settings
     from sync.prefect_setup import configure_prefect
 
     settings = load_settings()
+    try:
+        sync_settings = get_sync_settings()
+    except ValueError as exc:
+        fail(f"invalid C360_SYNC_* configuration: {exc}".replace("\n", "; "))
     url = database_url_checked(settings)
     os.environ.setdefault("C360_DATABASE_URL", url)
     if migrate:
         from infra.migrate import upgrade
 
         upgrade(url, "heads")
-    try:
-        sync_settings = get_sync_settings()
-    except ValueError as exc:
-        fail(f"invalid C360_SYNC_* configuration: {exc}")
     if prefect:
-        configure_prefect(settings, sync_settings)
+        configure_prefect(settings, sync_settings, run_logs=run_logs)
     return settings, sync_settings
 
 
@@ -184,7 +185,7 @@ def serve(
         api_url = check_api_url()
     except RuntimeError as exc:
         fail(str(exc))
-    _, sync_settings = prepare(True)
+    _, sync_settings = prepare(True, run_logs=True)
 
     from prefect import serve as prefect_serve
     from prefect.client.orchestration import get_client

@@ -49,15 +49,17 @@ async def ensure_database(url: str) -> bool:
     return True
 
 
-def configure_prefect(settings: Settings, sync_settings: SyncSettings) -> None:
-    """Point Prefect at project-local state; call before the first `import prefect`."""
+def configure_prefect(settings: Settings, sync_settings: SyncSettings, run_logs: bool = False) -> None:
+    """Point Prefect at project-local state; call before the first `import prefect`. `run_logs`: each
+    run's figures at INFO (for `serve`; `sync run` and `demo` show a progress bar instead)."""
     os.environ.setdefault("PREFECT_HOME", str(settings.data_dir / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    # Flow and task run logs (what landed, what was quarantined, what was linked) at INFO, while the rest
-    # of Prefect stays at WARNING: the UI and `serve`'s output show each run's figures.
-    for logger in ("FLOW_RUNS", "TASK_RUNS"):
-        os.environ.setdefault(f"PREFECT_LOGGING_LOGGERS_PREFECT_{logger}_LEVEL", "INFO")
+    # Under serve, flow and task run logs (what landed, was quarantined, was linked) at INFO, while the
+    # rest of Prefect stays at WARNING: the UI and serve's output show each run's figures.
+    if run_logs:
+        for logger in ("FLOW_RUNS", "TASK_RUNS"):
+            os.environ.setdefault(f"PREFECT_LOGGING_LOGGERS_PREFECT_{logger}_LEVEL", "INFO")
     # The ephemeral API server migrates its database on first start, which takes ~30 s on a new
     # machine; Prefect's default 20 s start-up timeout would fail exactly the first `c360 demo`.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")

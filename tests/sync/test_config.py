@@ -47,3 +47,21 @@ def test_a_bad_value_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("C360_SYNC_JD__PAGE_SIZE", "0")
     with pytest.raises(ValueError, match=r"jd\.page_size"):
         SyncSettings()
+
+
+def test_a_bad_sync_variable_is_one_line_before_any_database_starts(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("C360_")}
+    env.update(C360_DATA_DIR=str(tmp_path), C360_SYNC_JD__PAGE_SIZE="0")
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "c360"), "sync", "run", "--channel", "jd"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: invalid C360_SYNC_* configuration") and "jd.page_size" in line
+    assert not (tmp_path / "pgdata").exists()  # the embedded server was never started
