@@ -16,9 +16,9 @@ import strawberry
 from schema.context import Info
 from schema.customer import Customer, load_customer
 from schema.errors import BadInput
-from schema.loaders import rows
+from schema.loaders import fetch_page
 from schema.permissions import IsStaffOrService
-from schema.relay import Connection, Page, connection, decode_cursor, page_size
+from schema.relay import Connection, connection, decode_cursor, page_size
 
 
 @strawberry.type
@@ -53,8 +53,7 @@ async def customer_changes(
         left join lateral (select id, xact_id, customer_id, kind, changed_at from visible
                             order by xact_id, id limit :lim) p on true
     """  # noqa: S608 - keyset is a fixed fragment
-    found = await rows(info.context.engine, sql, **params)
-    page = Page(rows=[r for r in found if r["id"] is not None], total=int(found[0]["_total"]) if found else 0)
+    page = await fetch_page(info.context.engine, sql, **params)
     result: Connection[CustomerChange] = connection(
         page,
         n,

@@ -209,61 +209,65 @@ def _keyset(after: tuple[Any, ...] | None, ts: str, params: dict[str, Any]) -> s
     return f" and ({ts}, x.id) < (:after_ts, :after_id)"
 
 
-def _orders_page_sql(filters: dict[str, Any], after: tuple[Any, ...] | None) -> tuple[str, dict[str, Any]]:
+# (filter key, condition, parameter): the filters each per-customer connection accepts; fixed fragments only.
+ORDER_FILTERS = (
+    ("channel", "x.channel_code = :channel", "channel"),
+    ("status", "x.status = :status", "status"),
+    ("placed_after", "x.placed_at >= :placed_after", "placed_after"),
+    ("placed_before", "x.placed_at < :placed_before", "placed_before"),
+)
+INTERACTION_FILTERS = (
+    ("channel", "x.channel_code = :channel", "channel"),
+    ("type", "x.type = :type", "type"),
+    ("after", "x.occurred_at >= :occurred_after", "occurred_after"),
+    ("before", "x.occurred_at < :occurred_before", "occurred_before"),
+)
+INTERACTION_COLUMNS = "x.id, x.channel_code, x.external_id, x.type, x.direction, x.occurred_at, x.summary"
+
+
+def _customer_page_sql(
+    table: str,
+    columns: str,
+    ts: str,
+    accepted: tuple[tuple[str, str, str], ...],
+    filters: dict[str, Any],
+    after: tuple[Any, ...] | None,
+) -> tuple[str, dict[str, Any]]:
+    """One statement paging every customer in :ids through `table`, newest `ts` first, with its total."""
     where, params = ["x.customer_id = c.cid"], {}
-    if filters.get("channel"):
-        where.append("x.channel_code = :channel")
-        params["channel"] = filters["channel"]
-    if filters.get("status"):
-        where.append("x.status = :status")
-        params["status"] = filters["status"]
-    if filters.get("placed_after"):
-        where.append("x.placed_at >= :placed_after")
-        params["placed_after"] = filters["placed_after"]
-    if filters.get("placed_before"):
-        where.append("x.placed_at < :placed_before")
-        params["placed_before"] = filters["placed_before"]
+    for key, condition, param in accepted:
+        if filters.get(key):
+            where.append(condition)
+            params[param] = filters[key]
     cond = " and ".join(where)  # fixed fragments only; every value is a bound parameter
-    keyset = _keyset(after, "x.placed_at", params)
-    columns = ORDER_COLUMNS.replace("o.", "x.")
+    keyset = _keyset(after, ts, params)
     sql = f"""
         select c.cid as _cid, t.total as _total, p.*
           from unnest(cast(:ids as bigint[])) as c(cid)
-         cross join lateral (select count(*) as total from orders x where {cond}) t
+         cross join lateral (select count(*) as total from {table} x where {cond}) t
           left join lateral (
-                select {columns} from orders x where {cond}{keyset}
-                 order by x.placed_at desc, x.id desc limit :lim) p on true
-         order by c.cid, p.placed_at desc nulls last, p.id desc
-    """  # noqa: S608 - see cond
+                select {columns} from {table} x where {cond}{keyset}
+                 order by {ts} desc, x.id desc limit :lim) p on true
+         order by c.cid, p.{ts.removeprefix("x.")} desc nulls last, p.id desc
+    """  # noqa: S608 - see cond; table, columns and ts are constants of this module
     return sql, params
+
+
+def _orders_page_sql(filters: dict[str, Any], after: tuple[Any, ...] | None) -> tuple[str, dict[str, Any]]:
+    columns = ORDER_COLUMNS.replace("o.", "x.")
+    return _customer_page_sql("orders", columns, "x.placed_at", ORDER_FILTERS, filters, after)
 
 
 def _interactions_page_sql(
     filters: dict[str, Any], after: tuple[Any, ...] | None
 ) -> tuple[str, dict[str, Any]]:
-    where, params = ["x.customer_id = c.cid"], {}
-    if filters.get("channel"):
-        where.append("x.channel_code = :channel")
-        params["channel"] = filters["channel"]
-    if filters.get("type"):
-        where.append("x.type = :type")
-        params["type"] = filters["type"]
-    if filters.get("after"):
-        where.append("x.occurred_at >= :occurred_after")
-        params["occurred_after"] = filters["after"]
-    if filters.get("before"):
-        where.append("x.occurred_at < :occurred_before")
-        params["occurred_before"] = filters["before"]
-    cond = " and ".join(where)
-    keyset = _keyset(after, "x.occurred_at", params)
-    sql = f"""
-        select c.cid as _cid, t.total as _total, p.*
-          from unnest(cast(:ids as bigint[])) as c(cid)
-         cross join lateral (select count(*) as total from interaction x where {cond}) t
-          left join lateral (
-                select x.id, x.channel_code, x.external_id, x.type, x.direction, x.occurred_at, x.summary
-                  from interaction x where {cond}{keyset}
-                 order by x.occurred_at desc, x.id desc limit :lim) p on true
-         order by c.cid, p.occurred_at desc nulls last, p.id desc
-    """  # noqa: S608 - see cond
-    return sql, params
+    return _customer_page_sql(
+        "interaction", INTERACTION_COLUMNS, "x.occurred_at", INTERACTION_FILTERS, filters, after
+    )
+
+
+async def fetch_page(engine: AsyncEngine, sql: str, **params: Any) -> Page:
+    """A top-level connection's page: `sql` selects `_total` beside the rows of a LEFT JOIN LATERAL page, so
+    an empty page still carries its total."""
+    found = await rows(engine, sql, **params)
+    return Page(rows=[r for r in found if r["id"] is not None], total=int(found[0]["_total"]) if found else 0)

@@ -233,11 +233,9 @@ async def review_queue(
                              from identity_review r where r.status = 'pending'{keyset}
                             order by r.score desc, r.id desc limit :lim) p on true
     """  # noqa: S608 - keyset is a fixed fragment
-    from schema.loaders import rows
-    from schema.relay import Page
+    from schema.loaders import fetch_page
 
-    found = await rows(info.context.engine, sql, **params)
-    page = Page(rows=[r for r in found if r["id"] is not None], total=int(found[0]["_total"]) if found else 0)
+    page = await fetch_page(info.context.engine, sql, **params)
     result: Connection[ReviewPair] = connection(
         page, n, after, lambda r: [float(r["score"]), r["id"]], _review
     )

@@ -14,9 +14,9 @@ from identity.standardize import standardize_email, standardize_phone
 from schema.context import Info
 from schema.customer import Customer, customer_node
 from schema.errors import BadInput
-from schema.loaders import CUSTOMER_COLUMNS, rows
+from schema.loaders import CUSTOMER_COLUMNS, fetch_page
 from schema.permissions import IsStaffOrService
-from schema.relay import Connection, Page, connection, decode_cursor, page_size
+from schema.relay import Connection, connection, decode_cursor, page_size
 
 MAX_FILTER_NODES = 50
 
@@ -166,11 +166,9 @@ async def search_customers(
         select t.total as _total, p.* from (select count(*) as total from golden_customer g where {where}) t
         left join lateral (select {columns} from golden_customer g where {where}{keyset} order by g.id limit :lim) p on true
     """  # noqa: S608 - fixed fragments; values are bound
-    found = await rows(info.context.engine, sql, lim=n + 1, **compiler.params)
-    for r in found:
-        if r["id"] is not None:
-            info.context.loaders.customer.prime(r["id"], {k: v for k, v in r.items() if k != "_total"})
-    page = Page(rows=[r for r in found if r["id"] is not None], total=int(found[0]["_total"]) if found else 0)
+    page = await fetch_page(info.context.engine, sql, lim=n + 1, **compiler.params)
+    for r in page.rows:
+        info.context.loaders.customer.prime(r["id"], {k: v for k, v in r.items() if k != "_total"})
     result: Connection[Customer] = connection(page, n, after, lambda r: [r["id"]], customer_node)
     return result
 
