@@ -10,9 +10,12 @@ a time the source gives without a zone is Asia/Shanghai.
 
 from __future__ import annotations
 
+import math
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -67,16 +70,43 @@ def yuan_to_fen(value: Any) -> int:
             if len(PLAIN_FEN) < _PLAIN_FEN_LIMIT:
                 PLAIN_FEN[value] = fen
             return fen
-    try:
+    if isinstance(value, str):
+        # Full-width digits and points (１２．００) are the same amount typed on a Chinese keyboard: NFKC makes
+        # them ASCII; anything else (exponents, thousands separators, currency signs) is refused, not guessed.
+        text = unicodedata.normalize("NFKC", value).strip()
+        if not _PLAIN_AMOUNT.match(text):
+            raise ValueError(f"not a plain yuan amount: {_shown(value)} (digits with at most two decimals)")
+        amount = Decimal(text)
+    elif isinstance(value, float):
         # str() of a float is its shortest round-trip form, so 12.3 stays 12.30, never 12.2999...
-        amount = Decimal(value if isinstance(value, str) else str(value))
-    except InvalidOperation:
-        raise ValueError(f"not a yuan amount: {value!r}") from None
-    if not amount.is_finite():
-        raise ValueError(f"not a yuan amount: {value!r}")
-    if amount != amount.quantize(FEN):
-        raise ValueError(f"amount {value!r} has fractions of a fen")
+        text = str(value)
+        if not math.isfinite(value) or not _PLAIN_AMOUNT.match(text):
+            raise ValueError(f"not a plain yuan amount: {_shown(value)}")
+        amount = Decimal(text)
+    else:
+        raise ValueError(f"not a yuan amount: {type(value).__name__}")
+    if len(text.partition(".")[2]) > 2:
+        raise ValueError(f"amount {_shown(value)} has fractions of a fen (at most two decimals)")
     return int((amount * 100).to_integral_value(ROUND_HALF_UP))
+
+
+_PLAIN_AMOUNT = re.compile(r"^-?[0-9]+(?:\.[0-9]+)?$")
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message may show it: short, so a megabyte cell never reaches a log or a reason."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def non_negative(value: int) -> int:
+    if value < 0:
+        raise ValueError("amount must not be negative")
+    return value
+
+
+def optional_non_negative(value: int | None) -> int | None:
+    return None if value is None else non_negative(value)
 
 
 def aware(value: datetime) -> datetime:
@@ -89,8 +119,13 @@ def empty_to_none(value: Any) -> Any:
 
 
 # Payload field types: validated and converted in one pass by pydantic.
-Fen = Annotated[int, BeforeValidator(yuan_to_fen)]
-OptionalFen = Annotated[int | None, BeforeValidator(lambda v: None if v in (None, "") else yuan_to_fen(v))]
+# Every amount column of ours is non-negative (the database checks it too): a negative fee is a bad row.
+Fen = Annotated[int, BeforeValidator(yuan_to_fen), AfterValidator(non_negative)]
+OptionalFen = Annotated[
+    int | None,
+    BeforeValidator(lambda v: None if v in (None, "") else yuan_to_fen(v)),
+    AfterValidator(optional_non_negative),
+]
 LocalTime = Annotated[datetime, AfterValidator(aware)]
 OptionalLocalTime = Annotated[
     datetime | None, BeforeValidator(empty_to_none), AfterValidator(lambda v: None if v is None else aware(v))

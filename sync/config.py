@@ -7,13 +7,16 @@ with its demo credentials, so `c360 demo` and the tests need no configuration.
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra.settings import PROJECT_ROOT
+from sync.constraints import TimeBounds
 
 CHANNEL_CODES: tuple[str, ...] = ("tmall", "jd", "app", "wechat", "weibo", "pos")
 
@@ -125,6 +128,16 @@ class SyncSettings(BaseSettings):
         PROJECT_ROOT / ".c360" / "pos_drop",
         description="Folder watched for POS exports (*.csv, *.jsonl); landed files move to `done/`.",
     )
+    pos_file_ready: Literal["stable", "marker"] = Field(
+        "stable",
+        description=(
+            "When a drop-folder file is complete: `stable` (its size and time unchanged over "
+            "`pos_file_stable_seconds`) or `marker` (a `<name>.done` file beside it)."
+        ),
+    )
+    pos_file_stable_seconds: float = Field(
+        1.0, ge=0, le=3600, description="How long a drop-folder file must stay unchanged before it is read."
+    )
     initial_lookback_days: int = Field(
         90,
         ge=1,
@@ -142,6 +155,16 @@ class SyncSettings(BaseSettings):
         ge=0,
         le=24 * 30,
         description="POS registers deliver late: each pull re-reads this far behind the watermark.",
+    )
+    earliest_date: date = Field(
+        date(2000, 1, 1),
+        description="Records dated before this (an order placed in 1900) are quarantined, not landed.",
+    )
+    future_tolerance_days: int = Field(
+        7,
+        ge=0,
+        le=3650,
+        description="Records dated more than this many days after now (an order in 2099) are quarantined.",
     )
     safety_lag_seconds: int = Field(
         60,
@@ -198,6 +221,11 @@ class SyncSettings(BaseSettings):
             raise ValueError(f"unknown channel {code!r}; expected one of {', '.join(CHANNEL_CODES)}")
         config: ChannelConfig = getattr(self, code)
         return config
+
+    def time_bounds(self) -> TimeBounds:
+        """The times a landed record may carry (checked by `sync.constraints`)."""
+        earliest = datetime.combine(self.earliest_date, time(0), tzinfo=UTC)
+        return TimeBounds(earliest=earliest, future=timedelta(days=self.future_tolerance_days))
 
     def pointed_at(self, base_url: str) -> SyncSettings:
         """A copy with every channel (and the catalogue) pointed at one base URL, e.g. the simulator's."""

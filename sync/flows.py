@@ -22,7 +22,7 @@ from sync.config import CHANNEL_CODES, SyncSettings, get_sync_settings
 from sync.connectors.base import PermanentError
 from sync.connectors.registry import make_connector
 from sync.hooks import recompute_customers
-from sync.identities import link_identities
+from sync.identities import link_identities, pending_links
 from sync.landing import LandingStats
 from sync.runner import run_stream, tune_gc_for_sync
 
@@ -107,10 +107,34 @@ async def land_stream(
     cache_policy=NO_CACHE,
 )
 async def link_task(identity_ids: list[int]) -> list[int]:
-    """Identity resolution for the identities a run touched; returns the golden customers touched."""
-    customers = await link_identities(get_engine(), set(identity_ids))
-    get_run_logger().info("linked %d identities, %d customers touched", len(identity_ids), len(customers))
+    """Identity resolution for the identities a run touched and every identity still waiting for a customer
+    (landed by a run that stopped before linking); returns the golden customers touched."""
+    engine = get_engine()
+    waiting = await pending_links(engine)
+    _notify_linking("start", waiting)
+    customers = await link_identities(engine, set(identity_ids))
+    left = await pending_links(engine)
+    _notify_linking("done", waiting - left)
+    get_run_logger().info(
+        "linked %d identities (%d were waiting), %d customers touched; %d still waiting",
+        len(set(identity_ids)), waiting, len(customers), left,
+    )  # fmt: skip
     return sorted(customers)
+
+
+LinkListener = Callable[[str, int], None]
+_link_listeners: list[LinkListener] = []
+
+
+def add_link_listener(listener: LinkListener) -> Callable[[], None]:
+    """Register `listener` for the link step: ("start", identities waiting), then ("done", identities linked)."""
+    _link_listeners.append(listener)
+    return lambda: _link_listeners.remove(listener)
+
+
+def _notify_linking(phase: str, count: int) -> None:
+    for listener in list(_link_listeners):
+        listener(phase, count)
 
 
 @task(name="recompute-customers", task_run_name="recompute-customers", retries=1, cache_policy=NO_CACHE)
@@ -160,6 +184,7 @@ async def _channel(
         customers = await link_task(sorted(ids))
         result["customers_touched"] = len(customers)
         await recompute_task(customers)
+    result["identities_waiting"] = await pending_links(get_engine())
     report_run(result_line(channel, result))
     return result
 
@@ -170,11 +195,17 @@ def result_line(channel: str, result: dict[str, Any]) -> str:
     for counts in result["streams"].values():
         for key, value in counts.items():
             totals[key] = totals.get(key, 0) + value
-    landed = ", ".join(f"{v} {k}" for k, v in totals.items() if v and k != "quarantined") or "nothing new"
+    accounting = ("quarantined", "read", "unchanged", "rejected")
+    landed = ", ".join(f"{v} {k}" for k, v in totals.items() if v and k not in accounting) or "nothing new"
     line = f"sync-{channel}: landed {landed}; quarantined {totals.get('quarantined', 0)}"
+    line += f"; {totals.get('read', 0)} rows read, {totals.get('unchanged', 0)} unchanged"
+    if totals.get("rejected"):
+        line += f", {totals['rejected']} files rejected"
     line += f"; {len(result['identity_ids'])} identities touched"
     if "customers_touched" in result:
         line += f", {result['customers_touched']} customers linked"
+    if "identities_waiting" in result:
+        line += f"; {result['identities_waiting']} identities waiting to be linked"
     return line
 
 
@@ -286,4 +317,5 @@ async def sync_all(
         "identities_touched": len(ids),
         "customers_touched": len(customers),
         "customers_recomputed": recomputed,
+        "identities_waiting": await pending_links(get_engine()),
     }

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from crm.registry import recompute
+
 
 async def recompute_customers(engine: AsyncEngine, customer_ids: set[int]) -> int:
-    """Recompute points, tier and segments for `customer_ids`; returns how many were recomputed.
-
-    A no-op only until the CRM issue lands (`crm/` has no recomputation entry point yet); sync_all
-    already calls it with the right customers, so wiring CRM in is a change to this function alone.
-    """
-    return 0
+    """Recompute points, tier and segments for `customer_ids` (crm.registry's domains, in order);
+    returns how many were recomputed."""
+    if not customer_ids:
+        return 0
+    return await recompute(engine, customer_ids)

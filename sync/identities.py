@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sync.canonical import PersonIdentity
 
@@ -110,15 +110,35 @@ def standardize_identities(identities: list[PersonIdentity]) -> list[dict[str, A
     return [dict(zip(names, row, strict=True)) for row in zip(*(columns[c] for c in names), strict=True)]
 
 
-async def link_identities(engine: AsyncEngine, identity_ids: set[int]) -> set[int]:
-    """Link the touched identities to golden customers and copy the customer id onto their orders,
-    interactions and consents. Returns the golden customers touched."""
-    if not identity_ids:
-        return set()
-    from identity.linking import link_source_identities
+PENDING_SQL = "select id from source_identity where customer_id is null order by id"
 
-    report = await link_source_identities(engine, sorted(identity_ids), actor="sync")
-    await propagate_customer_ids(engine, identity_ids)
+
+async def pending_links(engine: AsyncEngine) -> int:
+    """Landed identities with no golden customer yet: the next link step takes them, whoever landed them."""
+    async with engine.connect() as conn:
+        return int(
+            (
+                await conn.execute(sa.text("select count(*) from source_identity where customer_id is null"))
+            ).scalar_one()
+        )
+
+
+async def link_identities(engine: AsyncEngine, identity_ids: set[int], *, pending: bool = True) -> set[int]:
+    """Link the touched identities, and with `pending` every landed identity still without a customer (a
+    run killed between landing and linking leaves them so; the database, not the run's memory, says which),
+    to golden customers, and copy the customer id onto their orders, interactions and consents in the same
+    transaction (so a crash leaves both undone, and the next run does both). Returns the golden customers
+    touched."""
+    from identity.linking import link_in_transaction
+
+    async with engine.begin() as conn:
+        ids = set(identity_ids)
+        if pending:
+            ids.update((await conn.execute(sa.text(PENDING_SQL))).scalars().all())
+        if not ids:
+            return set()
+        report = await link_in_transaction(conn, sorted(ids), actor="sync")
+        await _propagate(conn, ids)
     return set(report.customers_touched)
 
 
@@ -128,14 +148,18 @@ async def propagate_customer_ids(engine: AsyncEngine, identity_ids: set[int]) ->
     Landing already copies it when the identity was linked before; this catches rows whose identity was
     linked (or re-linked by a merge) after they landed.
     """
-    ids = sorted(identity_ids)
     async with engine.begin() as conn:
-        for table in ("orders", "interaction", "consent"):
-            await conn.execute(
-                sa.text(
-                    f"update {table} t set customer_id = si.customer_id "  # noqa: S608 - fixed table names
-                    "from source_identity si where t.source_identity_id = si.id "
-                    "and si.id = any(:ids) and t.customer_id is distinct from si.customer_id"
-                ),
-                {"ids": ids},
-            )
+        await _propagate(conn, identity_ids)
+
+
+async def _propagate(conn: AsyncConnection, identity_ids: set[int]) -> None:
+    ids = sorted(identity_ids)
+    for table in ("orders", "interaction", "consent"):
+        await conn.execute(
+            sa.text(
+                f"update {table} t set customer_id = si.customer_id "  # noqa: S608 - fixed table names
+                "from source_identity si where t.source_identity_id = si.id "
+                "and si.id = any(:ids) and t.customer_id is distinct from si.customer_id"
+            ),
+            {"ids": ids},
+        )

@@ -15,6 +15,7 @@ linking.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 from collections import OrderedDict
@@ -36,7 +37,9 @@ from sync.canonical import (
     QuarantinedRow,
     RefundRecord,
 )
+from sync.constraints import RECORD_ENTITY_PREFIX, TimeBounds, check_batch, record_payload
 from sync.identities import IDENTITY_COLUMNS, standardize_identities
+from sync.suppression import drop_erased, load_erased
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,12 @@ INTERACTION_STAGE_COLUMNS = (
 
 # The standardized attributes in staging column order, read in one C call per identity.
 _identity_column_values = itemgetter(*IDENTITY_COLUMNS)
+
+
+def _identity_values(table: str) -> str:
+    return ", ".join(f"{table}.{c}" for c in ("raw", *IDENTITY_COLUMNS))
+
+
 _identity_updates = ", ".join(f"{c} = excluded.{c}" for c in ("raw", "source_updated_at", *IDENTITY_COLUMNS))
 UPSERT_IDENTITIES = f"""
 insert into source_identity (channel_code, external_id, raw, source_updated_at, {", ".join(IDENTITY_COLUMNS)})
@@ -105,9 +114,12 @@ select channel_code, external_id, convert_from(raw, 'utf8')::jsonb, source_updat
 from stage_identities
 where not stub
 on conflict (channel_code, external_id) do update set {_identity_updates}, updated_at = now()
-where source_identity.source_updated_at is null
-   or excluded.source_updated_at is null
-   or excluded.source_updated_at >= source_identity.source_updated_at
+where (source_identity.source_updated_at is null
+       or excluded.source_updated_at is null
+       or excluded.source_updated_at >= source_identity.source_updated_at)
+  -- The same version saying the same is no write: a rerun leaves the row (and updated_at) as it was.
+  and (excluded.source_updated_at is distinct from source_identity.source_updated_at
+       or ({_identity_values("source_identity")}) is distinct from ({_identity_values("excluded")}))
 returning id
 """  # noqa: S608 - column names are constants
 
@@ -146,9 +158,9 @@ with written as (
     insert into orders (channel_code, external_id, source_identity_id, customer_id, store_id, status,
                         source_status, total_fen, paid_fen, discount_fen, shipping_fen, currency, placed_at,
                         paid_at, source_updated_at, cashier_code, tenders)
-    select s.channel_code, s.external_id, si.id, si.customer_id, st.id, s.status, left(s.source_status, 40),
+    select s.channel_code, s.external_id, si.id, si.customer_id, st.id, s.status, s.source_status,
            s.total_fen, s.paid_fen, s.discount_fen, s.shipping_fen, s.currency, s.placed_at, s.paid_at,
-           s.source_updated_at, left(s.cashier_code, 64), s.tenders::jsonb
+           s.source_updated_at, s.cashier_code, s.tenders::jsonb
     from stage_orders s
     left join source_identity si on si.channel_code = s.channel_code and si.external_id = s.identity_external_id
     left join store st on st.code = s.store_code
@@ -160,18 +172,28 @@ with written as (
         shipping_fen = excluded.shipping_fen, currency = excluded.currency, placed_at = excluded.placed_at,
         paid_at = excluded.paid_at, source_updated_at = excluded.source_updated_at,
         cashier_code = excluded.cashier_code, tenders = excluded.tenders, updated_at = now()
-    where orders.source_updated_at is null or excluded.source_updated_at >= orders.source_updated_at
+    where (orders.source_updated_at is null or excluded.source_updated_at >= orders.source_updated_at)
+      -- The same version saying the same is no write (a rerun rewrites nothing).
+      and (excluded.source_updated_at is distinct from orders.source_updated_at
+           or (orders.source_identity_id, orders.store_id, orders.status, orders.source_status, orders.total_fen,
+               orders.paid_fen, orders.discount_fen, orders.shipping_fen, orders.currency, orders.placed_at,
+               orders.paid_at, orders.cashier_code, orders.tenders)
+              is distinct from
+              (excluded.source_identity_id, excluded.store_id, excluded.status, excluded.source_status,
+               excluded.total_fen, excluded.paid_fen, excluded.discount_fen, excluded.shipping_fen,
+               excluded.currency, excluded.placed_at, excluded.paid_at, excluded.cashier_code, excluded.tenders)
+           or (excluded.customer_id is not null and orders.customer_id is distinct from excluded.customer_id))
     returning id, channel_code, external_id, xmax = 0 as inserted
 ), products as materialized (
-    select id, sku from product where sku in (select left(sku, 64) from stage_order_lines)
+    select id, sku from product where sku in (select sku from stage_order_lines)
 ), new_lines as (
     insert into order_line (order_id, line_no, sku, product_id, title, quantity, unit_price_fen, discount_fen,
                             amount_fen, external_id)
-    select w.id, l.line_no, left(l.sku, 64), p.id, left(l.title, 300), l.quantity, l.unit_price_fen,
+    select w.id, l.line_no, l.sku, p.id, l.title, l.quantity, l.unit_price_fen,
            l.discount_fen, l.amount_fen, l.external_id
     from written w
     join stage_order_lines l on l.channel_code = w.channel_code and l.order_external_id = w.external_id
-    left join products p on p.sku = left(l.sku, 64)
+    left join products p on p.sku = l.sku
     where w.inserted
     returning 1
 )
@@ -186,10 +208,10 @@ DELETE_CHANGED_LINES = """
 delete from order_line x using orders o
 where x.order_id = any($1::bigint[]) and o.id = x.order_id
   and not exists (
-    select 1 from stage_order_lines l left join product p on p.sku = left(l.sku, 64)
+    select 1 from stage_order_lines l left join product p on p.sku = l.sku
     where l.channel_code = o.channel_code and l.order_external_id = o.external_id and l.line_no = x.line_no
-      and left(l.sku, 64) is not distinct from x.sku and p.id is not distinct from x.product_id
-      and left(l.title, 300) is not distinct from x.title and l.quantity is not distinct from x.quantity
+      and l.sku is not distinct from x.sku and p.id is not distinct from x.product_id
+      and l.title is not distinct from x.title and l.quantity is not distinct from x.quantity
       and l.unit_price_fen is not distinct from x.unit_price_fen
       and l.discount_fen is not distinct from x.discount_fen and l.amount_fen is not distinct from x.amount_fen
       and l.external_id is not distinct from x.external_id)
@@ -202,8 +224,8 @@ where x.order_id = any($1::bigint[]) and o.id = x.order_id
 INSERT_MISSING_LINES = """
 insert into order_line (order_id, line_no, sku, product_id, title, quantity, unit_price_fen, discount_fen,
                         amount_fen, external_id)
-select o.id, l.line_no, left(l.sku, 64), (select p.id from product p where p.sku = left(l.sku, 64)),
-       left(l.title, 300), l.quantity, l.unit_price_fen, l.discount_fen, l.amount_fen, l.external_id
+select o.id, l.line_no, l.sku, (select p.id from product p where p.sku = l.sku),
+       l.title, l.quantity, l.unit_price_fen, l.discount_fen, l.amount_fen, l.external_id
 from orders o
 join stage_order_lines l on l.channel_code = o.channel_code and l.order_external_id = o.external_id
 where o.id = any($1::bigint[])
@@ -250,7 +272,11 @@ on conflict (channel_code, external_id) do update set
     order_id = excluded.order_id, line_no = excluded.line_no, amount_fen = excluded.amount_fen,
     reason = excluded.reason, status = excluded.status, requested_at = excluded.requested_at,
     source_updated_at = excluded.source_updated_at
-where refund.source_updated_at is null or excluded.source_updated_at >= refund.source_updated_at
+where (refund.source_updated_at is null or excluded.source_updated_at >= refund.source_updated_at)
+  and (excluded.source_updated_at is distinct from refund.source_updated_at
+       or (refund.order_id, refund.line_no, refund.amount_fen, refund.reason, refund.status, refund.requested_at)
+          is distinct from (excluded.order_id, excluded.line_no, excluded.amount_fen, excluded.reason,
+                            excluded.status, excluded.requested_at))
 """
 
 UPSERT_QUARANTINE = """
@@ -309,16 +335,40 @@ class LandingStats:
     stores: int = 0
     quarantined: int = 0
     batches: int = 0
+    # Records a failed batch's bisection set apart (`Lander.land_isolating`): counted in `quarantined` too.
+    isolated: int = 0
+    # Accounting, per stream: rows read = landed + quarantined + rejected + unchanged. `read` and `landed` count
+    # the stream's own records (orders, refunds, interactions, products; people for a stream of people only),
+    # rejected the files that could not be read at all; notes are quarantine entries about a row that landed
+    # (a phone dropped from it), not rows.
+    read: int = 0
+    landed: int = 0
+    rejected: int = 0
+    notes: int = 0
     identity_ids: set[int] = field(default_factory=set)
     # (payload hashes) of rows this landing put into quarantine, e.g. refunds whose order is missing.
     quarantined_hashes: set[str] = field(default_factory=set)
 
     def merge(self, other: LandingStats) -> None:
         for name in ("identities", "orders", "order_lines", "refunds", "interactions", "consents", "products",
-                     "stores", "quarantined", "batches"):  # fmt: skip
+                     "stores", "quarantined", "batches", "isolated", "read", "landed", "rejected", "notes"):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.identity_ids |= other.identity_ids
         self.quarantined_hashes |= other.quarantined_hashes
+
+    @property
+    def unchanged(self) -> int:
+        """Rows read that needed no write: the version landed already, or an older one."""
+        return self.read - self.landed - self.quarantined - self.rejected
+
+    def accounting(self) -> dict[str, int]:
+        return {
+            "read": self.read,
+            "landed": self.landed,
+            "quarantined": self.quarantined,
+            "rejected": self.rejected,
+            "unchanged": self.unchanged,
+        }
 
     def summary(self) -> dict[str, int]:
         return {
@@ -331,7 +381,111 @@ class LandingStats:
             "products": self.products,
             "stores": self.stores,
             "quarantined": self.quarantined,
+            "read": self.read,
+            "unchanged": self.unchanged,
+            "rejected": self.rejected,
         }
+
+
+REJECTED_FILE = "pos_file"
+
+
+def is_note(q: QuarantinedRow) -> bool:
+    """A quarantine entry about a value dropped from a row that landed (not a row held back)."""
+    return bool(q.errors) and all(e.get("type") == "dropped_value" for e in q.errors)
+
+
+def primary_kind(batch: Batch) -> str:
+    """Which records a batch is made of, for its accounting: people count only in a stream of people."""
+    if batch.orders or batch.interactions or batch.refunds or batch.products:
+        return "records"
+    return "identities" if batch.identities else "records"
+
+
+def batch_reads(batch: Batch) -> int:
+    """Rows a batch read: its own records plus the rows validation held back (notes aside)."""
+    own = len(batch.orders) + len(batch.refunds) + len(batch.interactions) + len(batch.products)
+    if primary_kind(batch) == "identities":
+        own = len(batch.identities)
+    return own + sum(1 for q in batch.quarantined if not is_note(q))
+
+
+def _account(read: tuple[str, int, int], stats: LandingStats) -> None:
+    kind, count, held_people = read
+    stats.read += count
+    if kind == "identities":
+        stats.landed += stats.identities
+    else:
+        stats.landed += stats.orders + stats.refunds + stats.interactions + stats.products
+        stats.quarantined -= held_people
+        stats.notes += held_people
+
+
+# Errors of one row's values (class 22: too long, out of range, bad encoding; class 23: a check, a reference):
+# worth bisecting the batch for. Anything else (a lost connection, a deadlock) fails the batch as before.
+ROW_ERRORS = (asyncpg.exceptions.DataError, asyncpg.exceptions.IntegrityConstraintViolationError)
+
+
+def _units(batch: Batch) -> list[Batch]:
+    """The batch's records one per batch, each with the identities it reads (landing them twice is a no-op),
+    in an order that lands what others read first."""
+    people: dict[tuple[str, str], list[PersonIdentity]] = {}
+    for p in batch.identities:
+        people.setdefault((p.channel, p.external_id), []).append(p)
+    used: set[tuple[str, str]] = set()
+
+    def with_person(channel: str, identity: str | None) -> list[PersonIdentity]:
+        if identity is None:
+            return []
+        key = (channel, identity)
+        used.add(key)
+        return list(people.get(key, ()))
+
+    units: list[Batch] = [Batch(stores=[s]) for s in batch.stores]
+    units += [Batch(products=[p]) for p in batch.products]
+    units += [
+        Batch(orders=[o], identities=with_person(o.channel, o.identity_external_id)) for o in batch.orders
+    ]
+    units += [
+        Batch(interactions=[i], identities=with_person(i.channel, i.identity_external_id))
+        for i in batch.interactions
+    ]
+    units += [
+        Batch(consents=[c], identities=with_person(c.channel, c.identity_external_id)) for c in batch.consents
+    ]
+    units += [Batch(refunds=[r]) for r in batch.refunds]
+    units[len(batch.stores) + len(batch.products) : len(batch.stores) + len(batch.products)] = [
+        Batch(identities=group) for key, group in people.items() if key not in used
+    ]
+    return units
+
+
+def _held(unit: Batch, exc: BaseException) -> list[QuarantinedRow]:
+    """Quarantine rows for a record the database refused: the constraint or column and the error, never the
+    value (a message can quote the row)."""
+    what = getattr(exc, "constraint_name", None) or getattr(exc, "column_name", None)
+    message = str(getattr(exc, "message", "") or type(exc).__name__).splitlines()[0][:200]
+    sqlstate = getattr(exc, "sqlstate", None)
+    records: list[tuple[str, Any, str, str | None]] = []
+    records += [("order", o, o.channel, o.external_id) for o in unit.orders]
+    records += [("interaction", i, i.channel, i.external_id) for i in unit.interactions]
+    records += [("consent", c, c.channel, c.identity_external_id) for c in unit.consents]
+    records += [("refund", r, r.channel, r.external_id) for r in unit.refunds]
+    records += [("product", p, "catalog", p.sku) for p in unit.products]
+    records += [("store", s, "pos", s.code) for s in unit.stores]
+    if not records:
+        records = [("identity", p, p.channel, p.external_id) for p in unit.identities[-1:]]
+    return [
+        QuarantinedRow(
+            channel=channel,
+            entity=RECORD_ENTITY_PREFIX + kind,
+            external_id=None if ext is None else str(ext)[:128],
+            raw=record_payload(record),
+            reason=f"field `{what or kind}`: the database refused it ({sqlstate}: {message})",
+            errors=[{"loc": [what or kind], "msg": message, "type": f"sqlstate_{sqlstate}"}],
+        )
+        for kind, record, channel, ext in records
+    ]
 
 
 def _latest(records: list[Any], key: str = "external_id") -> list[Any]:
@@ -385,6 +539,8 @@ class PreparedBatch:
 
     batch: Batch
     shares: list[Share]
+    # The stream's own records the batch held as the connector yielded it (before checks and dedup).
+    read: tuple[str, int, int] = ("", 0, 0)
 
 
 class Lander:
@@ -400,6 +556,10 @@ class Lander:
     def __init__(self, connection: asyncpg.Connection, *more: asyncpg.Connection) -> None:
         self.connection = connection
         self.connections = (connection, *more)
+        # Keyed hashes of erased people's identifiers (sync.suppression): their records are not landed.
+        self.erased: frozenset[str] = frozenset()
+        # Times a record may carry (sync.constraints); the runner sets the configured ones.
+        self.bounds = TimeBounds()
         # (channel, external id) -> (source time, content key) of the version last written.
         self._seen: OrderedDict[tuple[str, str], tuple[datetime | None, int]] = OrderedDict()
         # (channel, external id) -> (content key, standardized attributes in staging column order).
@@ -421,7 +581,9 @@ class Lander:
                     await connection.execute(ddl)
                 connections.append(connection)
             await ensure_channels(connections[0])
-            yield cls(*connections)
+            lander = cls(*connections)
+            lander.erased = await load_erased(connections[0])
+            yield lander
 
     @staticmethod
     def _content_key(p: PersonIdentity) -> int:
@@ -541,6 +703,12 @@ class Lander:
                 return done.value
 
     def _prepare_steps(self, batch: Batch) -> Generator[None, None, PreparedBatch]:
+        kind, count = primary_kind(batch), batch_reads(batch)
+        batch = check_batch(batch, self.bounds)
+        # People held by the checks in a batch of orders (or interactions): entries, but not rows it read.
+        held_people = sum(1 for q in batch.quarantined if q.entity == RECORD_ENTITY_PREFIX + "identity")
+        read = (kind, count, held_people)
+        batch, _ = drop_erased(batch, self.erased)
         identities, keys, content_keys, previous = self._fresh_identities(batch.identities)
         standardized = self._standardize(identities, keys, content_keys)
         self._remember(identities, keys, content_keys)
@@ -591,13 +759,62 @@ class Lander:
                     (channel, external_id, ln.line_no, ln.sku, ln.title, ln.quantity, ln.unit_price_fen,
                      ln.discount_fen, ln.amount_fen, ln.external_id)
                 )  # fmt: skip
-        return PreparedBatch(batch=batch, shares=shares)
+        return PreparedBatch(batch=batch, shares=shares, read=read)
 
     async def land(self, batch: Batch) -> LandingStats:
         """Land one batch and its watermark advances; return what was written."""
         return await self.write(self.prepare(batch))
 
+    async def land_isolating(self, batch: Batch) -> LandingStats:
+        """Land `batch` when landing it whole failed on a row: bisect it into smaller batches (each record with
+        the identities it reads) until every failing record stands alone, quarantine those with the database's
+        reason, and land the rest; the watermarks and finished files go last, with the quarantine."""
+        stats = LandingStats()
+        failed: list[tuple[Batch, BaseException]] = []
+
+        async def attempt(units: list[Batch]) -> None:
+            piece = Batch()
+            for u in units:
+                piece.extend(u)
+            try:
+                stats.merge(await self.land(piece))
+            except ROW_ERRORS as exc:
+                if len(units) == 1:
+                    unit = units[0]
+                    failed.append((dataclasses.replace(unit, identities=[]), exc))
+                    if unit.identities and (unit.orders or unit.interactions or unit.consents):
+                        # The person the failing record names lands on their own if they can.
+                        await attempt([Batch(identities=unit.identities)])
+                    elif unit.identities:
+                        failed[-1] = (unit, exc)
+                    return
+                middle = len(units) // 2
+                await attempt(units[:middle])
+                await attempt(units[middle:])
+
+        units = _units(batch)
+        if units:
+            await attempt(units)
+        final = Batch(
+            quarantined=list(batch.quarantined) + [q for unit, exc in failed for q in _held(unit, exc)],
+            watermarks=batch.watermarks,
+            files_done=batch.files_done,
+        )
+        stats.merge(await self.land(final))
+        stats.isolated += len(failed)
+        # The pieces each counted what they read; the batch read what it read once.
+        stats.read, stats.landed = 0, 0
+        held_people = sum(1 for q in final.quarantined if q.entity == RECORD_ENTITY_PREFIX + "identity")
+        _account((primary_kind(batch), batch_reads(batch), held_people), stats)
+        return stats
+
     async def write(self, prepared: PreparedBatch) -> LandingStats:
+        """`_write_all`, with the batch's accounting: what it read, what of it landed."""
+        stats = await self._write_all(prepared)
+        _account(prepared.read, stats)
+        return stats
+
+    async def _write_all(self, prepared: PreparedBatch) -> LandingStats:
         """The database half: one transaction per share, on its own connection, all at once. Share 0 waits
         for the others to commit before it writes the watermark advances and commits: a watermark never
         commits ahead of the rows it covers (rows committed without their watermark are read again and landed
@@ -654,7 +871,8 @@ class Lander:
             if before_watermark:
                 await asyncio.gather(*before_watermark)
             if batch is not None:
-                for wm in batch.watermarks:
+                # The last advance per connector is where it stands (a batch of many pages carries one each).
+                for wm in {w.connector: w for w in batch.watermarks}.values():
                     await con.execute(
                         UPSERT_WATERMARK, wm.connector, wm.watermark_at, wm.cursor, _json(wm.extra)
                     )
@@ -682,8 +900,14 @@ class Lander:
         quarantined = batch.quarantined + refund_misses
         if quarantined:
             await self._land_quarantine(quarantined)
-            stats.quarantined += len(quarantined)
-            stats.quarantined_hashes.update(payload_hash(q.raw) for q in refund_misses)
+            for q in quarantined:
+                if q.entity == REJECTED_FILE:
+                    stats.rejected += 1
+                elif is_note(q):
+                    stats.notes += 1
+                else:
+                    stats.quarantined += 1
+            stats.quarantined_hashes.update(payload_hash(q.raw) for q in quarantined)
 
     async def _land_stores(self, batch: Batch, stats: LandingStats) -> None:
         rows = {s.code: s for s in batch.stores}
@@ -698,17 +922,19 @@ class Lander:
 
     async def _land_products(self, batch: Batch, stats: LandingStats) -> None:
         rows = {p.sku: p for p in batch.products}
-        await self.connection.execute(
+        result = await self.connection.execute(
             """insert into product (sku, title, category, list_price_fen)
                select * from unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
                on conflict (sku) do update set title = excluded.title, category = excluded.category,
-                 list_price_fen = excluded.list_price_fen""",
+                 list_price_fen = excluded.list_price_fen
+               where (product.title, product.category, product.list_price_fen)
+                     is distinct from (excluded.title, excluded.category, excluded.list_price_fen)""",
             list(rows),
-            [_truncate(p.title, 300) for p in rows.values()],
-            [_truncate(p.category, 100) for p in rows.values()],
+            [p.title for p in rows.values()],
+            [p.category for p in rows.values()],
             [p.list_price_fen for p in rows.values()],
         )
-        stats.products += len(rows)
+        stats.products += int(result.split()[-1])
 
     async def _land_identities(self, con: asyncpg.Connection, share: Share, stats: LandingStats) -> None:
         records = share.identity_records
@@ -787,8 +1013,8 @@ class Lander:
                 [r.external_id for r in landable],
                 [r.order_external_id for r in landable],
                 [r.amount_fen for r in landable],
-                [_truncate(r.reason, 300) for r in landable],
-                [_truncate(r.status, 40) for r in landable],
+                [r.reason for r in landable],
+                [r.status for r in landable],
                 [r.requested_at for r in landable],
                 [r.source_updated_at for r in landable],
                 [r.line_external_id for r in landable],

@@ -11,14 +11,16 @@ import asyncio
 import gc
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sync.canonical import Batch
 from sync.connectors.base import Connector
-from sync.landing import Lander, LandingStats, read_watermark
+from sync.landing import ROW_ERRORS, Lander, LandingStats, read_watermark
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ async def run_stream(
 ) -> LandingStats:
     """Pull `stream` from its watermark (or `since`) to now and land it; return the totals."""
     key = connector.watermark_key(stream)
+    started = datetime.now(UTC)
     watermark = await read_watermark(engine, key)
     total = LandingStats()
     queue: asyncio.Queue[Batch | BaseException | None] = asyncio.Queue(maxsize=queue_depth)
@@ -75,7 +78,15 @@ async def run_stream(
 
         async def finish() -> None:
             assert writing is not None and written is not None
-            stats = await writing
+            try:
+                stats = await writing
+            except ROW_ERRORS as exc:
+                # A row the checks let through broke the batch: land it piece by piece around that row.
+                log.warning(
+                    "%s: a batch failed on a row (%s, %s); isolating it",
+                    key, getattr(exc, "sqlstate", "?"), getattr(exc, "constraint_name", None) or "-",
+                )  # fmt: skip
+                stats = await lander.land_isolating(written)
             total.merge(stats)
             if written.files_done:
                 connector.files_landed(written.files_done)
@@ -103,6 +114,7 @@ async def run_stream(
                 await asyncio.gather(writing, return_exceptions=True)
 
     async with Lander.open(engine, connector.settings.writers) as lander:
+        lander.bounds = connector.settings.time_bounds()
         producer = asyncio.create_task(produce(), name=f"pull {key}")
         try:
             await consume(lander)
@@ -111,8 +123,31 @@ async def run_stream(
             if not producer.done():
                 producer.cancel()
                 await asyncio.gather(producer, return_exceptions=True)
+    await record_accounting(engine, key, started, total)
     log.info("%s landed %s", key, total.summary())
     return total
+
+
+async def record_accounting(engine: AsyncEngine, stream: str, started: datetime, stats: LandingStats) -> None:
+    """One row per stream run: rows read = landed + quarantined + rejected + unchanged, with the counts."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "insert into sync_stream_run (stream, started_at, rows_read, landed, quarantined, rejected, "
+                "unchanged, counts) values (:stream, :started, :read, :landed, :quarantined, :rejected, "
+                ":unchanged, cast(:counts as jsonb))"
+            ),
+            {
+                "stream": stream,
+                "started": started,
+                "read": stats.read,
+                "landed": stats.landed,
+                "quarantined": stats.quarantined,
+                "rejected": stats.rejected,
+                "unchanged": stats.unchanged,
+                "counts": orjson.dumps(stats.summary()).decode(),
+            },  # fmt: skip
+        )
 
 
 async def run_connector(

@@ -36,7 +36,12 @@ from sync.prefect_setup import ServeError
 
 # Modules whose `SCHEDULES: list[tuple[Flow, str]]` `serve` registers beside the channels (a CRM package
 # adds its flows module here when it lands).
-SCHEDULE_MODULES: tuple[str, ...] = ()
+SCHEDULE_MODULES: tuple[str, ...] = (
+    "crm.loyalty.flows",
+    "crm.analytics.flows",
+    "crm.service.flows",
+    "crm.care.flows",
+)
 
 # Cron times are the retailer's: "0 2 * * *" is 02:00 in Shanghai, not UTC.
 TIMEZONE = "Asia/Shanghai"

@@ -8,10 +8,13 @@ after the transaction that landed its last row has committed.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
+import io
 import re
 import shutil
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -44,10 +47,11 @@ LINE_COLUMNS = ("line_no", "sku", "description", "quantity", "unit_price", "disc
 class PosLine(BaseModel):
     model_config = ConfigDict(coerce_numbers_to_str=True)
 
-    line_no: int = Field(ge=1)
+    line_no: int = Field(ge=1, le=2**31 - 1)
     sku: str | None = None
     description: str | None = None
-    quantity: int
+    # A return is its own transaction at the till, never a negative line on a sale.
+    quantity: int = Field(ge=1, le=2**31 - 1)
     unit_price: Fen
     discount: OptionalFen = None
     amount: Fen
@@ -115,13 +119,30 @@ def is_placeholder_phone(phone: str) -> bool:
     return bool(_PLACEHOLDER_PHONE.match(re.sub(r"\D", "", phone)[-11:]))
 
 
-def _member_key(t: PosTransaction) -> str | None:
+def canonical_phone(phone: str | None) -> tuple[str | None, bool]:
+    """(the phone in one form, whether a phone was given but is no valid number). `+86 138-1234-5678` and
+    `13812345678` are one phone, `13812345678` (a Chinese number in its national digits, as tills and the app
+    show it: a landline with its leading 0; a foreign one in E.164); `12345` or `abc` is none, never a key."""
+    if not phone:
+        return None, False
+    from identity.standardize import standardize_phone
+
+    e164, _masked = standardize_phone(phone)
+    if e164 is None:
+        return None, True
+    if e164.startswith("+86"):
+        national = e164[3:]
+        return (national if len(national) == 11 and national.startswith("1") else "0" + national), False
+    return e164, False
+
+
+def _member_key(t: PosTransaction, phone: str | None) -> str | None:
     """The identity a sale belongs to: the member card no. (the app's member no.), else the phone typed
-    at the till. A placeholder phone is an anonymous sale, not one person buying in every store."""
+    at the till (in E.164). A placeholder phone is an anonymous sale, not one person buying in every store."""
     if t.member_card_no:
         return t.member_card_no
-    if t.member_phone and not is_placeholder_phone(t.member_phone):
-        return t.member_phone
+    if phone and not is_placeholder_phone(phone):
+        return phone
     return None
 
 
@@ -141,8 +162,22 @@ def normalize_transactions(rows: list[Any], channel: str = "pos") -> Batch:
     )
     batch = Batch(quarantined=bad)
     stores: set[str] = set()
-    for t, _raw in valid:
-        member = _member_key(t)
+    for t, raw in valid:
+        phone, invalid_phone = canonical_phone(t.member_phone)
+        if invalid_phone:
+            # The sale lands; the phone is no key and no attribute, and the note says why it is missing.
+            batch.quarantined.append(
+                QuarantinedRow(
+                    channel=channel,
+                    entity="pos_transaction",
+                    external_id=t.external_id,
+                    raw=raw if isinstance(raw, dict) else {"value": raw},
+                    reason="field `member_phone`: not a valid Chinese mobile or landline number; the sale "
+                    "landed without it",
+                    errors=[{"loc": ["member_phone"], "msg": "invalid phone", "type": "dropped_value"}],
+                )
+            )
+        member = _member_key(t, phone)
         # POS sales are final: the only "modification" is the back office receiving them.
         updated = t.delivered_at or t.ended_at
         if member:
@@ -154,10 +189,10 @@ def normalize_transactions(rows: list[Any], channel: str = "pos") -> Batch:
                     attributes={
                         # Only a sale keyed by its phone says whose phone it is (beside a card, it is
                         # whatever number was typed at the till).
-                        "phone": t.member_phone if member == t.member_phone else None,
+                        "phone": phone if member == phone else None,
                         "member_no": t.member_card_no,
                     },
-                    raw={"member_phone": t.member_phone, "member_card_no": t.member_card_no},
+                    raw={"member_phone": phone, "member_card_no": t.member_card_no},
                     # Landed as part of raw, but the sale is not something the identity says: a member's next
                     # sale with the same phone and card is a repeat (touched, not upserted).
                     event={"store_id": t.store_id, "transaction": t.external_id},
@@ -171,7 +206,7 @@ def normalize_transactions(rows: list[Any], channel: str = "pos") -> Batch:
                 ln.line_no, ln.sku, ln.description, ln.quantity, ln.unit_price, ln.discount or 0, ln.amount
             )
             for ln in t.lines
-            if not ln.void and ln.quantity > 0
+            if not ln.void
         ]
         tendered = sum(x.amount for x in t.tenders if x.type != "points")
         batch.orders.append(
@@ -202,16 +237,47 @@ def _truthy(value: Any) -> bool:
     return str(value).strip().lower() in {"1", "true", "t", "yes", "y"}
 
 
-def csv_transactions(path: Path) -> Iterator[dict[str, Any]]:
+class RejectedFile(Exception):
+    """A drop-folder file that cannot be read as a whole (its encoding, its CSV structure): it moves to
+    `rejected/` with a reason file. The message names the file and the place, never its bytes."""
+
+
+# The encodings Chinese POS exports use: UTF-8 (Excel adds a BOM) and GB18030, the superset of GBK and GB2312.
+ENCODINGS = ("utf-8-sig", "gb18030")
+
+
+def decode_export(data: bytes, name: str) -> str:
+    """The text of an export: UTF-8 with or without BOM, else GB18030/GBK; anything else is rejected."""
+    for encoding in ENCODINGS:
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise RejectedFile(
+            f"{name}: not UTF-8 or GB18030 text (first undecodable byte at offset {exc.start}, line {line})"
+        ) from None
+    raise RejectedFile(f"{name}: not UTF-8 or GB18030 text")  # pragma: no cover - utf-8-sig took it
+
+
+def csv_transactions(path: Path, text: str | None = None) -> Iterator[dict[str, Any]]:
     """Group a line-level CSV export into transactions (transaction columns repeat on every line).
 
     A repeated header row (exports are often concatenated) is skipped. Tenders come as
-    `type:amount;type:amount` in a `tenders` column.
+    `type:amount;type:amount` (or a JSON list) in a `tenders` column. A row with any line column filled is
+    a line, even with its line number blank (validation then names the field): a line is never dropped.
     """
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        current: dict[str, Any] | None = None
-        key: tuple[Any, ...] | None = None
+    if text is None:
+        text = decode_export(path.read_bytes(), path.name)
+    # A cell as long as the file is read whole, and its width checked where it lands, not refused by csv.
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    current: dict[str, Any] | None = None
+    key: tuple[Any, ...] | None = None
+    try:
         for row in reader:
             if row.get("store_id") == "store_id":
                 continue
@@ -226,20 +292,27 @@ def csv_transactions(path: Path) -> Iterator[dict[str, Any]]:
                 }
                 current["lines"] = []
                 current["tenders"] = _parse_tenders(row.get("tenders"))
-            if row.get("line_no") not in (None, ""):
+            if any(row.get(k) not in (None, "") for k in LINE_COLUMNS if k != "void"):
                 line = {k: row.get(k) for k in LINE_COLUMNS}
                 line["void"] = _truthy(line.get("void"))
                 current["lines"].append(line)
-        if current is not None:
-            yield current
+    except csv.Error as exc:
+        raise RejectedFile(f"{path.name}: not a readable CSV at line {reader.line_num} ({exc})") from None
+    if current is not None:
+        yield current
 
 
 def _parse_tenders(value: str | None) -> list[dict[str, Any]] | Any:
+    """Tenders from their cell; a malformed JSON list is kept as its text, which validation then refuses
+    (field `tenders`), so the transaction is quarantined, not the file."""
     if not value:
         return []
     text = value.strip()
     if text.startswith("["):
-        return orjson.loads(text)
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return text
     tenders = []
     for part in text.split(";"):
         kind, _, amount = part.partition(":")
@@ -247,17 +320,18 @@ def _parse_tenders(value: str | None) -> list[dict[str, Any]] | Any:
     return tenders
 
 
-def jsonl_transactions(path: Path) -> Iterator[dict[str, Any] | QuarantinedRow]:
-    with path.open("rb") as handle:
-        for n, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                yield QuarantinedRow("pos", "pos_transaction", f"{path.name}:{n}",
-                                     {"file": path.name, "line": n, "text": line.decode("utf-8", "replace")},
-                                     f"field `line {n}`: not valid JSON ({exc})", [{"loc": [n], "msg": str(exc)}])  # fmt: skip
+def jsonl_transactions(path: Path, text: str | None = None) -> Iterator[dict[str, Any] | QuarantinedRow]:
+    if text is None:
+        text = decode_export(path.read_bytes(), path.name)
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            yield QuarantinedRow("pos", "pos_transaction", f"{path.name}:{n}",
+                                 {"file": path.name, "line": n, "text": line},
+                                 f"field `line {n}`: not valid JSON ({exc})", [{"loc": [n], "msg": str(exc)}])  # fmt: skip
 
 
 class PosConnector(Connector):
@@ -298,27 +372,53 @@ class PosConnector(Connector):
                 if high is None or o.source_updated_at > high:
                     high = o.source_updated_at
             cursor = body.get("next_cursor")
-            if not cursor or not rows:
-                # The high-water mark only moves at the end: the lateness re-read starts behind it anyway.
-                if high is not None:
-                    batch.watermarks.append(WatermarkAdvance(key, watermark_at=high))
-                yield batch
-                return
+            # The high-water mark moves with every page (it lands with the page's rows): a restart re-reads
+            # only the lateness window behind what has landed, not the whole lookback.
+            if high is not None:
+                batch.watermarks.append(WatermarkAdvance(key, watermark_at=high))
             yield batch
+            if not cursor or not rows:
+                return
 
     async def _files(self) -> AsyncIterator[Batch]:
         folder = self.settings.pos_drop_dir
         if not folder.is_dir():
             return
-        for path in sorted(
-            p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in {".csv", ".jsonl", ".ndjson"}
-        ):
+        for path in await self._complete_files(folder):
+            data = path.read_bytes()
+            digest = hashlib.sha256(data).hexdigest()[:16]
+            try:
+                text = decode_export(data, path.name)
+                source: Iterator[Any] = (
+                    csv_transactions(path, text)
+                    if path.suffix.lower() == ".csv"
+                    else jsonl_transactions(path, text)
+                )
+                items = list(source)
+            except RejectedFile as exc:
+                self._reject(path, str(exc))
+                # One quarantine entry for the file: what it was, why; the file itself waits in rejected/.
+                yield Batch(
+                    quarantined=[
+                        QuarantinedRow(
+                            "pos",
+                            "pos_file",
+                            path.name,
+                            {"file": path.name, "sha256_16": digest, "size": len(data)},
+                            f"field `file`: {exc}; moved to rejected/",
+                            [{"loc": ["file"], "msg": str(exc)}],
+                        )  # fmt: skip
+                    ],
+                    watermarks=[
+                        WatermarkAdvance(
+                            self.watermark_key("files"), cursor=path.name, extra={"sha256_16": digest}
+                        )
+                    ],
+                )
+                continue
             rows: list[Any] = []
             quarantined: list[QuarantinedRow] = []
-            source: Iterator[Any] = (
-                csv_transactions(path) if path.suffix.lower() == ".csv" else jsonl_transactions(path)
-            )
-            for item in source:
+            for item in items:
                 if isinstance(item, QuarantinedRow):
                     quarantined.append(item)
                 else:
@@ -328,12 +428,35 @@ class PosConnector(Connector):
                     rows = []
             batch = normalize_transactions(rows)
             batch.quarantined.extend(quarantined)
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
             batch.watermarks.append(
                 WatermarkAdvance(self.watermark_key("files"), cursor=path.name, extra={"sha256_16": digest})
             )
             batch.files_done.append(str(path))
             yield batch
+
+    async def _complete_files(self, folder: Path) -> list[Path]:
+        """The exports ready to read: with `pos_file_ready = "marker"` those with a `<name>.done` beside them;
+        otherwise those whose size and modification time stay the same over `pos_file_stable_seconds` (a file
+        a register is still writing grows meanwhile, and is left for the next run)."""
+        first = _exports(folder)
+        if self.settings.pos_file_ready == "marker":
+            return [p for p in first if p.with_name(p.name + ".done").exists()]
+        interval = self.settings.pos_file_stable_seconds
+        now = time.time()
+        if any(now - st[2] < interval for st in first.values()):
+            await asyncio.sleep(interval)
+        later = _exports(folder)
+        return [p for p, st in first.items() if later.get(p) == st]
+
+    def _reject(self, path: Path, reason: str) -> None:
+        rejected = self.settings.pos_drop_dir / "rejected"
+        rejected.mkdir(parents=True, exist_ok=True)
+        target = _free_name(rejected, path)
+        shutil.move(str(path), str(target))
+        target.with_name(target.name + ".reason.txt").write_text(reason + "\n", encoding="utf-8")
+        marker = path.with_name(path.name + ".done")
+        if marker.exists():
+            marker.unlink()
 
     def files_landed(self, paths: list[str]) -> None:
         done = self.settings.pos_drop_dir / "done"
@@ -341,4 +464,32 @@ class PosConnector(Connector):
         for p in paths:
             src = Path(p)
             if src.exists():
-                shutil.move(str(src), str(done / src.name))
+                shutil.move(str(src), str(_free_name(done, src)))
+            marker = src.with_name(src.name + ".done")
+            if marker.exists():
+                marker.unlink()
+
+
+def _exports(folder: Path) -> dict[Path, tuple[int, int, float]]:
+    """The export files in the drop folder, sorted by name, with (size, mtime_ns, mtime)."""
+    out: dict[Path, tuple[int, int, float]] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in {".csv", ".jsonl", ".ndjson"}:
+            st = p.stat()
+            out[p] = (st.st_size, st.st_mtime_ns, st.st_mtime)
+    return out
+
+
+def _free_name(folder: Path, src: Path) -> Path:
+    """Where `src` goes in `folder`: its own name, or, when another file already has it there, the name with
+    the content's digest (the same file moved twice keeps one copy) and then a counter."""
+    target = folder / src.name
+    if not target.exists():
+        return target
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
+    target = folder / f"{src.stem}.{digest}{src.suffix}"
+    n = 1
+    while target.exists() and target.read_bytes() != src.read_bytes():
+        target = folder / f"{src.stem}.{digest}.{n}{src.suffix}"
+        n += 1
+    return target

@@ -58,3 +58,24 @@ def pos_sale(
                    "amount": "59.00"}],
         "tenders": [{"type": "wechat_pay", "amount": "59.00"}],
     }  # fmt: skip
+
+
+def jd_order(order_id: int, **changes: Any) -> dict[str, Any]:
+    """A JD order as jingdong.pop.order.search returns it (two items, freight and a seller discount)."""
+    order: dict[str, Any] = {
+        "orderId": str(order_id), "venderId": "10086", "orderTotalPrice": "1299.00", "orderSellerPrice": "1279.00",
+        "orderPayment": "1289.00", "freightPrice": "10.00", "sellerDiscount": "20.00",
+        "orderState": "WAIT_GOODS_RECEIVE_CONFIRM", "orderRemark": "", "orderStartTime": "2026-09-02 10:11:12",
+        "paymentConfirmTime": "2026-09-02 10:15:00", "orderEndTime": None, "modified": "2026-09-03 08:00:00",
+        "pin": f"jd_{order_id}", "open_id_buyer": f"o-{order_id}",
+        "consigneeInfo": {"fullname": "张*", "mobile": "138****0000", "province": "广东", "city": "深圳市",
+                          "county": "南山区", "fullAddress": "广东深圳市南山区科技园****"},
+        "itemInfoList": [
+            {"skuId": "100012345678", "outerSkuId": "HG-KIT-007-02", "skuName": "保温杯 750ml", "jdPrice": "149.00",
+             "itemTotal": "2"},
+            {"skuId": "100098524000", "outerSkuId": None, "skuName": "实木餐桌 1.4米", "jdPrice": "1001.00",
+             "itemTotal": 1},
+        ],
+    }  # fmt: skip
+    order.update(changes)
+    return order

@@ -73,8 +73,10 @@ async def test_watermark_commits_with_its_batch_only(committed_db):
     batch.watermarks.append(WatermarkAdvance("tmall.trades", cursor="page-1"))
     # A batch that fails inside the transaction takes its watermark down with it.
     broken = normalize_trades([top_trade(4002)])
-    broken.orders[0].status = "x" * 100  # wider than the column: the insert fails
     broken.watermarks.append(WatermarkAdvance("tmall.trades", cursor="page-2"))
+    # Rows are checked before they land, so the failure is a watermark key wider than its column: the last
+    # statement of the transaction fails.
+    broken.watermarks.append(WatermarkAdvance("x" * 100, cursor="page-2"))
     async with Lander.open(committed_db) as lander:
         await lander.land(batch)
         try:
@@ -215,13 +217,20 @@ async def test_a_buyer_whose_address_changes_mid_run_lands_the_new_one(committed
     assert tuple(row) == ("浙江省", "杭州市", "西湖区", "7002")
 
 
+def _break_first_order(share):
+    """Give the share's first staged order a status wider than its column, as a row the checks missed would."""
+    row = share.order_records[0]
+    share.order_records[0] = (*row[:4], "x" * 100, *row[5:])
+
+
 async def test_a_failed_write_forgets_the_identities_it_was_to_write(committed_db):
     # The runner prepares a batch (and remembers its identities as written) before the previous write ends;
     # a write that fails must not leave those identities skipped as "already written" by a later batch.
     broken = normalize_trades([top_trade(4101, buyer="buyer-after-failure")])
-    broken.orders[0].status = "x" * 100  # wider than the column: the insert fails after the identity upsert
     async with Lander.open(committed_db) as lander:
         prepared = lander.prepare(broken)
+        # Past the checks: a status wider than its column fails the insert after the identity upsert.
+        _break_first_order(prepared.shares[0])
         assert prepared.shares[0].identity_records, "the buyer should be written"
         try:
             await lander.write(prepared)
@@ -283,12 +292,13 @@ async def test_with_two_writers_a_failed_share_keeps_the_watermark_back(committe
     good.watermarks.append(WatermarkAdvance("tmall.trades", cursor="before"))
     # The second writer's order is broken: the first writer's rows and the watermark must not commit ahead.
     broken = normalize_trades([top_trade(8101, buyer=first[1]), top_trade(8102, buyer=second[1])])
-    broken.orders[1].status = "x" * 100
     broken.watermarks.append(WatermarkAdvance("tmall.trades", cursor="after"))
     async with Lander.open(committed_db, writers=2) as lander:
         await lander.land(good)
+        prepared = lander.prepare(broken)
+        _break_first_order(prepared.shares[1])
         try:
-            await lander.land(broken)
+            await lander.write(prepared)
         except asyncpg.PostgresError:
             pass
         else:

@@ -19,7 +19,8 @@ def test_scheduled_flows_follow_the_settings(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("C360_SYNC_JD__ENABLED", "false")
     monkeypatch.setenv("C360_SYNC_CATALOG_CRON", "5 * * * *")
     items = schedules.scheduled_flows(SyncSettings())
-    assert [(i.flow.name, i.cron) for i in items] == [
+    # The CRM modules' flows follow the channel ones; this test is about the channels' settings.
+    assert [(i.flow.name, i.cron) for i in items if i.flow.name.startswith("sync-")] == [
         ("sync-tmall", "*/10 * * * *"),
         ("sync-app", "*/5 * * * *"),
         ("sync-wechat", "*/5 * * * *"),
