@@ -114,12 +114,10 @@ async def _move_rows(
     ledger = conditions.get("points_ledger_entry")
     if ledger is not None:
         where, params = ledger
-        pad = (
-            await conn.execute(
-                sa.text(f"select coalesce(sum(abs(points)), 0) from points_ledger_entry where {where}"),  # noqa: S608 - identifiers are fixed names, values are bound
-                params,
-            )
-        ).scalar_one()
+        moved = (
+            f"select coalesce(sum(abs(points) + abs(owed_points)), 0) from points_ledger_entry where {where}"  # noqa: S608 - identifiers are fixed names, values are bound
+        )
+        pad = (await conn.execute(sa.text(moved), params)).scalar_one()
         if pad:
             await conn.execute(
                 sa.text(
@@ -129,7 +127,11 @@ async def _move_rows(
                 {"ids": [*affected, to_customer]},
             )
             await conn.execute(
-                sa.text("update points_balance set balance = balance + :pad where customer_id = any(:ids)"),
+                # Debt too: rows move one by one, and a payoff may arrive before the debt it pays.
+                sa.text(
+                    "update points_balance set balance = balance + :pad, debt = debt + :pad"
+                    " where customer_id = any(:ids)"
+                ),
                 {"pad": int(pad), "ids": [*affected, to_customer]},
             )
     for table in FOLLOWING_TABLES:
@@ -143,6 +145,24 @@ async def _move_rows(
     await recompute_points_balances(conn, [*affected, to_customer])
 
 
+def _following_conditions(
+    customer: int, identity_ids: Sequence[int], listed: dict[str, list[int]]
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Rows that go back with `identity_ids`: theirs, the identity-less rows listed in the merge snapshot,
+    and ledger entries written later against a lot that goes back (an expiry of a manual credit): left
+    behind, they would leave one side owing what the other holds."""
+    base = "customer_id = :c and (source_identity_id = any(:ids) or (source_identity_id is null and id = any(:rids)))"
+    conditions = {
+        t: (base, {"c": customer, "ids": list(identity_ids), "rids": listed.get(t, [])})
+        for t in FOLLOWING_TABLES
+    }
+    conditions["points_ledger_entry"] = (
+        base[:-1] + " or (source_identity_id is null and lot_id = any(:lots)))",
+        {**conditions["points_ledger_entry"][1], "lots": listed.get("points_lot", [])},
+    )
+    return conditions
+
+
 async def recompute_points_balances(conn: AsyncConnection, customer_ids: Sequence[int]) -> None:
     """Set each customer's balance and lifetime points to the sums of its ledger."""
     await conn.execute(
@@ -151,6 +171,7 @@ async def recompute_points_balances(conn: AsyncConnection, customer_ids: Sequenc
             " balance = coalesce((select sum(points) from points_ledger_entry l where l.customer_id = pb.customer_id), 0),"
             " lifetime_earned = coalesce((select sum(points) from points_ledger_entry l"
             "   where l.customer_id = pb.customer_id and l.kind = 'earn'), 0),"
+            " debt = coalesce((select sum(owed_points) from points_ledger_entry l where l.customer_id = pb.customer_id), 0),"
             " updated_at = now()"
             " where pb.customer_id = any(:ids)"
         ),
@@ -471,6 +492,10 @@ async def unmerge_event(
     survivor = int(event["surviving_customer_id"])
     absorbed = [int(a) for a in event["absorbed_customer_ids"]]
     snapshot = event["snapshot"]
+    if snapshot.get("erased"):
+        raise MergeError(
+            f"the customers of merge event {merge_event_id} were erased: there is nothing to give back"
+        )
     golden = await _golden_rows(conn, [survivor, *absorbed])
     moved_on = [a for a in absorbed if golden[a]["merged_into"] != survivor]
     if moved_on or golden[survivor]["status"] != "active":
@@ -497,14 +522,10 @@ async def unmerge_event(
             ),
             {"c": customer, "ids": identity_ids, "s": survivor},
         )
-        conditions = {}
-        for table in FOLLOWING_TABLES:
-            listed = [int(i) for i in snapshot["rows"].get(table, {}).get(str(customer), [])]
-            conditions[table] = (
-                "customer_id = :s and (source_identity_id = any(:iids) or (source_identity_id is null and id = any(:rids)))",
-                {"s": survivor, "iids": identity_ids, "rids": listed},
-            )
-        await _move_rows(conn, customer, [survivor], conditions)
+        listed = {
+            t: [int(i) for i in snapshot["rows"].get(t, {}).get(str(customer), [])] for t in FOLLOWING_TABLES
+        }
+        await _move_rows(conn, customer, [survivor], _following_conditions(survivor, identity_ids, listed))
         await conn.execute(
             sa.text(
                 "update survey_response set customer_id = :c where customer_id = :s and case_id in (select id from service_case where customer_id = :c)"
@@ -614,13 +635,7 @@ async def unmerge_identity(
             conn,
             new_customer,
             [customer],
-            {
-                t: (
-                    "customer_id = :c and (source_identity_id = any(:ids) or (source_identity_id is null and id = any(:rids)))",
-                    {"c": customer, "ids": moving, "rids": listed[t]},
-                )
-                for t in FOLLOWING_TABLES
-            },
+            _following_conditions(customer, moving, listed),
         )
     except sa.exc.IntegrityError as exc:
         raise MergeError(
