@@ -27,6 +27,7 @@ from infra.db import check_database, ensure_reachable, make_engine, resolve_data
 from infra.settings import Settings, get_settings
 from schema import build_schema
 from schema.context import Context
+from schema.service import validate_rules
 
 NOBODY = Principal(subject="0", role="member")  # a member of no customer
 
@@ -120,6 +121,8 @@ def create_app(settings: Settings | None = None, engine: AsyncEngine | None = No
     a bad C360_DATABASE_URL fails before the first request with a message naming it."""
     settings = settings or get_settings()
     check_production_secret(settings)
+    # A bad service rules file stops the start with the key that is wrong, not the first case opened.
+    validate_rules(settings.service_config)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

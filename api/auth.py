@@ -122,3 +122,8 @@ def check_production_secret(settings: Settings) -> None:
             "C360_JWT_SECRET must be set to a secret of at least 32 characters in production "
             "(the development default lets anyone sign tokens)"
         )
+    if settings.env == "production" and settings.erasure_key == Settings.model_fields["erasure_key"].default:
+        raise ValueError(
+            "C360_ERASURE_KEY must be set in production (with the public default, the suppression list of "
+            "erased people's phones and e-mails can be reversed by trying every number)"
+        )

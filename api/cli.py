@@ -155,11 +155,15 @@ def main() -> None:
 
 
 def _register_subcommands() -> None:
+    from api.cli_analytics import analytics_app
     from api.cli_api import api_app
+    from api.cli_crm import crm_app
     from api.cli_identity import identity_app
     from api.cli_sync import sync_app
 
+    app.add_typer(analytics_app, name="analytics")
     app.add_typer(api_app, name="api")
+    app.add_typer(crm_app, name="crm")
     app.add_typer(identity_app, name="identity")
     app.add_typer(sync_app, name="sync")
 

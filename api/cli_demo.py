@@ -68,6 +68,8 @@ def demo(
     except SyncError as exc:
         fail(str(exc))
     print_summary(result)
+    run_crm()
+    run_analytics(settings.data_dir / "report.html")
     if not serve:
         simulator.should_exit = True
         return
@@ -76,3 +78,101 @@ def demo(
     console.print(f"simulator keeps running on {base_url}: POST {base_url}/_sim/advance then `c360 sync run "
                   f"--base-url {base_url} --simulator` pulls what changed")  # fmt: skip
     serve_api(settings, migrate=False)
+
+
+def run_crm() -> None:
+    """The CRM's daily run over every customer (sync already earned points for the customers it touched):
+    tier reviews, campaigns, birthday coupons; then a line of what the programme looks like."""
+    import asyncio
+
+    import sqlalchemy as sa
+
+    from crm.loyalty.flows import daily_run
+    from infra.db import dispose_engine, get_engine
+
+    async def run() -> tuple[dict[str, Any], list[Any], Any]:
+        try:
+            counts = await daily_run()
+            async with get_engine().connect() as conn:
+                tiers = (
+                    await conn.execute(
+                        sa.text(
+                            "select tier_code, count(*) from membership group by 1 order by count(*) desc"
+                        )
+                    )
+                ).all()
+                totals = (
+                    await conn.execute(
+                        sa.text(
+                            "select (select coalesce(sum(balance), 0) from points_balance),"
+                            " (select coalesce(sum(points_remaining), 0) from points_lot where released_at is null),"
+                            " (select count(*) from coupon), (select min(customer_id) from points_balance where balance > 0)"
+                        )
+                    )
+                ).one()
+            return counts, list(tiers), totals
+        finally:
+            await dispose_engine()
+
+    with console.status("loyalty: daily run (points, tiers, campaigns)"):
+        counts, tiers, totals = asyncio.run(run())
+    members = ", ".join(f"{code} {n}" for code, n in tiers)
+    console.print(
+        f"loyalty ({counts['rule_version']}): {totals[0]} points available, {totals[1]} pending, "
+        f"{totals[2]} coupons; members by tier: {members}"
+    )
+    if totals[3] is not None:
+        console.print(
+            f"try a member's own view: `c360 api token --role member --subject {totals[3]}` and query "
+            "`{ me { points { balance } membership { tier { name } } } }`"
+        )
+
+
+def run_analytics(report: Any) -> None:
+    """The analytics full run over every customer (measures, RFM, lifecycle, CLV, households, tags,
+    segments), a line of what the base looks like, and the visual report written to `report`."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    import sqlalchemy as sa
+
+    from crm.analytics.config import get_config
+    from crm.analytics.flows import daily_run
+    from crm.analytics.report import render, report_data
+    from infra.db import dispose_engine, get_engine
+
+    async def run() -> tuple[dict[str, Any], Any, str]:
+        try:
+            counts = await daily_run()
+            async with get_engine().connect() as conn:
+                totals = (
+                    await conn.execute(
+                        sa.text(
+                            "select (select count(*) from customer_metrics where rfm_cell is not null),"
+                            " (select count(distinct customer_id) from customer_tag),"
+                            " (select count(*) from segment_membership),"
+                            " (select string_agg(lifecycle_stage || ' ' || n, ', ' order by n desc) from"
+                            "  (select lifecycle_stage, count(*) as n from customer_metrics group by 1) x)"
+                        )
+                    )
+                ).one()
+            page = render(await report_data(get_engine(), get_config(), datetime.now(UTC)))
+            return counts, totals, page
+        finally:
+            await dispose_engine()
+
+    with console.status("analytics: measures, RFM, lifecycle, CLV, households, tags, segments"):
+        counts, totals, page = asyncio.run(run())
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(page, encoding="utf-8")
+    console.print(
+        f"analytics ({counts['rule_version']}): {counts['measured']} customers measured ({totals[3]}), "
+        f"{totals[0]} in an RFM cell, {counts['clv_predicted']} CLV predictions, {counts['households']} "
+        f"households, {totals[1]} customers tagged, {totals[2]} segment memberships; report (opens offline): "
+        f"{report}"
+    )
+    console.print(
+        "try: `{ analyticsOverview { byLifecycle { key count } byRfmCell { key count } } }` or "
+        '`{ customers(first: 5, filter: {lifecycle: ["at_risk"], valueTier: ["high", "mid"]}) '
+        "{ edges { node { customerId rfm { cell } clv { predicted12m { yuan } } tags { name } } } } }`"
+    )

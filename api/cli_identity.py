@@ -379,6 +379,32 @@ def unmerge(
     typer.echo(json.dumps({"merge_event_id": result.merge_event_id, "customer_ids": result.customer_ids}))
 
 
+@identity_app.command("erase")
+def erase(
+    customer_id: Annotated[int, typer.Argument(help="The active (surviving) golden customer.")],
+    actor: Annotated[str, typer.Option(help="Who erases, for the audit trail.")],
+    reason: Annotated[str, typer.Option(help="Why (e.g. the request's reference), for the audit trail.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: an erasure cannot be undone.")] = False,
+) -> None:
+    """Erase a person (PIPL/GDPR): their data removed everywhere, their identifiers suppressed so that syncs
+    do not bring them back; orders keep their totals. Cannot be undone."""
+    from identity.erasure import ErasureError, erase_customer
+
+    if not yes:
+        _fail("an erasure cannot be undone: run again with --yes to confirm")
+
+    async def work(engine: Any) -> Any:
+        async with engine.begin() as conn:
+            return await erase_customer(conn, customer_id, actor=actor, reason=reason)
+
+    try:
+        result = with_engine(work)
+    except ErasureError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps({"erased_customer_ids": result.customer_ids, "identities": result.identities,
+                           "suppressed": result.suppressed, "quarantined_removed": result.quarantined_removed}))  # fmt: skip
+
+
 @review_app.command("list")
 def review_list(limit: Annotated[int, typer.Option(help="How many, highest score first.")] = 20) -> None:
     """Pending review pairs with their score and matched features."""

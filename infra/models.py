@@ -72,6 +72,10 @@ def _fen(nullable: bool = False, default: int | None = 0) -> Any:
     )
 
 
+def _int0() -> Any:
+    return Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default=sa.text("0")))
+
+
 def _pk() -> Any:
     return Field(default=None, sa_column=sa.Column(sa.BigInteger, sa.Identity(), primary_key=True))
 
@@ -183,6 +187,9 @@ class SourceIdentity(SQLModel, table=True):
         sa.Index("ix_source_identity_pinyin_city", "name_pinyin", "city"),
         # No index on updated_at: no query reads through one, and it changes on every re-landed version,
         # so it would make each identity update a non-HOT one (a new entry in every index) (0002).
+        # The identities waiting to be linked (landed by a run that stopped before linking): every run links
+        # them (0014).
+        sa.Index("ix_source_identity_unlinked", "id", postgresql_where=sa.text("customer_id is null")),
         # Room on each page for the next version of an identity (every repeat order rewrites it), so that
         # the update stays on its page and touches none of the eight indexes (0007).
         {"postgresql_with": {"fillfactor": 70}},
@@ -407,6 +414,8 @@ class TierHistory(SQLModel, table=True):
     from_tier: str | None = Field(default=None, max_length=16)
     to_tier: str | None = Field(default=None, max_length=16)
     reason: str | None = None
+    actor: str | None = Field(default=None, max_length=100)
+    rule_version: str | None = Field(default=None, max_length=32)
     changed_at: datetime | None = _ts(nullable=False, default_now=True)
 
 
@@ -438,6 +447,9 @@ class PointsLedgerEntry(SQLModel, table=True):
     reverses_entry_id: int | None = _fk("points_ledger_entry.id")
     reason: str | None = None
     actor: str | None = Field(default=None, max_length=100)
+    rule_version: str | None = Field(default=None, max_length=32)
+    # A refund that took back points already spent: + what became owed, - what later earnings paid off.
+    owed_points: int = _int0()
     created_at: datetime | None = _ts(nullable=False, default_now=True)
 
 
@@ -457,6 +469,8 @@ class PointsLot(SQLModel, table=True):
             postgresql_where=sa.text("points_remaining > 0"),
         ),
         sa.Index("ix_points_lot_identity", "source_identity_id"),
+        sa.Index("uq_points_lot_order", "order_id", unique=True),
+        sa.Index("ix_points_lot_pending", "available_at", postgresql_where=sa.text("released_at is null")),
     )
 
     id: int | None = _pk()
@@ -466,20 +480,158 @@ class PointsLot(SQLModel, table=True):
     points_remaining: int
     earned_at: datetime | None = _ts(nullable=False, default_now=True)
     expires_at: datetime | None = _ts(nullable=False)
+    # An order's lot: what was paid, what refunds took back, and the return window it is locked for.
+    order_id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
+    basis_fen: int | None = _fen(nullable=True, default=None)
+    points_reversed: int = _int0()
+    available_at: datetime | None = _ts()
+    released_at: datetime | None = _ts()  # null: pending, not in the balance yet
+    rule_version: str | None = Field(default=None, max_length=32)
 
 
 class PointsBalance(SQLModel, table=True):
     """Maintained by a trigger on the ledger; the check makes a negative balance impossible."""
 
     __tablename__ = "points_balance"
-    __table_args__ = (sa.CheckConstraint("balance >= 0", name="ck_points_balance_non_negative"),)
+    __table_args__ = (
+        sa.CheckConstraint("balance >= 0", name="ck_points_balance_non_negative"),
+        sa.CheckConstraint("debt >= 0", name="ck_points_balance_debt_non_negative"),
+    )
 
     customer_id: int = Field(
         sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("golden_customer.id"), primary_key=True)
     )
     balance: int = 0
     lifetime_earned: int = 0
+    debt: int = _int0()  # the sum of the ledger's owed_points
     updated_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+class Membership(SQLModel, table=True):
+    """A customer's tier now: what the rolling window qualifies for, a pending downgrade's grace, and a
+    manual override that expires (never a silent floor). golden_customer.tier_code mirrors tier_code."""
+
+    __tablename__ = "membership"
+    __table_args__ = (sa.Index("ix_membership_next_review", "next_review_at"),)
+
+    customer_id: int = Field(
+        sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("golden_customer.id"), primary_key=True)
+    )
+    tier_code: str = Field(
+        sa_column=sa.Column(sa.String(16), sa.ForeignKey("membership_tier.code"), nullable=False)
+    )
+    since: datetime | None = _ts(nullable=False)
+    qualified_tier: str = Field(max_length=16)
+    window_spend_fen: int = _fen()
+    window_orders: int = _int0()
+    window_points: int = _fen()
+    below_since: datetime | None = _ts()  # first evaluation that qualified below tier_code
+    next_review_at: datetime | None = _ts()
+    override_tier: str | None = Field(
+        default=None, sa_column=sa.Column(sa.String(16), sa.ForeignKey("membership_tier.code"), nullable=True)
+    )
+    override_expires_at: datetime | None = _ts()
+    override_reason: str | None = None
+    evaluated_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+class Campaign(SQLModel, table=True):
+    __tablename__ = "campaign"
+    __table_args__ = (sa.CheckConstraint("holdout_pct between 0 and 90", name="ck_campaign_holdout_pct"),)
+
+    id: int | None = _pk()
+    code: str = Field(max_length=64, sa_column_kwargs={"unique": True})
+    name: str = Field(max_length=200)
+    audience: dict[str, Any] = _jsonb()  # {"tiers": [...]} | {"segment": code} | {"customers": [ids]}
+    coupon: dict[str, Any] = _jsonb()  # the coupon each member gets
+    holdout_pct: int = _int0()
+    starts_at: datetime | None = _ts(nullable=False)
+    ends_at: datetime | None = _ts()
+    launched_at: datetime | None = _ts()
+    created_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+class CampaignMember(SQLModel, table=True):
+    __tablename__ = "campaign_member"
+    __table_args__ = (sa.Index("ix_campaign_member_customer", "customer_id"),)
+
+    campaign_id: int = Field(
+        sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("campaign.id", ondelete="CASCADE"), primary_key=True)
+    )
+    customer_id: int = Field(
+        sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("golden_customer.id"), primary_key=True)
+    )
+    holdout: bool
+    assigned_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+class Coupon(SQLModel, table=True):
+    __tablename__ = "coupon"
+    __table_args__ = (
+        sa.CheckConstraint("kind in ('amount', 'percent')", name="ck_coupon_kind"),
+        sa.CheckConstraint("state in ('issued', 'redeemed', 'expired', 'void')", name="ck_coupon_state"),
+        sa.CheckConstraint(
+            "(kind = 'amount' and value_fen > 0) or (kind = 'percent' and percent_off between 1 and 99)",
+            name="ck_coupon_value",
+        ),
+        sa.Index("ix_coupon_customer_state", "customer_id", "state"),
+        sa.Index("ix_coupon_campaign", "campaign_id"),
+    )
+
+    id: int | None = _pk()
+    code: str = Field(max_length=32, sa_column_kwargs={"unique": True})
+    customer_id: int = _fk("golden_customer.id", nullable=False)
+    campaign_id: int | None = _fk("campaign.id")
+    kind: str = Field(max_length=8)
+    value_fen: int = _fen()
+    percent_off: int = _int0()
+    min_spend_fen: int = _fen()
+    state: str = Field(default="issued", max_length=9, sa_column_kwargs={"server_default": "issued"})
+    issued_at: datetime | None = _ts(nullable=False, default_now=True)
+    expires_at: datetime | None = _ts(nullable=False)
+    redeemed_at: datetime | None = _ts()
+    redeemed_order_id: int | None = _fk("orders.id")
+    reason: str | None = None
+
+
+class ReferralCode(SQLModel, table=True):
+    __tablename__ = "referral_code"
+
+    customer_id: int = Field(
+        sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("golden_customer.id"), primary_key=True)
+    )
+    code: str = Field(max_length=16, sa_column_kwargs={"unique": True})
+
+
+class Referral(SQLModel, table=True):
+    __tablename__ = "referral"
+    __table_args__ = (
+        sa.CheckConstraint("referrer_id <> referee_id", name="ck_referral_not_self"),
+        sa.UniqueConstraint("referee_id", name="uq_referral_referee"),
+        sa.Index("ix_referral_referrer", "referrer_id"),
+    )
+
+    id: int | None = _pk()
+    referrer_id: int = _fk("golden_customer.id", nullable=False)
+    referee_id: int = _fk("golden_customer.id", nullable=False)
+    code: str = Field(max_length=16)
+    referred_at: datetime | None = _ts(nullable=False, default_now=True)
+    first_order_id: int | None = _fk("orders.id")
+    rewarded_at: datetime | None = _ts()
+
+
+class LoyaltyOperation(SQLModel, table=True):
+    """One row per idempotency key of a points or coupon mutation: a replay returns `result`."""
+
+    __tablename__ = "loyalty_operation"
+
+    key: str = Field(max_length=128, primary_key=True)
+    kind: str = Field(max_length=32)
+    customer_id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
+    request_hash: str = Field(max_length=64)
+    result: dict[str, Any] = _jsonb(nullable=False, default="'{}'::jsonb")
+    actor: str | None = Field(default=None, max_length=100)
+    created_at: datetime | None = _ts(nullable=False, default_now=True)
 
 
 # --------------------------------------------------------------------------- engagement and service
@@ -515,18 +667,20 @@ class Interaction(SQLModel, table=True):
 
 
 class ServiceCase(SQLModel, table=True):
+    """A complaint, inquiry, return/exchange or repair, moved through its type's configured state machine
+    (crm.service): the status values are the configuration's, so no check constraint lists them (0012)."""
+
     __tablename__ = "service_case"
     __table_args__ = (
         sa.CheckConstraint(
-            "status in ('open', 'in_progress', 'pending_customer', 'resolved', 'closed')",
-            name="ck_service_case_status",
-        ),
-        sa.CheckConstraint(
             "priority in ('low', 'normal', 'high', 'urgent')", name="ck_service_case_priority"
         ),
+        sa.CheckConstraint("compensation_fen >= 0 and points_granted >= 0", name="ck_service_case_grants"),
         sa.Index("ix_service_case_customer_opened", "customer_id", sa.text("opened_at desc")),
+        # sla_due_at is the next deadline still running (first response, then resolution): the queue's order.
         sa.Index("ix_service_case_open_sla", "status", "sla_due_at"),
         sa.Index("ix_service_case_identity", "source_identity_id"),
+        sa.Index("ix_service_case_opened", "opened_at"),
     )
 
     id: int | None = _pk()
@@ -534,19 +688,54 @@ class ServiceCase(SQLModel, table=True):
     customer_id: int | None = _fk("golden_customer.id")
     source_identity_id: int | None = _fk("source_identity.id")
     order_id: int | None = _fk("orders.id")
+    order_line_no: int | None = None
+    store_id: int | None = _fk("store.id")
+    product_id: int | None = _fk("product.id")
     channel_code: str | None = Field(
         default=None, sa_column=sa.Column(sa.String(32), sa.ForeignKey("channel.code"), nullable=True)
     )
-    type: str = Field(max_length=32)  # inquiry, complaint, return, repair, delivery, ...
+    source: str = Field(
+        default="service_desk",
+        sa_column=sa.Column(sa.String(16), nullable=False, server_default="service_desk"),
+    )  # service_desk, app, wechat, store, ... (configured)
+    type: str = Field(max_length=32)  # complaint, inquiry, return, repair (configured)
     status: str = Field(default="open", max_length=16)
     priority: str = Field(default="normal", max_length=8)
     subject: str = Field(max_length=300)
     description: str | None = None
+    request: str | None = None  # what the customer asks for
     department: str | None = Field(default=None, max_length=64)
+    assignee: str | None = Field(default=None, max_length=100)
+    explanation: str | None = None  # given to the customer when the case is judged invalid
+    cause: str | None = None
+    responsible_party: str | None = Field(default=None, max_length=100)
+    # {"kind": return|exchange|repair|discount|compensation|explanation, "compensation_fen", "points", "note"}
+    resolution: dict[str, Any] | None = _jsonb(nullable=True)
+    compensation_fen: int = _fen()
+    points_granted: int = _int0()
+    coupon_id: int | None = _fk("coupon.id")
+    approved_by: str | None = Field(default=None, max_length=100)
+    approved_at: datetime | None = _ts()
+    executed_at: datetime | None = _ts()
+    summary: str | None = None
+    customer_feedback: str | None = None
+    outcome: str | None = Field(default=None, max_length=16)  # invalid or resolved, once closed
+    reopen_count: int = _int0()
+    sla_clock: str = Field(
+        default="calendar", sa_column=sa.Column(sa.String(8), nullable=False, server_default="calendar")
+    )
+    first_response_due_at: datetime | None = _ts()
+    resolve_due_at: datetime | None = _ts()
+    first_response_breached_at: datetime | None = _ts()
+    resolve_breached_at: datetime | None = _ts()
     sla_due_at: datetime | None = _ts()
+    opened_by: str | None = Field(default=None, max_length=100)
+    rule_version: str | None = Field(default=None, max_length=32)
     opened_at: datetime | None = _ts(nullable=False, default_now=True)
     first_response_at: datetime | None = _ts()
     resolved_at: datetime | None = _ts()
+    closed_at: datetime | None = _ts()
+    updated_at: datetime | None = _ts(nullable=False, default_now=True)
     resolution_type: str | None = Field(default=None, max_length=32)  # refund, replace, explain, ...
 
 
@@ -556,11 +745,14 @@ class CaseEvent(SQLModel, table=True):
 
     id: int | None = _pk()
     case_id: int = _fk("service_case.id", nullable=False, ondelete="CASCADE")
-    kind: str = Field(max_length=32)  # opened, status_changed, note, assigned, escalated, sla_breached
+    kind: str = Field(max_length=32)  # opened, transition, assigned, sla_breached, note
+    action: str | None = Field(default=None, max_length=100)  # the configured step's name
     actor: str | None = Field(default=None, max_length=100)
     from_status: str | None = Field(default=None, max_length=16)
     to_status: str | None = Field(default=None, max_length=16)
     note: str | None = None
+    detail: dict[str, Any] = _jsonb()  # what the step recorded (department, cause, resolution, grants)
+    rule_version: str | None = Field(default=None, max_length=32)
     created_at: datetime | None = _ts(nullable=False, default_now=True)
 
 
@@ -572,18 +764,110 @@ class SurveyResponse(SQLModel, table=True):
             "(kind = 'csat' and score between 1 and 5) or (kind = 'nps' and score between 0 and 10)",
             name="ck_survey_response_score_range",
         ),
+        sa.CheckConstraint(
+            "expected_score is null or expected_score > 0", name="ck_survey_response_expected_positive"
+        ),
+        # One answer per survey, customer and what it is about ('case:12', 'order:5'): a resubmit is refused.
+        sa.UniqueConstraint("survey_code", "customer_id", "subject_key", name="uq_survey_response_subject"),
         sa.Index("ix_survey_response_customer", "customer_id", sa.text("responded_at desc")),
+        sa.Index("ix_survey_response_responded", "responded_at"),
     )
 
     id: int | None = _pk()
     customer_id: int | None = _fk("golden_customer.id")
     case_id: int | None = _fk("service_case.id", index=True)
     order_id: int | None = _fk("orders.id")
+    store_id: int | None = _fk("store.id")
+    survey_code: str | None = Field(default=None, max_length=32)
+    subject_key: str | None = Field(default=None, max_length=48)
     kind: str = Field(max_length=4)
     score: int
+    expected_score: int | None = None
+    perceived_score: int | None = None
+    answers: dict[str, Any] = _jsonb()
     comment: str | None = None
     channel_code: str | None = Field(default=None, max_length=32)
+    submitted_by: str | None = Field(default=None, max_length=100)
     responded_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+class Feedback(SQLModel, table=True):
+    """Free-form feedback from any channel, classified by need and priority (crm.service.feedback)."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        sa.CheckConstraint("priority in ('high', 'medium', 'low')", name="ck_feedback_priority"),
+        sa.CheckConstraint(
+            "status in ('new', 'acknowledged', 'acted_on', 'closed')", name="ck_feedback_status"
+        ),
+        sa.CheckConstraint("sentiment in ('negative', 'neutral', 'positive')", name="ck_feedback_sentiment"),
+        sa.Index("ix_feedback_customer_created", "customer_id", sa.text("created_at desc")),
+        sa.Index("ix_feedback_open", "status", "priority", "created_at"),
+    )
+
+    id: int | None = _pk()
+    customer_id: int | None = _fk("golden_customer.id")
+    channel_code: str | None = Field(default=None, max_length=32)
+    source: str = Field(max_length=16)  # review, wechat, survey, app, store, ...
+    body: str
+    need_type: str = Field(max_length=32)
+    priority: str = Field(max_length=8)
+    sentiment: str = Field(max_length=8)
+    keywords: list[Any] = Field(
+        default_factory=list,
+        sa_column=sa.Column(JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+    )
+    classified_by: str = Field(max_length=100)  # "rules" or the staff member who overrode it
+    status: str = Field(default="new", max_length=12)
+    owner: str | None = Field(default=None, max_length=100)
+    order_id: int | None = _fk("orders.id")
+    case_id: int | None = _fk("service_case.id")
+    survey_response_id: int | None = _fk("survey_response.id")
+    rule_version: str | None = Field(default=None, max_length=32)
+    created_at: datetime | None = _ts(nullable=False, default_now=True)
+    updated_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+class CareAction(SQLModel, table=True):
+    """The care outbox: one action per customer, kind and period, for a messaging system to deliver; a
+    suppressed one says why. Delivery workers claim with a lease (FOR UPDATE SKIP LOCKED) and acknowledge."""
+
+    __tablename__ = "care_action"
+    __table_args__ = (
+        sa.UniqueConstraint("customer_id", "kind", "period", name="uq_care_action_period"),
+        sa.CheckConstraint(
+            "state in ('pending', 'claimed', 'delivered', 'failed', 'suppressed')",
+            name="ck_care_action_state",
+        ),
+        sa.CheckConstraint("purpose in ('marketing', 'service')", name="ck_care_action_purpose"),
+        sa.CheckConstraint(
+            "(state = 'suppressed') = (suppressed_reason is not null)",
+            name="ck_care_action_suppressed_reason",
+        ),
+        # The claim query reads pending (and lease-expired claimed) actions by due time.
+        sa.Index("ix_care_action_claimable", "state", "due_at"),
+        sa.Index("ix_care_action_customer_created", "customer_id", sa.text("created_at desc")),
+        sa.Index("ix_care_action_kind_state", "kind", "state"),
+    )
+
+    id: int | None = _pk()
+    customer_id: int = _fk("golden_customer.id", nullable=False)
+    kind: str = Field(max_length=24)
+    period: str = Field(max_length=48)  # '2026' (birthday), 'case:12', 'order:5', 'v:226' (regular visit)
+    channel: str = Field(max_length=16)  # sms, wechat_template, app_push, call_list
+    purpose: str = Field(max_length=10)
+    state: str = Field(default="pending", max_length=10)
+    suppressed_reason: str | None = Field(default=None, max_length=64)
+    payload: dict[str, Any] = _jsonb()  # what the message needs, never PII (the worker reads the contact)
+    due_at: datetime | None = _ts(nullable=False, default_now=True)
+    attempts: int = _int0()
+    claimed_by: str | None = Field(default=None, max_length=100)
+    claimed_at: datetime | None = _ts()
+    lease_expires_at: datetime | None = _ts()
+    delivered_at: datetime | None = _ts()
+    last_error: str | None = None
+    rule_version: str | None = Field(default=None, max_length=32)
+    created_at: datetime | None = _ts(nullable=False, default_now=True)
 
 
 class Consent(SQLModel, table=True):
@@ -613,6 +897,10 @@ class Tag(SQLModel, table=True):
 
     id: int | None = _pk()
     name: str = Field(max_length=64, sa_column_kwargs={"unique": True})
+    # True for the tags analytics computes from config/analytics.toml's rules (0013): staff cannot set them.
+    system: bool = Field(
+        default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.text("false"))
+    )
 
 
 class CustomerTag(SQLModel, table=True):
@@ -626,8 +914,9 @@ class CustomerTag(SQLModel, table=True):
     tag_id: int = Field(
         sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("tag.id", ondelete="CASCADE"), primary_key=True)
     )
-    source: str | None = Field(default=None, max_length=32)
+    source: str | None = Field(default=None, max_length=32)  # system (a rule) or manual (staff)
     created_at: datetime | None = _ts(nullable=False, default_now=True)
+    added_by: str | None = Field(default=None, max_length=100)  # the staff subject of a manual tag (0013)
 
 
 class Segment(SQLModel, table=True):
@@ -641,9 +930,18 @@ class Segment(SQLModel, table=True):
     name: str = Field(max_length=100)
     kind: str = Field(max_length=16)
     definition: dict[str, Any] = _jsonb()
+    # config (config/analytics.toml) or api (defineSegment); who defined it and when (0013).
+    source: str = Field(
+        default="config", sa_column=sa.Column(sa.String(8), nullable=False, server_default="config")
+    )
+    created_by: str | None = Field(default=None, max_length=100)
+    created_at: datetime | None = _ts(nullable=False, default_now=True)
+    updated_at: datetime | None = _ts(nullable=False, default_now=True)
 
 
 class SegmentMembership(SQLModel, table=True):
+    """The segment's members now; a member who leaves moves to segment_membership_history (0013)."""
+
     __tablename__ = "segment_membership"
     __table_args__ = (sa.Index("ix_segment_membership_customer", "customer_id"),)
 
@@ -657,6 +955,7 @@ class SegmentMembership(SQLModel, table=True):
     )
     scores: dict[str, Any] = _jsonb()
     computed_at: datetime | None = _ts(nullable=False, default_now=True)
+    entered_at: datetime | None = _ts(nullable=False, default_now=True)
 
 
 # --------------------------------------------------------------------------- sync bookkeeping and audit
@@ -692,6 +991,14 @@ class Quarantine(SQLModel, table=True):
     last_seen_at: datetime | None = _ts(nullable=False, default_now=True)
     replayed_at: datetime | None = _ts()
     resolved_at: datetime | None = _ts()
+    # Every reason the row was held for, oldest first ({"at", "reason"}): a replay adds, never overwrites (0014).
+    history: list[Any] = Field(
+        default_factory=list,
+        sa_column=sa.Column(JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+    )
+    # How the row is retried: `revalidate` (its payload, after a mapping change) or `refetch` (from the
+    # channel by its id, when the payload itself was bad) (0014).
+    retry: str = Field(default="revalidate", max_length=16, sa_column_kwargs={"server_default": "revalidate"})
 
 
 class SyncWatermark(SQLModel, table=True):
@@ -704,6 +1011,25 @@ class SyncWatermark(SQLModel, table=True):
     cursor: str | None = Field(default=None, max_length=200)
     extra: dict[str, Any] = _jsonb()
     updated_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+class SyncStreamRun(SQLModel, table=True):
+    """What one run of one stream read and what became of it: rows_read = landed + quarantined + rejected +
+    unchanged (0014)."""
+
+    __tablename__ = "sync_stream_run"
+    __table_args__ = (sa.Index("ix_sync_stream_run_stream", "stream", sa.text("finished_at desc")),)
+
+    id: int | None = _pk()
+    stream: str = Field(max_length=64)
+    started_at: datetime | None = _ts(nullable=False)
+    finished_at: datetime | None = _ts(nullable=False, default_now=True)
+    rows_read: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    landed: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    quarantined: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    rejected: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    unchanged: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    counts: dict[str, Any] = _jsonb()
 
 
 class AuditLog(SQLModel, table=True):
@@ -827,3 +1153,191 @@ POINTS_BALANCE_TRIGGER_DROP_SQL: tuple[str, ...] = (
     "drop trigger if exists trg_points_balance on points_ledger_entry",
     "drop function if exists c360_points_balance_apply()",
 )
+
+
+class ErasureSuppression(SQLModel, table=True):
+    """The identifiers of erased people, as keyed hashes (identity.erasure): landing drops an incoming
+    identity that carries one, so a channel that still has the person does not bring them back."""
+
+    __tablename__ = "erasure_suppression"
+
+    # The hash leads the key: landing looks a batch up by hash alone.
+    value_hash: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(primary_key=True, max_length=48)  # external:<channel>, phone, email, unionid, member_no
+    customer_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    erased_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+# --------------------------------------------------------------------------- customer analytics (0013)
+
+
+def _arr() -> Any:
+    return Field(
+        default_factory=list,
+        sa_column=sa.Column(ARRAY(sa.Text), nullable=False, server_default=sa.text("'{}'")),
+    )
+
+
+class CustomerMetrics(SQLModel, table=True):
+    """One row per active golden customer: measures, RFM, value tier, ABC, lifecycle, portrait and CLV, as
+    crm.analytics last computed them (set-based, incrementally for the customers a sync touched)."""
+
+    __tablename__ = "customer_metrics"
+
+    customer_id: int = Field(
+        sa_column=sa.Column(
+            sa.BigInteger, sa.ForeignKey("golden_customer.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    order_count: int = _int0()  # counted orders not refunded in full
+    total_spent_fen: int = _fen()
+    refunded_fen: int = _fen()
+    net_spent_fen: int = _fen()
+    average_order_value_fen: int = _fen()
+    purchase_frequency: float | None = Field(default=None, sa_column=sa.Column(sa.Float, nullable=True))
+    first_order_at: datetime | None = _ts()
+    last_order_at: datetime | None = _ts()
+    preferred_channel: str | None = Field(default=None, max_length=32)
+    preferred_store_id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
+    preferred_category: str | None = Field(default=None, max_length=100)
+    channels: list[str] = _arr()  # channels of the customer's identities (social ones included)
+    order_channels: list[str] = _arr()
+    categories: list[str] = _arr()
+    discounted_orders: int = _int0()
+    price_sensitivity: float | None = Field(default=None, sa_column=sa.Column(sa.Float, nullable=True))
+    age_band: str | None = Field(default=None, max_length=16)
+    city_tier: str | None = Field(default=None, max_length=16)
+    recency_days: int | None = None
+    r_score: int | None = Field(default=None, sa_column=sa.Column(sa.SmallInteger, nullable=True))
+    f_score: int | None = Field(default=None, sa_column=sa.Column(sa.SmallInteger, nullable=True))
+    m_score: int | None = Field(default=None, sa_column=sa.Column(sa.SmallInteger, nullable=True))
+    rfm_cell: str | None = Field(default=None, max_length=32)
+    value_tier: str | None = Field(default=None, max_length=4)
+    abc_class: str | None = Field(default=None, max_length=1)
+    lifecycle_stage: str = Field(max_length=16)
+    lifecycle_since: datetime | None = _ts(nullable=False)
+    clv_historical_fen: int = _fen()
+    clv_predicted_fen: int | None = _fen(nullable=True, default=None)
+    expected_orders: float | None = Field(default=None, sa_column=sa.Column(sa.Float, nullable=True))
+    computed_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+class LifecycleHistory(SQLModel, table=True):
+    """Every lifecycle stage a customer has been in, with when it began and ended (null: current)."""
+
+    __tablename__ = "lifecycle_history"
+    __table_args__ = (
+        sa.Index("ix_lifecycle_history_customer_started", "customer_id", sa.text("started_at desc")),
+    )
+
+    id: int | None = _pk()
+    customer_id: int = _fk("golden_customer.id", nullable=False, ondelete="CASCADE")
+    stage: str = Field(max_length=16)
+    from_stage: str | None = Field(default=None, max_length=16)
+    started_at: datetime | None = _ts(nullable=False)
+    ended_at: datetime | None = _ts()
+    rule_version: str | None = Field(default=None, max_length=32)
+
+
+class AnalyticsModel(SQLModel, table=True):
+    """What a full run fitted over the whole base, so incremental runs score against the same figures:
+    RFM cut points, ABC spend thresholds, the BG/NBD and Gamma-Gamma parameters."""
+
+    __tablename__ = "analytics_model"
+
+    kind: str = Field(primary_key=True, max_length=16)  # rfm, abc, clv
+    fitted_at: datetime | None = _ts(nullable=False)
+    customers: int = _int0()
+    rule_version: str | None = Field(default=None, max_length=32)
+    parameters: dict[str, Any] = _jsonb()
+
+
+class SegmentMembershipHistory(SQLModel, table=True):
+    """A finished stay in a segment: entered and left."""
+
+    __tablename__ = "segment_membership_history"
+    __table_args__ = (
+        sa.Index("ix_segment_membership_history_segment", "segment_id", sa.text("left_at desc")),
+        sa.Index("ix_segment_membership_history_customer", "customer_id"),
+    )
+
+    id: int | None = _pk()
+    segment_id: int = _fk("segment.id", nullable=False, ondelete="CASCADE")
+    customer_id: int = _fk("golden_customer.id", nullable=False, ondelete="CASCADE")
+    entered_at: datetime | None = _ts(nullable=False)
+    left_at: datetime | None = _ts(nullable=False)
+
+
+class SegmentSize(SQLModel, table=True):
+    """A segment's size per local day, as of the day's last recompute."""
+
+    __tablename__ = "segment_size"
+
+    segment_id: int = Field(
+        sa_column=sa.Column(sa.BigInteger, sa.ForeignKey("segment.id", ondelete="CASCADE"), primary_key=True)
+    )
+    day: date = Field(sa_column=sa.Column(sa.Date, primary_key=True))
+    size: int = _int0()
+    computed_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+class Household(SQLModel, table=True):
+    """Golden customers who share a delivery address or a family phone: a relation, never a merge. `key` is a
+    hash of the normalized address or phone, so the table holds no PII of its own."""
+
+    __tablename__ = "household"
+    __table_args__ = (
+        sa.UniqueConstraint("key_kind", "key", name="uq_household_key"),
+        sa.CheckConstraint("key_kind in ('address', 'phone')", name="ck_household_key_kind"),
+        sa.CheckConstraint("status in ('auto', 'confirmed', 'split')", name="ck_household_status"),
+    )
+
+    id: int | None = _pk()
+    key_kind: str = Field(max_length=8)
+    key: str = Field(max_length=64)
+    status: str = Field(default="auto", max_length=9)
+    decided_by: str | None = Field(default=None, max_length=100)
+    decided_at: datetime | None = _ts()
+    created_at: datetime | None = _ts(nullable=False, default_now=True)
+    updated_at: datetime | None = _ts(nullable=False, default_now=True)
+
+
+class HouseholdEvidence(SQLModel, table=True):
+    """What each customer's identities say they share: a hash of a normalized delivery address or a phone.
+    Kept per customer so an incremental run regroups only the keys its customers touch."""
+
+    __tablename__ = "household_evidence"
+    __table_args__ = (sa.Index("ix_household_evidence_customer", "customer_id"),)
+
+    key_kind: str = Field(sa_column=sa.Column(sa.String(8), primary_key=True))
+    key: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    customer_id: int = Field(
+        sa_column=sa.Column(
+            sa.BigInteger, sa.ForeignKey("golden_customer.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+
+
+class HouseholdMember(SQLModel, table=True):
+    __tablename__ = "household_member"
+    __table_args__ = (
+        sa.CheckConstraint("role in ('orderer', 'recipient', 'member')", name="ck_household_member_role"),
+        sa.Index("ix_household_member_customer", "customer_id"),
+    )
+
+    household_id: int = Field(
+        sa_column=sa.Column(
+            sa.BigInteger, sa.ForeignKey("household.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    customer_id: int = Field(
+        sa_column=sa.Column(
+            sa.BigInteger, sa.ForeignKey("golden_customer.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    role: str = Field(default="member", max_length=9)
+    # Split off by staff: kept so the next recompute does not put the customer back.
+    excluded: bool = Field(
+        default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.text("false"))
+    )
+    joined_at: datetime | None = _ts(nullable=False, default_now=True)

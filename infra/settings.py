@@ -38,6 +38,10 @@ class Settings(BaseSettings):
         "dev-only-change-me-dev-only-change-me",
         description="HMAC secret for bearer JWTs; must be set in production.",
     )
+    erasure_key: str = Field(
+        "dev-only-erasure-key-change-me-dev",
+        description="HMAC key of the erased identifiers' suppression list; set once in production and keep it.",
+    )
     jwt_issuer: str = Field("c360", description="`iss` every bearer JWT must carry.")
     jwt_audience: str = Field("c360-api", description="`aud` every bearer JWT must carry.")
     api_max_depth: int = Field(12, ge=3, le=50, description="Deepest GraphQL selection the API accepts.")
@@ -53,6 +57,18 @@ class Settings(BaseSettings):
     api_persisted_only: bool = Field(
         False,
         description="Run only the persisted queries' documents (for production app and mini-program traffic).",
+    )
+    loyalty_config: Path = Field(
+        PROJECT_ROOT / "config" / "loyalty.toml",
+        description="The loyalty programme's rules (points, tiers, coupons, campaigns, referrals).",
+    )
+    service_config: Path = Field(
+        PROJECT_ROOT / "config" / "service.toml",
+        description="The service and care rules (case flows, SLAs, surveys, feedback rules, care actions).",
+    )
+    analytics_config: Path = Field(
+        PROJECT_ROOT / "config" / "analytics.toml",
+        description="Customer analytics rules (lifecycle, value tiers, RFM cells, tags, segments, households).",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of the API and the command line."

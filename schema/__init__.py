@@ -8,7 +8,7 @@ from typing import Any
 import strawberry
 from strawberry.tools import merge_types
 
-from schema import changes, customer, merges_mutations, search
+from schema import analytics_queries, care, changes, customer, loyalty, merges_mutations, search, service
 from schema.context import Info
 from schema.health import Health, resolve_health
 from schema.limits import AuditPII, limit_extensions
@@ -20,6 +20,8 @@ async def resolve_node(info: Info, id: strawberry.ID) -> Node | None:
     type_name, pk = from_global_id(id)
     if type_name == "Customer" and pk.isdigit():
         return await customer.load_customer(info, int(pk))
+    if type_name == "ServiceCase" and pk.isdigit():
+        return await service.resolve_case(info, id)
     return None
 
 
@@ -32,8 +34,13 @@ class CoreQuery:
 
 
 # Each domain module contributes a Query (and later a Mutation) class; the order is the SDL's.
-QUERIES: tuple[type, ...] = (CoreQuery, customer.Query, search.Query, changes.Query, merges_mutations.Query)
-MUTATIONS: tuple[type, ...] = (merges_mutations.Mutation,)
+QUERIES: tuple[type, ...] = (
+    CoreQuery, customer.Query, search.Query, changes.Query, merges_mutations.Query, loyalty.Query, service.Query,
+    care.Query, analytics_queries.Query,
+)  # fmt: skip
+MUTATIONS: tuple[type, ...] = (
+    merges_mutations.Mutation, loyalty.Mutation, service.Mutation, care.Mutation, analytics_queries.Mutation,
+)  # fmt: skip
 
 
 def build_schema(max_depth: int = 12, max_tokens: int = 4000) -> strawberry.Schema:

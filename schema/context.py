@@ -19,6 +19,8 @@ class Context:
     request: Any = None
     # Built lazily per request (schema.loaders.Loaders): one batched statement per kind of row.
     _loaders: Any = None
+    # Other domains' per-request loaders, by domain name (see schema.loyalty.loyalty_loaders).
+    domain_loaders: dict[str, Any] = field(default_factory=dict)
     # (customer_id, fields) of every unmasked PII read in this request.
     pii_reads: dict[int, set[str]] = field(default_factory=dict)
 

@@ -15,17 +15,21 @@ import sqlalchemy as sa
 import strawberry
 
 from identity.standardize import standardize_email, standardize_member_no, standardize_phone
+from schema.analytics import AnalyticsFields
+from schema.care import CareFields
 from schema.consent import Consent
 from schema.context import Info
 from schema.errors import BadInput
 from schema.identity import SourceIdentity, identity_node
 from schema.interactions import Interaction, InteractionFilter, interactions_of
+from schema.loyalty import LoyaltyFields
 from schema.masking import shown
 from schema.merges import MergeEvent
 from schema.orders import Order, OrderFilter, orders_of
 from schema.permissions import IsMember, customer_visible
 from schema.relay import Connection, Node, int_id, to_global_id
 from schema.scalars import Money
+from schema.service import ServiceFields
 
 # (GoldenCustomer column, GraphQL field): the survivorship attributes, each with its lineage.
 ATTRIBUTES = (
@@ -220,7 +224,7 @@ class CustomerBase(Node):
 
 
 # CRM domains append their Customer field mixins here (docs/api-conventions.md).
-CUSTOMER_MIXINS: tuple[type, ...] = ()
+CUSTOMER_MIXINS: tuple[type, ...] = (LoyaltyFields, ServiceFields, CareFields, AnalyticsFields)
 
 
 @strawberry.type(description="A golden customer: one real person across every channel.")

@@ -9,15 +9,36 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter, SchemaExtension
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
+
+# Distinct documents whose parse and validation are kept (LRU, bounded so unique query texts cannot grow
+# memory). Parsing and validating a document costs more than a one-row mutation's SQL; clients send the
+# same few documents with different variables, so both are done once per document.
+DOCUMENT_CACHE_SIZE = 512
 
 
 def limit_extensions(max_depth: int, max_tokens: int) -> list[Any]:
-    # Factories, not instances: Strawberry builds a fresh extension per request.
+    # The depth and alias rules are built once: the validation cache is keyed by the rule classes too,
+    # and a limiter built per request would make a new class, and a miss, every time.
+    rules = [
+        *QueryDepthLimiter(max_depth=max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=30).validation_rules,
+    ]
+    # Factories, not instances: Strawberry builds a fresh extension per request (an instance shared by
+    # concurrent requests would share their execution context); the caches themselves are module-level.
     return [
-        lambda: QueryDepthLimiter(max_depth=max_depth),
         lambda: MaxTokensLimiter(max_token_count=max_tokens),
-        lambda: MaxAliasesLimiter(max_alias_count=30),
+        lambda: AddValidationRules(rules),
+        lambda: ParserCache(maxsize=DOCUMENT_CACHE_SIZE),
+        lambda: ValidationCache(maxsize=DOCUMENT_CACHE_SIZE),
     ]
 
 

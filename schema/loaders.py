@@ -184,24 +184,29 @@ class Loaders:
         return await self._pages(keys, _interactions_page_sql)
 
     async def _pages(self, keys: Sequence[tuple[int, PageArgs]], build: Any) -> list[Page]:
-        """One statement per distinct arguments (in one query, usually one): every parent paged at once."""
-        groups: dict[PageArgs, list[int]] = defaultdict(list)
-        for customer_id, args in keys:
-            groups[args].append(customer_id)
-        pages: dict[tuple[int, PageArgs], Page] = {}
-        for args, customer_ids in groups.items():
-            filters, first, after = args
-            sql, params = build(dict(filters), after)
-            found = await rows(self.engine, sql, ids=customer_ids, lim=first + 1, **params)
-            grouped = _by("_cid", found)
-            for cid in customer_ids:
-                items = grouped.get(cid, [])
-                total = int(items[0]["_total"]) if items else 0
-                pages[(cid, args)] = Page(rows=[r for r in items if r.get("id") is not None], total=total)
-        return [pages[k] for k in keys]
+        return await customer_pages(self.engine, keys, build)
 
 
-def _keyset(after: tuple[Any, ...] | None, ts: str, params: dict[str, Any]) -> str:
+async def customer_pages(engine: AsyncEngine, keys: Sequence[tuple[int, PageArgs]], build: Any) -> list[Page]:
+    """One statement per distinct arguments (in one query, usually one): every parent paged at once.
+    `build(filters, after)` gives the SQL (see customer_page_sql); other domains' loaders use it too."""
+    groups: dict[PageArgs, list[int]] = defaultdict(list)
+    for customer_id, args in keys:
+        groups[args].append(customer_id)
+    pages: dict[tuple[int, PageArgs], Page] = {}
+    for args, customer_ids in groups.items():
+        filters, first, after = args
+        sql, params = build(dict(filters), after)
+        found = await rows(engine, sql, ids=customer_ids, lim=first + 1, **params)
+        grouped = _by("_cid", found)
+        for cid in customer_ids:
+            items = grouped.get(cid, [])
+            total = int(items[0]["_total"]) if items else 0
+            pages[(cid, args)] = Page(rows=[r for r in items if r.get("id") is not None], total=total)
+    return [pages[k] for k in keys]
+
+
+def keyset_condition(after: tuple[Any, ...] | None, ts: str, params: dict[str, Any]) -> str:
     if after is None:
         return ""
     params["after_ts"] = datetime.fromisoformat(after[0])
@@ -225,7 +230,7 @@ INTERACTION_FILTERS = (
 INTERACTION_COLUMNS = "x.id, x.channel_code, x.external_id, x.type, x.direction, x.occurred_at, x.summary"
 
 
-def _customer_page_sql(
+def customer_page_sql(
     table: str,
     columns: str,
     ts: str,
@@ -240,7 +245,7 @@ def _customer_page_sql(
             where.append(condition)
             params[param] = filters[key]
     cond = " and ".join(where)  # fixed fragments only; every value is a bound parameter
-    keyset = _keyset(after, ts, params)
+    keyset = keyset_condition(after, ts, params)
     sql = f"""
         select c.cid as _cid, t.total as _total, p.*
           from unnest(cast(:ids as bigint[])) as c(cid)
@@ -255,13 +260,13 @@ def _customer_page_sql(
 
 def _orders_page_sql(filters: dict[str, Any], after: tuple[Any, ...] | None) -> tuple[str, dict[str, Any]]:
     columns = ORDER_COLUMNS.replace("o.", "x.")
-    return _customer_page_sql("orders", columns, "x.placed_at", ORDER_FILTERS, filters, after)
+    return customer_page_sql("orders", columns, "x.placed_at", ORDER_FILTERS, filters, after)
 
 
 def _interactions_page_sql(
     filters: dict[str, Any], after: tuple[Any, ...] | None
 ) -> tuple[str, dict[str, Any]]:
-    return _customer_page_sql(
+    return customer_page_sql(
         "interaction", INTERACTION_COLUMNS, "x.occurred_at", INTERACTION_FILTERS, filters, after
     )
 

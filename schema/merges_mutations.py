@@ -16,6 +16,8 @@ import strawberry
 from sqlalchemy.ext.asyncio import AsyncConnection
 from strawberry.scalars import JSON
 
+from crm.registry import recompute
+from identity.erasure import ErasureError, erase_customer
 from identity.merge import MergeError, merge_customers, unmerge_event
 from schema.context import Info
 from schema.customer import Customer, load_customer
@@ -37,6 +39,24 @@ class UnmergeInput:
     merge_event_id: strawberry.ID
     reason: str
     idempotency_key: str
+
+
+@strawberry.input
+class EraseCustomerInput:
+    customer_id: strawberry.ID = strawberry.field(description="The active (surviving) customer.")
+    reason: str = strawberry.field(description="Why, e.g. the request's reference; kept in the audit log.")
+    idempotency_key: str
+
+
+@strawberry.type
+class ErasePayload:
+    erased_customer_ids: list[strawberry.ID] = strawberry.field(
+        description="The customer and every customer merged into it (the same person)."
+    )
+    identities: int = strawberry.field(description="Source identities anonymized.")
+    suppressed: int = strawberry.field(description="Identifiers the next syncs will refuse to land.")
+    replayed: bool
+    user_errors: list[UserError]
 
 
 @strawberry.type
@@ -161,6 +181,8 @@ async def merge_customers_mutation(info: Info, input: MergeCustomersInput) -> Me
             "idempotency_key": input.idempotency_key, "merge_event_id": preview.merge_event_id,
             "surviving_customer_id": preview.surviving_customer_id, "absorbed_customer_ids": preview.absorbed_customer_ids,
         })  # fmt: skip
+    # Points, tier and segments of the merged customer now, not at the next sync.
+    await recompute(info.context.engine, {preview.surviving_customer_id, *preview.absorbed_customer_ids})
     info.context.loaders.customer.clear_all()
     return MergePayload(
         customer=await load_customer(info, preview.surviving_customer_id),
@@ -168,6 +190,34 @@ async def merge_customers_mutation(info: Info, input: MergeCustomersInput) -> Me
         replayed=False,
         user_errors=[],
     )
+
+
+async def erase_customer_mutation(info: Info, input: EraseCustomerInput) -> ErasePayload:
+    principal = info.context.principal
+
+    def refused(message: str, code: str, field: str = "customerId") -> ErasePayload:
+        return ErasePayload(erased_customer_ids=[], identities=0, suppressed=0, replayed=False,
+                            user_errors=[UserError(field=[field], message=message, code=code)])  # fmt: skip
+
+    try:
+        customer_id = int_id(input.customer_id, "Customer")
+    except BadInput as exc:
+        return refused(exc.message, "BAD_ID")
+    async with info.context.engine.begin() as conn:
+        done = await _replay(conn, principal.actor, "api.erase", input.idempotency_key)
+        replayed = done is not None
+        if done is None:
+            try:
+                result = await erase_customer(conn, customer_id, actor=principal.actor, reason=input.reason)
+            except ErasureError as exc:
+                return refused(str(exc), "CANNOT_ERASE", "reason" if "reason" in str(exc) else "customerId")
+            done = {"idempotency_key": input.idempotency_key, "customer_ids": result.customer_ids,
+                    "identities": result.identities, "suppressed": result.suppressed}  # fmt: skip
+            await _remember(conn, principal.actor, principal.role, "api.erase", customer_id, done)
+    info.context.loaders.customer.clear_all()
+    return ErasePayload(erased_customer_ids=[to_global_id("Customer", int(c)) for c in done["customer_ids"]],
+                        identities=int(done["identities"]), suppressed=int(done["suppressed"]),
+                        replayed=replayed, user_errors=[])  # fmt: skip
 
 
 async def unmerge_mutation(info: Info, input: UnmergeInput) -> UnmergePayload:
@@ -187,6 +237,8 @@ async def unmerge_mutation(info: Info, input: UnmergeInput) -> UnmergePayload:
             replayed = False
         else:
             replayed = True
+    if not replayed:
+        await recompute(info.context.engine, {int(i) for i in done["customer_ids"]})
     info.context.loaders.customer.clear_all()
     customers = [
         c for c in [await load_customer(info, int(i)) for i in done["customer_ids"]] if c is not None
@@ -260,6 +312,11 @@ class Mutation:
     unmerge: UnmergePayload = strawberry.field(
         resolver=unmerge_mutation, permission_classes=[IsStaffAdmin],
         description="Undo a merge event: the absorbed customers come back with their rows. Idempotent by key.",
+    )  # fmt: skip
+    erase_customer: ErasePayload = strawberry.field(
+        resolver=erase_customer_mutation, permission_classes=[IsStaffAdmin],
+        description="The right to erasure (PIPL, GDPR): the person's data removed everywhere, their identifiers "
+        "suppressed so syncs do not bring them back; orders keep their totals. Cannot be undone. Idempotent by key.",
     )  # fmt: skip
     decide_review: DecideReviewPayload = strawberry.field(
         resolver=decide_review_mutation, permission_classes=[IsStaffAdmin],

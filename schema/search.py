@@ -9,8 +9,10 @@ from datetime import datetime
 from typing import Any
 
 import strawberry
+from strawberry.scalars import JSON
 
 from identity.standardize import standardize_email, standardize_phone
+from schema.analytics import filter_parts
 from schema.context import Info
 from schema.customer import Customer, customer_node
 from schema.errors import BadInput
@@ -54,6 +56,22 @@ class CustomerFilter:
     total_spent_fen: IntFilter | None = None
     last_order_after: datetime | None = None
     last_order_before: datetime | None = None
+    # Analytics (schema.analytics.filter_parts): the measures of the last run.
+    lifecycle: list[str] | None = strawberry.field(default=None, description="Any of these lifecycle stages.")
+    value_tier: list[str] | None = strawberry.field(default=None, description="Any of high, mid, low.")
+    rfm_cell: list[str] | None = None
+    abc_class: list[str] | None = None
+    net_spent_fen: IntFilter | None = strawberry.field(default=None, description="Spend net of refunds.")
+    average_order_value_fen: IntFilter | None = None
+    days_since_last_order: IntFilter | None = None
+    preferred_channel: str | None = None
+    preferred_category: str | None = None
+    tag: str | None = strawberry.field(default=None, description="Has this tag (system or manual).")
+    segment: str | None = strawberry.field(default=None, description="Is in the segment with this code now.")
+    rule: JSON | None = strawberry.field(
+        default=None,
+        description="A segment rule (docs/analytics.md): and/or/not over measures, tags, attributes.",
+    )
 
 
 COLUMNS = {
@@ -131,6 +149,7 @@ class Compiler:
             parts.append(f"{LAST_ORDER} >= {self.bind(f.last_order_after)}")
         if f.last_order_before is not None:
             parts.append(f"{LAST_ORDER} < {self.bind(f.last_order_before)}")
+        parts += filter_parts(self, f)
         if f.and_:
             parts += [self.compile(sub) for sub in f.and_]
         if f.or_:

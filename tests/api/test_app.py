@@ -11,7 +11,7 @@ from tests.support import live_server
 
 
 def _settings(database_url: str, env: str = "development") -> Settings:
-    return Settings(database_url=database_url, env=env, jwt_secret="s" * 40)
+    return Settings(database_url=database_url, env=env, jwt_secret="s" * 40, erasure_key="k" * 40)
 
 
 async def test_health_query_reports_the_database_version(database_url: str) -> None:

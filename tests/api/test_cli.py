@@ -3,14 +3,17 @@ configuration migrates a server given by URL."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import create_database, drop_database, server_url
+from tests.api.seed import seed
+from tests.conftest import create_database, drop_database, fetch_rows, server_url
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,3 +75,27 @@ async def test_db_upgrade_against_a_server_given_by_url() -> None:
         assert "(head)" in current.stdout + current.stderr
     finally:
         await drop_database(url)
+
+
+async def test_identity_erase_confirms_refuses_and_erases(
+    committed_db: AsyncEngine, database_url: str
+) -> None:
+    """`c360 identity erase`: nothing happens without --yes; a merged-away customer is refused with the
+    reason on one line; the survivor is erased and the result printed as JSON."""
+    s = await seed(committed_db)
+    env = {"C360_DATABASE_URL": database_url}
+    unconfirmed = c360("identity", "erase", str(s.zhang), "--actor", "dpo", "--reason", "PIPL #9", **env)
+    merged = c360(
+        "identity", "erase", str(s.absorbed), "--actor", "dpo", "--reason", "PIPL #9", "--yes", **env
+    )
+    done = c360("identity", "erase", str(s.zhang), "--actor", "dpo", "--reason", "PIPL #9", "--yes", **env)
+    assert unconfirmed.returncode != 0 and "--yes" in unconfirmed.stderr
+    assert merged.returncode != 0 and "erase the surviving customer" in merged.stderr
+    assert "Traceback" not in merged.stderr
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    assert s.zhang in printed["erased_customer_ids"] and printed["identities"] >= 2
+    [(status, name)] = await fetch_rows(
+        committed_db, "select status, name from golden_customer where id = :c", c=s.zhang
+    )
+    assert (status, name) == ("erased", None)

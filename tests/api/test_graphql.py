@@ -270,7 +270,11 @@ def test_production_refuses_the_development_secret(database_url: str) -> None:
 
     with pytest.raises(ValueError, match="C360_JWT_SECRET"):
         create_app(Settings(database_url=database_url, env="production"))
-    create_app(Settings(database_url=database_url, env="production", jwt_secret="s" * 40))
+    with pytest.raises(ValueError, match="C360_ERASURE_KEY"):
+        create_app(Settings(database_url=database_url, env="production", jwt_secret="s" * 40))
+    create_app(
+        Settings(database_url=database_url, env="production", jwt_secret="s" * 40, erasure_key="k" * 40)
+    )
 
 
 async def test_a_caller_over_its_rate_gets_429_and_others_do_not(database_url: str) -> None:

@@ -3,6 +3,8 @@ the customer's orders follow the merge and come back with the unmerge."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import sqlalchemy as sa
 from gql.transport.exceptions import TransportQueryError
@@ -115,3 +117,46 @@ async def test_review_queue_and_decisions(committed_db: AsyncEngine, database_ur
     assert rejected == {"review": {"status": "rejected", "decidedBy": "staff_admin:bob"}, "userErrors": []}
     assert twice["userErrors"] == [{"code": "NOT_PENDING"}]
     assert after["totalCount"] == 0
+
+
+ERASE = """mutation ($id: ID!, $key: String!, $reason: String!) {
+  eraseCustomer(input: {customerId: $id, reason: $reason, idempotencyKey: $key}) {
+    erasedCustomerIds identities suppressed replayed userErrors { field code message } } }"""
+
+
+async def test_erasure_through_the_api(committed_db: AsyncEngine, database_url: str) -> None:
+    """staff_admin only; a retry replays; the customer reads back as an erased shell with no attributes;
+    the change feed says erased; a second erasure is refused as data."""
+    s = await seed(committed_db)
+    profile = "query ($id: ID!) { customer(id: $id) { status name { value } phone { value } orderCount } }"
+    feed = "{ customerChanges(first: 100) { edges { node { kind customerId } } } }"
+    with api_server(database_url) as api:
+        with pytest.raises(TransportQueryError) as staff:
+            await api.query(ERASE, id=gid(s.zhang), key="e1", reason="PIPL #7")
+        args: dict[str, Any] = {"id": gid(s.zhang), "reason": "PIPL #7"}
+        before = (await api.query(profile, role="staff_admin", subject="dpo", id=gid(s.zhang)))["customer"]
+        first = (await api.query(ERASE, role="staff_admin", subject="dpo", key="e1", **args))["eraseCustomer"]
+        again = (await api.query(ERASE, role="staff_admin", subject="dpo", key="e1", **args))["eraseCustomer"]
+        second = (await api.query(ERASE, role="staff_admin", subject="dpo", key="e2", **args))[
+            "eraseCustomer"
+        ]
+        blank = (
+            await api.query(ERASE, role="staff_admin", subject="dpo", key="e3", id=gid(s.li), reason="")
+        )["eraseCustomer"]
+        after = (await api.query(profile, role="staff_admin", subject="dpo", id=gid(s.zhang)))["customer"]
+        changes = (await api.query(feed, role="service", subject="sync"))["customerChanges"]["edges"]
+    assert staff.value.errors and staff.value.errors[0]["extensions"]["code"] == "FORBIDDEN"
+    assert first["userErrors"] == [] and first["replayed"] is False
+    assert (
+        gid(s.zhang) in first["erasedCustomerIds"] and first["identities"] >= 2 and first["suppressed"] >= 4
+    )
+    assert again == {**first, "replayed": True}
+    assert (
+        second["userErrors"][0]["code"] == "CANNOT_ERASE"
+        and "already erased" in second["userErrors"][0]["message"]
+    )
+    assert blank["userErrors"][0]["field"] == ["reason"]
+    assert after["status"] == "erased" and after["name"]["value"] is None and after["phone"]["value"] is None
+    assert before["name"]["value"] is not None  # (masked for staff without pii:read)
+    assert after["orderCount"] == before["orderCount"] > 0  # orders stay, for accounting
+    assert {"kind": "erased", "customerId": s.zhang} in [e["node"] for e in changes]

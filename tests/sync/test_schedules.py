@@ -90,6 +90,20 @@ def flow_runs(api: str, flow: str, states: list[str] | None = None) -> list[dict
     return runs
 
 
+def heartbeats(api: str, flow_run_id: str) -> int:
+    """How many heartbeat events of this flow run the server has received."""
+    body = {
+        "filter": {
+            "event": {"name": ["prefect.flow-run.heartbeat"]},
+            "resource": {"id": [f"prefect.flow-run.{flow_run_id}"]},
+        },
+        "limit": 10,
+    }
+    response = httpx.post(api + "/events/filter", json=body, timeout=10)
+    response.raise_for_status()
+    return len(response.json()["events"])
+
+
 def run_logs(api: str, flow_run_id: str) -> list[str]:
     body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200}
     response = httpx.post(api + "/logs/filter", json=body, timeout=10)
@@ -203,8 +217,11 @@ def test_serve_on_a_real_prefect_server(
                 150,
             )
 
-            # 5. SIGKILL while a run is in flight: its process dies with serve, and the run does not stay
-            # Running forever: its heartbeats stop and the server marks it Crashed.
+            # 5. The machine dies while a run is in flight: serve and the flow run's process stop at once,
+            # so nobody can report the run's end. It does not stay Running forever: its heartbeats stop
+            # and the server marks it Crashed. (A SIGKILL of serve alone is not this case: the child
+            # gets SIGTERM and its engine reports Crashed itself.) SIGSTOP first freezes the child, so it
+            # cannot run that handler between the two kills.
             httpx.post(
                 sim + "/_sim/faults",
                 json={"path_prefix": "/weibo", "kind": "timeout", "count": 1, "delay_s": 40},
@@ -212,10 +229,18 @@ def test_serve_on_a_real_prefect_server(
             running = wait_for(
                 "a run in flight", lambda: flow_runs(prefect_api, "sync-weibo", ["RUNNING"]), 120
             )[0]
+            # The server only watches a run for silence once it has seen a heartbeat from it; the child
+            # emits its first at start, but sends events in the background, so wait until one arrived.
+            wait_for("the run's first heartbeat", lambda: heartbeats(prefect_api, running["id"]), 35)
             children = serve.descendants()
+            assert children, "the run should be a child process of serve"
+            for child in children:
+                child.send_signal(signal.SIGSTOP)
             os.kill(serve.proc.pid, signal.SIGKILL)
             serve.proc.wait(timeout=10)
-            wait_for("the flow run's process to die with serve", lambda: not alive(children), 30)
+            for child in alive(children):
+                child.kill()
+            wait_for("the flow run's process to die", lambda: not alive(children), 30)
             crashed = wait_for(
                 "the orphaned run to be marked Crashed",
                 lambda: [
