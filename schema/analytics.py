@@ -17,8 +17,9 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from strawberry.dataloader import DataLoader
 
-from crm.analytics.config import Rule, describe, get_config
+from crm.analytics.config import Rule, get_config
 from crm.analytics.rules import Binds, compile_rule
+from crm.rules_file import describe
 from schema.context import Info
 from schema.errors import BadInput
 from schema.loaders import _by, rows

@@ -7,14 +7,14 @@ defined through the API is validated by the same model as one in the file.
 
 from __future__ import annotations
 
-import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from crm.rules_file import load_rules
 from infra.settings import get_settings
 
 STAGES = ("potential", "new", "active", "at_risk", "churned", "won_back")
@@ -285,25 +285,8 @@ class AnalyticsConfigError(ValueError):
     """The analytics file is missing or invalid; the message names the file and the key."""
 
 
-def describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
-        parts.append(f"{loc or '(top level)'}: {err['msg']}")
-    return "; ".join(parts)
-
-
 def load_config(path: Path) -> AnalyticsConfig:
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise AnalyticsConfigError(f"analytics rules {path} do not exist (C360_ANALYTICS_CONFIG)") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise AnalyticsConfigError(f"analytics rules {path} are not valid TOML: {exc}") from exc
-    try:
-        return AnalyticsConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise AnalyticsConfigError(f"analytics rules {path}: {describe(exc)}") from exc
+    return load_rules(path, AnalyticsConfig, AnalyticsConfigError, "analytics", "C360_ANALYTICS_CONFIG")
 
 
 @lru_cache(maxsize=1)

@@ -6,15 +6,15 @@ silently falling back to a default. `version` is recorded on every ledger entry 
 
 from __future__ import annotations
 
-import tomllib
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from crm.rules_file import load_rules
 from infra.settings import get_settings
 
 
@@ -211,25 +211,8 @@ class LoyaltyConfigError(ValueError):
     """The loyalty file is missing or invalid; the message names the file and the key."""
 
 
-def describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
-        parts.append(f"{loc or '(top level)'}: {err['msg']}")
-    return "; ".join(parts)
-
-
 def load_config(path: Path) -> LoyaltyConfig:
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise LoyaltyConfigError(f"loyalty rules {path} do not exist (C360_LOYALTY_CONFIG)") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise LoyaltyConfigError(f"loyalty rules {path} are not valid TOML: {exc}") from exc
-    try:
-        return LoyaltyConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise LoyaltyConfigError(f"loyalty rules {path}: {describe(exc)}") from exc
+    return load_rules(path, LoyaltyConfig, LoyaltyConfigError, "loyalty", "C360_LOYALTY_CONFIG")
 
 
 @lru_cache(maxsize=1)

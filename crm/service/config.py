@@ -6,15 +6,15 @@ silently falling back to a default.
 
 from __future__ import annotations
 
-import tomllib
 from datetime import date, time
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, get_args
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from crm.rules_file import load_rules
 from infra.settings import get_settings
 
 PRIORITIES = ("low", "normal", "high", "urgent")
@@ -306,25 +306,8 @@ class ServiceConfigError(ValueError):
     """The service file is missing or invalid; the message names the file and the key."""
 
 
-def describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
-        parts.append(f"{loc or '(top level)'}: {err['msg']}")
-    return "; ".join(parts)
-
-
 def load_config(path: Path) -> ServiceConfig:
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ServiceConfigError(f"service rules {path} do not exist (C360_SERVICE_CONFIG)") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ServiceConfigError(f"service rules {path} are not valid TOML: {exc}") from exc
-    try:
-        return ServiceConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ServiceConfigError(f"service rules {path}: {describe(exc)}") from exc
+    return load_rules(path, ServiceConfig, ServiceConfigError, "service", "C360_SERVICE_CONFIG")
 
 
 @lru_cache(maxsize=1)
