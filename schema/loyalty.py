@@ -25,7 +25,7 @@ from crm.loyalty.service import LoyaltyRefusal, Redemption
 from schema.context import Info
 from schema.errors import BadInput, Forbidden, UserError
 from schema.loaders import PageArgs, _by, customer_page_sql, customer_pages, fetch_page, rows
-from schema.permissions import IsStaff, IsStaffAdmin, customer_visible
+from schema.permissions import IsStaff, IsStaffAdmin, acting_customer, customer_visible
 from schema.relay import Connection, Node, connection, int_id, page_size, time_keyset, to_global_id
 from schema.scalars import Money
 
@@ -714,22 +714,6 @@ def _refusal(exc: LoyaltyRefusal) -> list[UserError]:
     return [UserError(field=[exc.field] if exc.field else None, message=exc.message, code=exc.code)]
 
 
-def _target(info: Info, customer_id: strawberry.ID | None) -> int:
-    """The customer a mutation acts on: a member acts on themselves only; others must name one."""
-    p = info.context.principal
-    if p.is_member:
-        own = p.member_customer_id
-        assert own is not None
-        if customer_id is not None and int_id(customer_id, "Customer") != own:
-            raise Forbidden("a member token acts only on its own customer")
-        return own
-    if p.role not in ("staff", "staff_admin", "service"):
-        raise Forbidden("not allowed")
-    if customer_id is None:
-        raise BadInput("customerId is required", field="customerId")
-    return int_id(customer_id, "Customer")
-
-
 async def _points_call(info: Info, work: Any) -> PointsPayload:
     try:
         result = await service.in_transaction(info.context.engine, work)
@@ -743,7 +727,7 @@ async def _points_call(info: Info, work: Any) -> PointsPayload:
 
 
 async def redeem_points(info: Info, input: RedeemPointsInput) -> PointsPayload:
-    customer = _target(info, input.customer_id)
+    customer = acting_customer(info, input.customer_id)
     what = Redemption(
         points=input.points,
         reward_code=input.reward_code,
@@ -862,7 +846,7 @@ async def redeem_coupon_mutation(info: Info, input: RedeemCouponInput) -> Coupon
 
 
 async def register_referral_mutation(info: Info, input: RegisterReferralInput) -> ReferralPayload:
-    customer = _target(info, input.customer_id)
+    customer = acting_customer(info, input.customer_id)
 
     async def work(conn: AsyncConnection) -> int:
         return await service.register_referral(conn, customer, input.code, now=datetime.now(UTC))

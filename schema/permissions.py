@@ -9,7 +9,8 @@ from strawberry.permission import BasePermission
 
 from api.auth import Principal
 from schema.context import Info
-from schema.errors import Forbidden
+from schema.errors import BadInput, Forbidden
+from schema.relay import int_id
 
 
 def principal(info: Any) -> Principal:
@@ -64,3 +65,19 @@ def customer_visible(info: Info, customer_id: int) -> bool:
 def require_customer(info: Info, customer_id: int) -> None:
     if not customer_visible(info, customer_id):
         raise Forbidden("a member token can read only its own customer")
+
+
+def acting_customer(info: Info, customer_id: str | None) -> int:
+    """The customer a mutation acts on: a member acts on themselves only; staff and service name one."""
+    p = info.context.principal
+    if p.is_member:
+        own = p.member_customer_id
+        assert own is not None
+        if customer_id is not None and int_id(customer_id, "Customer") != own:
+            raise Forbidden("a member token acts only on its own customer")
+        return own
+    if p.role not in ("staff", "staff_admin", "service"):
+        raise Forbidden("not allowed")
+    if customer_id is None:
+        raise BadInput("customerId is required", field="customerId")
+    return int_id(customer_id, "Customer")

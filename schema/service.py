@@ -24,9 +24,9 @@ from crm.service.cases import CaseOpening, Resolution, ServiceRefusal, Step
 from crm.service.config import ServiceConfig, get_config
 from crm.service.stats import satisfaction_measures, satisfaction_stats, service_stats
 from schema.context import Info
-from schema.errors import BadInput, Forbidden, UserError
+from schema.errors import BadInput, UserError
 from schema.loaders import PageArgs, _by, customer_page_sql, customer_pages, fetch_page, rows
-from schema.permissions import IsStaff, customer_visible
+from schema.permissions import IsStaff, acting_customer, customer_visible
 from schema.relay import (
     Connection,
     Node,
@@ -738,7 +738,7 @@ async def _one(info: Info, sql: str, **params: Any) -> dict[str, Any] | None:
 
 
 async def submit_survey_mutation(info: Info, input: SubmitSurveyInput) -> SurveyPayload:
-    customer = _target(info, input.customer_id)
+    customer = acting_customer(info, input.customer_id)
     answers = {a.question: a.score for a in input.answers}
     if len(answers) != len(input.answers):
         raise BadInput("answers: each question once", field="answers")
@@ -776,7 +776,7 @@ async def _feedback_payload(info: Info, feedback_id: int) -> FeedbackPayload:
 
 
 async def record_feedback_mutation(info: Info, input: RecordFeedbackInput) -> FeedbackPayload:
-    customer = _target(info, input.customer_id)
+    customer = acting_customer(info, input.customer_id)
     actor = info.context.principal.actor
 
     async def work(conn: AsyncConnection) -> dict[str, Any]:
@@ -964,23 +964,8 @@ async def _case_call(info: Info, work: Any) -> CasePayload:
     )
 
 
-def _target(info: Info, customer_id: strawberry.ID | None) -> int:
-    p = info.context.principal
-    if p.is_member:
-        own = p.member_customer_id
-        assert own is not None
-        if customer_id is not None and int_id(customer_id, "Customer") != own:
-            raise Forbidden("a member token acts only on its own customer")
-        return own
-    if p.role not in ("staff", "staff_admin", "service"):
-        raise Forbidden("not allowed")
-    if customer_id is None:
-        raise BadInput("customerId is required", field="customerId")
-    return int_id(customer_id, "Customer")
-
-
 async def open_case_mutation(info: Info, input: OpenCaseInput) -> CasePayload:
-    customer = _target(info, input.customer_id)
+    customer = acting_customer(info, input.customer_id)
     opening = CaseOpening(
         customer_id=customer, type=input.type, subject=input.subject, priority=input.priority, source=input.source,
         description=input.description, request=input.request, channel_code=input.channel,
