@@ -18,9 +18,10 @@ from __future__ import annotations
 import dataclasses
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sync.canonical import (
     Batch,
@@ -301,6 +302,9 @@ def record_from_payload(kind: str, payload: dict[str, Any]) -> Any:
     return cls(**values)
 
 
+R = TypeVar("R")
+
+
 def _quarantine(
     kind: str, record: Any, channel: str, external_id: str | None, exc: Violation
 ) -> QuarantinedRow:
@@ -323,78 +327,62 @@ def check_batch(batch: Batch, bounds: TimeBounds | None = None, now: datetime | 
     held: list[QuarantinedRow] = []
     bad_people: set[tuple[str, str]] = set()
 
-    identities: list[PersonIdentity] = []
-    for p in batch.identities:
-        try:
-            check_identity(p)
-        except Violation as exc:
-            bad_people.add((p.channel, p.external_id))
-            held.append(_quarantine("identity", p, p.channel, p.external_id, exc))
-            continue
-        identities.append(p)
+    def keep(
+        kind: str,
+        records: list[R],
+        check: Callable[[R], None],
+        key: Callable[[R], tuple[str, str | None]],
+        person: Callable[[R], str | None] | None = None,
+    ) -> list[R]:
+        """The records that pass `check` (and whose person was not quarantined); the rest held."""
+        kept: list[R] = []
+        for r in records:
+            try:
+                check(r)
+                if person is not None:
+                    channel, _ = key(r)
+                    owner = person(r)
+                    if owner is not None and (channel, owner) in bad_people:
+                        raise Violation(
+                            "identity_external_id", "its person was quarantined; it lands with them"
+                        )
+            except Violation as exc:
+                channel, external_id = key(r)
+                if kind == "identity" and external_id is not None:
+                    bad_people.add((channel, external_id))
+                held.append(_quarantine(kind, r, channel, external_id, exc))
+                continue
+            kept.append(r)
+        return kept
 
-    def dependent(channel: str, identity: str | None) -> Violation | None:
-        if identity is not None and (channel, identity) in bad_people:
-            return Violation("identity_external_id", "its person was quarantined; it lands with them")
-        return None
-
-    orders: list[OrderRecord] = []
-    for o in batch.orders:
-        try:
-            check_order(o, bounds, now)
-            problem = dependent(o.channel, o.identity_external_id)
-            if problem:
-                raise problem
-        except Violation as exc:
-            held.append(_quarantine("order", o, o.channel, o.external_id, exc))
-            continue
-        orders.append(o)
-    refunds: list[RefundRecord] = []
-    for r in batch.refunds:
-        try:
-            check_refund(r, bounds, now)
-        except Violation as exc:
-            held.append(_quarantine("refund", r, r.channel, r.external_id, exc))
-            continue
-        refunds.append(r)
-    interactions: list[InteractionRecord] = []
-    for i in batch.interactions:
-        try:
-            check_interaction(i, bounds, now)
-            problem = dependent(i.channel, i.identity_external_id)
-            if problem:
-                raise problem
-        except Violation as exc:
-            held.append(_quarantine("interaction", i, i.channel, i.external_id, exc))
-            continue
-        interactions.append(i)
-    consents: list[ConsentRecord] = []
-    for c in batch.consents:
-        try:
-            check_consent(c, bounds, now)
-            problem = dependent(c.channel, c.identity_external_id)
-            if problem:
-                raise problem
-        except Violation as exc:
-            held.append(_quarantine("consent", c, c.channel, c.identity_external_id, exc))
-            continue
-        consents.append(c)
-    products: list[ProductRecord] = []
-    for pr in batch.products:
-        try:
-            check_product(pr)
-        except Violation as exc:
-            held.append(_quarantine("product", pr, "catalog", pr.sku, exc))
-            continue
-        products.append(pr)
-    stores: list[StoreRecord] = []
-    for s in batch.stores:
-        try:
-            check_store(s)
-        except Violation as exc:
-            held.append(_quarantine("store", s, "pos", s.code, exc))
-            continue
-        stores.append(s)
+    # Identities first: the records of a quarantined person are held with it.
+    identities = keep("identity", batch.identities, check_identity, lambda p: (p.channel, p.external_id))
+    orders = keep(
+        "order",
+        batch.orders,
+        lambda o: check_order(o, bounds, now),
+        lambda o: (o.channel, o.external_id),
+        lambda o: o.identity_external_id,
+    )
+    refunds = keep(
+        "refund", batch.refunds, lambda r: check_refund(r, bounds, now), lambda r: (r.channel, r.external_id)
+    )
+    interactions = keep(
+        "interaction",
+        batch.interactions,
+        lambda i: check_interaction(i, bounds, now),
+        lambda i: (i.channel, i.external_id),
+        lambda i: i.identity_external_id,
+    )
+    consents = keep(
+        "consent",
+        batch.consents,
+        lambda c: check_consent(c, bounds, now),
+        lambda c: (c.channel, c.identity_external_id),
+        lambda c: c.identity_external_id,
+    )
+    products = keep("product", batch.products, check_product, lambda pr: ("catalog", pr.sku))
+    stores = keep("store", batch.stores, check_store, lambda st: ("pos", st.code))
     quarantined = batch.quarantined
     for q in quarantined:
         if _has_nul(q.raw):
