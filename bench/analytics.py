@@ -27,7 +27,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.sync_ingest import PeakRss, postgres_cpu_seconds, server_url
+from bench.scratch import generate, scratch_database
+from bench.sync_ingest import PeakRss, postgres_cpu_seconds
 
 CITIES = [
     "上海市",
@@ -91,19 +92,11 @@ GENERATE = (
 
 
 async def prepare(url: str, customers: int, orders: int) -> dict[str, Any]:
-    engine = create_async_engine(url)
-    started = time.perf_counter()
-    async with engine.begin() as conn:
-        for statement in GENERATE:
-            await conn.execute(
-                sa.text(statement),
-                {"customers": customers, "orders": orders, "cities": CITIES, "categories": CATEGORIES},
-            )
-    await engine.dispose()
+    params = {"customers": customers, "orders": orders, "cities": CITIES, "categories": CATEGORIES}
     return {
         "customers": customers,
         "orders": orders,
-        "generate_seconds": round(time.perf_counter() - started, 1),
+        "generate_seconds": await generate(url, GENERATE, params),
     }
 
 
@@ -181,24 +174,13 @@ async def main() -> None:
     parser.add_argument("--touched", type=int, default=1000)
     args = parser.parse_args()
 
-    from infra.migrate import upgrade
-    from infra.settings import get_settings
-    from tests.conftest import create_database, drop_database
-
-    url = await create_database(server_url(), "c360_bench_analytics")
-    database = url.rsplit("/", 1)[1].split("?")[0]
-    try:
-        await asyncio.to_thread(upgrade, url, "heads")
-        os.environ["C360_DATABASE_URL"] = url
-        get_settings.cache_clear()
+    async with scratch_database("c360_bench_analytics") as (url, database):
         data = await prepare(url, args.customers, args.orders)
         full = await run(url, database, None, datetime.now(UTC))
         state = await summary(url)
         ids = await touch(url, args.customers, args.touched)
         incremental = await run(url, database, ids, datetime.now(UTC))
         again = await run(url, database, None, datetime.now(UTC))
-    finally:
-        await drop_database(url)
     print(json.dumps({
         "benchmark": "analytics", "machine": {"cpus": os.cpu_count()}, "data": data,
         "full_run": {**full, "target_seconds": 60}, "after_full_run": state,

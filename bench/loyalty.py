@@ -27,7 +27,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.sync_ingest import PeakRss, free_port, postgres_cpu_seconds, process_cpu_seconds, server_url
+from bench.scratch import generate, scratch_database
+from bench.sync_ingest import PeakRss, free_port, postgres_cpu_seconds, process_cpu_seconds
 
 GENERATE = (
     "insert into channel (code, family, name, trust_rank) values ('tmall', 'marketplace', 'Tmall', 50),"
@@ -62,16 +63,17 @@ GENERATE = (
 
 
 async def prepare(url: str, customers: int, orders: int) -> dict[str, Any]:
+    seconds = await generate(url, GENERATE, {"customers": customers, "orders": orders})
     engine = create_async_engine(url)
-    started = time.perf_counter()
-    async with engine.begin() as conn:
-        for statement in GENERATE:
-            await conn.execute(sa.text(statement), {"customers": customers, "orders": orders})
     async with engine.connect() as conn:
         entries = (await conn.execute(sa.text("select count(*) from points_ledger_entry"))).scalar_one()
     await engine.dispose()
-    return {"customers": customers, "orders": orders, "ledger_entries": int(entries),
-            "generate_seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+    return {
+        "customers": customers,
+        "orders": orders,
+        "ledger_entries": int(entries),
+        "generate_seconds": seconds,
+    }
 
 
 async def daily(url: str, database: str, now: datetime) -> dict[str, Any]:
@@ -221,24 +223,13 @@ async def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     args = parser.parse_args()
 
-    from infra.migrate import upgrade
-    from infra.settings import get_settings
-    from tests.conftest import create_database, drop_database
-
-    url = await create_database(server_url(), "c360_bench_loyalty")
-    database = url.rsplit("/", 1)[1].split("?")[0]
-    try:
-        await asyncio.to_thread(upgrade, url, "heads")
-        os.environ["C360_DATABASE_URL"] = url
-        get_settings.cache_clear()
+    async with scratch_database("c360_bench_loyalty") as (url, database):
         data = await prepare(url, args.customers, args.orders)
         now = datetime.now(UTC)
         first = await daily(url, database, now)
         second = await daily(url, database, now + timedelta(days=1))
         books = await check_books(url)
         http = await redeem_over_http(url, database, args.requests, args.clients, args.customers)
-    finally:
-        await drop_database(url)
     print(json.dumps({
         "benchmark": "loyalty", "machine": {"cpus": os.cpu_count()}, "data": data,
         "daily_run": {"first": first, "next_day": second, "target_seconds": 30, "books_balance": books},
