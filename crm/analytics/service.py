@@ -3,9 +3,6 @@ segments, households and CLV, in one transaction (crm.registry's `recompute`).""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -15,10 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from crm.analytics import clv, households, measures, segments
 from crm.analytics.config import AnalyticsConfig, get_config
 from crm.loyalty.service import in_transaction
+from crm.timing import TimedSteps
 
 
 @dataclass
-class RunCounts:
+class RunCounts(TimedSteps):
     measured: int = 0
     lifecycle_changes: int = 0
     tags_added: int = 0
@@ -28,14 +26,6 @@ class RunCounts:
     clv_predicted: int = 0
     # Wall seconds per step, so a slow run says where its time went (logged and benchmarked).
     seconds: dict[str, float] = field(default_factory=dict)
-
-    @contextmanager
-    def timed(self, step: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[step] = round(time.perf_counter() - started, 3)
 
 
 async def recompute_in(

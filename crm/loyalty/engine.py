@@ -19,9 +19,6 @@ Bookkeeping (docs/loyalty.md):
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -30,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crm.loyalty.config import LoyaltyConfig
+from crm.timing import TimedSteps
 
 # The customers a step covers: every active customer, or the given ids.
 SCOPE = "(cast(:all_customers as boolean) or {col} = any(cast(:ids as bigint[])))"
@@ -59,7 +57,7 @@ def _base(config: LoyaltyConfig, now: datetime) -> dict[str, Any]:
 
 
 @dataclass
-class StepCounts:
+class StepCounts(TimedSteps):
     lots_created: int = 0
     released: int = 0
     reversed: int = 0
@@ -67,14 +65,6 @@ class StepCounts:
     debt_paid: int = 0
     # Wall seconds per step, so a slow daily run says where its time went (logged and benchmarked).
     seconds: dict[str, float] = field(default_factory=dict)
-
-    @contextmanager
-    def timed(self, step: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[step] = round(time.perf_counter() - started, 3)
 
 
 async def sync_tiers(conn: AsyncConnection, config: LoyaltyConfig) -> None:
