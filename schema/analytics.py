@@ -203,10 +203,12 @@ class CustomerMetrics:
 
 @strawberry.type(description="RFM quintile scores over the whole base (5 = best) and the classic cell.")
 class Rfm:
-    recency: int = strawberry.field(description="5: among the most recent buyers.")
-    frequency: int
-    monetary: int
-    cell: str = strawberry.field(description="champions, loyal, at_risk, hibernating, ... (config)")
+    recency: int | None = strawberry.field(description="5: among the most recent buyers; null: never bought.")
+    frequency: int | None
+    monetary: int | None
+    cell: str = strawberry.field(
+        description="champions, loyal, at_risk, hibernating, ... (config); prospect: never bought."
+    )
     cell_name: str
     recency_days: int | None = strawberry.field(description="Days since the last purchase at the last run.")
 
@@ -326,13 +328,13 @@ class AnalyticsFields:
         return None if row is None else CustomerMetrics(row=row)
 
     @strawberry.field(
-        permission_classes=[IsStaffOrService], description="Null for a customer without purchases."
+        permission_classes=[IsStaffOrService], description="Null before the first analytics run."
     )
     async def rfm(self, info: Info) -> Rfm | None:
         row = await self._row(info)
         if row is None or row["rfm_cell"] is None:
             return None
-        cells = {c.code: c.name for c in get_config().rfm.cells}
+        cells = get_config().rfm.names()
         return Rfm(
             recency=row["r_score"],
             frequency=row["f_score"],

@@ -357,7 +357,7 @@ async def define_segment(info: Info, input: DefineSegmentInput) -> SegmentPayloa
         spec = SegmentSpec.model_validate({"code": input.code, "name": input.name, "rule": input.rule})
     except ValidationError as exc:
         return SegmentPayload(segment=None, user_errors=_rule_errors(exc))
-    unknown = check_cells(spec.rule, {c.code for c in config.rfm.cells})
+    unknown = check_cells(spec.rule, set(config.rfm.names()))
     if unknown:
         return SegmentPayload(
             segment=None,

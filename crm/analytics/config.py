@@ -195,19 +195,33 @@ class Cell(Strict):
         return self
 
 
+class NoPurchaseCell(Strict):
+    code: str = Field("prospect", min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_]*$")
+    name: str = Field("潜在客户", min_length=1, max_length=50)
+
+
 class Rfm(Strict):
     cells: list[Cell] = Field(min_length=1)
+    # A customer who never bought has no scores but still a cell, so every customer sits somewhere on
+    # the grid a marketer reads (and a segment can name the known-but-never-bought).
+    no_purchase: NoPurchaseCell = NoPurchaseCell()
 
     @model_validator(mode="after")
     def _cover(self) -> Rfm:
         codes = [c.code for c in self.cells]
         if len(set(codes)) != len(codes):
             raise ValueError("cell codes must be unique")
+        if self.no_purchase.code in codes:
+            raise ValueError(f"no_purchase.code {self.no_purchase.code!r} is also a scored cell's code")
         for r in range(1, 6):
             for f in range(1, 6):
                 if not any(c.r[0] <= r <= c.r[1] and c.f[0] <= f <= c.f[1] for c in self.cells):
                     raise ValueError(f"(r={r}, f={f}) is in no cell: the cells must cover all 25 pairs")
         return self
+
+    def names(self) -> dict[str, str]:
+        """Every cell's name by code, the no-purchase cell included."""
+        return {**{c.code: c.name for c in self.cells}, self.no_purchase.code: self.no_purchase.name}
 
     def cell_of(self, r: int, f: int) -> str:
         return next(c.code for c in self.cells if c.r[0] <= r <= c.r[1] and c.f[0] <= f <= c.f[1])
@@ -263,7 +277,7 @@ class AnalyticsConfig(Strict):
         codes = [s.code for s in self.segments]
         if len(set(codes)) != len(codes):
             raise ValueError("segment codes must be unique")
-        cells = {c.code for c in self.rfm.cells}
+        cells = set(self.rfm.names())
         for label, rule in [*((f"tag {t.name}", t.rule) for t in self.tags),
                             *((f"segment {s.code}", s.rule) for s in self.segments)]:  # fmt: skip
             unknown = check_cells(rule, cells)

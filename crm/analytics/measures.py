@@ -218,8 +218,9 @@ async def stored_model(conn: AsyncConnection, kind: str) -> dict[str, Any] | Non
 
 
 def _cell_case(config: AnalyticsConfig, params: dict[str, Any]) -> str:
-    """The RFM cell as a CASE over the bound ranges of the configured cells (the first that matches)."""
-    arms = []
+    """The RFM cell as a CASE: the no-purchase cell, else the first configured cell whose bound ranges match."""
+    params["cnp"] = config.rfm.no_purchase.code
+    arms = ["when order_count = 0 then :cnp"]
     for n, c in enumerate(config.rfm.cells):
         params.update(
             {f"c{n}r0": c.r[0], f"c{n}r1": c.r[1], f"c{n}f0": c.f[0], f"c{n}f1": c.f[1], f"c{n}": c.code}

@@ -63,7 +63,7 @@ async def report_data(engine: AsyncEngine, config: AnalyticsConfig, now: datetim
             found = (await conn.execute(sa.text(sql))).mappings().all()
             out[key] = [{k: _plain(v) for k, v in r.items()} for r in found]
     out["stage_order"] = list(STAGES)
-    out["cells"] = {c.code: c.name for c in config.rfm.cells}
+    out["cells"] = config.rfm.names()
     return out
 
 

@@ -94,7 +94,7 @@ async def test_rfm_quintiles_and_cells_over_the_base(conn: AsyncConnection) -> N
     p = await metrics(conn, potential)
     assert (p["r_score"], p["rfm_cell"], p["value_tier"], p["lifecycle_stage"]) == (
         None,
-        None,
+        "prospect",
         None,
         "potential",
     )
