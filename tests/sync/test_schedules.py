@@ -4,7 +4,9 @@ restart, then SIGKILL) leaves no run Running and no process behind."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -143,6 +145,16 @@ def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
     return [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
 
+# Each CRM flow's summary line in the server's logs: the run did its work, not just ended.
+CRM_FLOW_LINES = {
+    "loyalty-daily": r"loyalty: ",
+    "analytics-daily": r"analytics: [1-9]\d* customers measured",
+    "service-sla-check": r"service: ",
+    "care-daily": r"care: actions written ",
+    "survey-invitations": r"surveys: \d+ invitations written",
+}
+
+
 def test_serve_on_a_real_prefect_server(
     prefect_api: str, committed_db: AsyncEngine, database_url: str, tmp_path: Path
 ) -> None:
@@ -162,8 +174,10 @@ def test_serve_on_a_real_prefect_server(
             C360_SYNC_HEARTBEAT_GRACE_SECONDS="60",
             **{f"C360_SYNC_{code}__ENABLED": "false" for code in ("TMALL", "JD", "APP", "WECHAT", "POS")},
         )
+        # The CRM flows serve registers beside the channels, every minute for this first start.
+        crm_env = {**env, "C360_SYNC_CRONS": json.dumps(dict.fromkeys(CRM_FLOW_LINES, "* * * * *"))}
         log = tmp_path / "serve.log"
-        serve = Serve(env, log)
+        serve = Serve(crm_env, log)
         try:
             # 1. A run the server scheduled (not one triggered by hand) completes and lands rows.
             done = wait_for(
@@ -188,6 +202,22 @@ def test_serve_on_a_real_prefect_server(
             # 2. Its figures are in the server's logs (the UI) and in serve's output, one line per run.
             assert any(m.startswith("sync-weibo: landed") for m in run_logs(prefect_api, done["id"]))
             assert "sync-weibo: landed" in serve.output()
+
+            # 2b. Each CRM flow is registered, scheduled by the server and does its work.
+            for flow_name, line in CRM_FLOW_LINES.items():
+                run = wait_for(
+                    f"a scheduled {flow_name} run to complete",
+                    lambda name=flow_name: flow_runs(prefect_api, name, ["COMPLETED"]),  # type: ignore[misc]
+                    timeout=180,
+                )[0]
+                assert run["auto_scheduled"] is True
+                assert f"scheduled {flow_name} on '* * * * *'" in serve.output()
+                logs = run_logs(prefect_api, run["id"])
+                assert any(re.match(line, m) for m in logs), (flow_name, logs)
+            [(measured,)] = fetch_rows_sync(committed_db, "select count(*) from customer_metrics")
+            assert measured > 0
+            [(members,)] = fetch_rows_sync(committed_db, "select count(*) from membership")
+            assert members > 0
 
             # 3. SIGTERM while a run is in flight: nothing is left Running, no process outlives serve.
             httpx.post(
