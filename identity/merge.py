@@ -496,6 +496,12 @@ async def unmerge_event(
         raise MergeError(
             f"the customers of merge event {merge_event_id} were erased: there is nothing to give back"
         )
+    if "identities" not in snapshot or "customers" not in snapshot:
+        # An event written by hand or imported from elsewhere: without the state before the merge there
+        # is nothing to restore, and guessing would move the wrong identities.
+        raise MergeError(
+            f"merge event {merge_event_id} has no snapshot of the customers before it: it cannot be undone"
+        )
     golden = await _golden_rows(conn, [survivor, *absorbed])
     moved_on = [a for a in absorbed if golden[a]["merged_into"] != survivor]
     if moved_on or golden[survivor]["status"] != "active":
