@@ -10,6 +10,7 @@ from strawberry.tools import merge_types
 
 from schema import analytics_queries, care, changes, customer, loyalty, merges_mutations, search, service
 from schema.context import Info
+from schema.errors import MaskInternalErrors, log_errors
 from schema.health import Health, resolve_health
 from schema.limits import AuditPII, limit_extensions
 from schema.relay import Node, from_global_id
@@ -43,14 +44,20 @@ MUTATIONS: tuple[type, ...] = (
 )  # fmt: skip
 
 
+class Schema(strawberry.Schema):
+    def process_errors(self, errors: list[Any], execution_context: Any = None) -> None:
+        # Strawberry logs every error as a server error; only our own failures are.
+        log_errors(errors)
+
+
 def build_schema(max_depth: int = 12, max_tokens: int = 4000) -> strawberry.Schema:
     query: Any = merge_types("Query", QUERIES)
     mutation: Any = merge_types("Mutation", MUTATIONS) if MUTATIONS else None
-    return strawberry.Schema(
+    return Schema(
         query=query,
         mutation=mutation,
         types=[customer.Customer],
-        extensions=[*limit_extensions(max_depth, max_tokens), AuditPII],
+        extensions=[*limit_extensions(max_depth, max_tokens), AuditPII, MaskInternalErrors],
     )
 
 
