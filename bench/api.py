@@ -20,7 +20,8 @@ on four servers, one process each, all on the same database with a pool of 10 co
 
 For each: requests per second, p50 and p99 latency, CPU per request (server process, PostgreSQL backends,
 this client), and SQL statements per request counted on the wire (a counting proxy between the server and
-PostgreSQL, used in a separate calibration pass, never while timing). Runs are interleaved (ours, v5, v4,
+PostgreSQL, used in a separate calibration pass, never while timing), with how many of them are control:
+BEGIN/ROLLBACK, a pool's ping, a connection's reset. Runs are interleaved (ours, v5, v4,
 floor, then again, --rounds times) so that noise on the shared machine falls on every server alike.
 
 PostGraphile needs `npm install` in bench/peers/v5 and bench/peers/v4 (package-lock.json pins the
@@ -379,7 +380,8 @@ class StatementProxy:
         self.executed.clear()
 
     def counts(self) -> tuple[int, int]:
-        """(all statements, transaction-control statements)."""
+        """(all statements, control statements: transaction control, a pool's ping (SQLAlchemy's
+        pre-ping sends an empty ';') and asyncpg's reset of a connection returned to its pool)."""
         control = (
             "begin",
             "commit",
@@ -393,7 +395,11 @@ class StatementProxy:
             "select pg_advisory_unlock_all()",
         )  # the last: asyncpg's reset of a connection back in its pool
         total = sum(self.executed.values())
-        return total, sum(n for sql, n in self.executed.items() if sql.lstrip().lower().startswith(control))
+        return total, sum(
+            n
+            for sql, n in self.executed.items()
+            if sql.strip() in ("", ";") or sql.lstrip().lower().startswith(control)
+        )
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
@@ -682,7 +688,7 @@ async def calibrate(make: Callable[[str], Server], url: str, token: str, custome
                 "statements": {
                     " ".join(sql.split())[:90]: round(n / 50, 2) for sql, n in proxy.executed.most_common()
                 },
-                "of_which_transaction_control": round(control / 50, 2),
+                "of_which_control": round(control / 50, 2),
                 "answered": good,
                 "distinct_statements": len(proxy.executed),
             }
@@ -886,7 +892,7 @@ async def main() -> None:
                 **{
                     k: v
                     for k, v in statements[name][query].items()
-                    if k in ("statements_per_request", "of_which_transaction_control")
+                    if k in ("statements_per_request", "of_which_control")
                 },
             }
             for query, results in by_query.items()
