@@ -10,7 +10,8 @@ clients (16), a different customer (or city) on every request, it measures
   q2  `customers(first: 50)` filtered on city and district, with totalCount and each customer's last 3
       orders;
 
-on four servers, one process each, all on the same database with a pool of 10 connections:
+on four servers, one process each, all on the same database with a pool of 10 connections (ours: 10 plus
+10 overflow, its defaults):
 
   ours    `c360 serve` (uvicorn, one worker), staff token, PII masked;
   v5      PostGraphile v5 (Grafast), amber preset with every column orderable (bench/peers/v5/graphile.config.mjs),
@@ -907,8 +908,9 @@ async def main() -> None:
         "data": {**counts, "database_size": size, "generate_seconds": seconds},
         "clients": args.clients, "seconds_per_run": args.seconds, "rounds": args.rounds,
         "summary": summary, "runs": runs, "statements": statements,
-        "floor_answers_like_ours": {q: shape(samples["floor"][q]) == s for q, s in ours_shape.items()}
-        if "floor" in samples else None,
+        "floor_answers_like_ours": {q: {"same_shape": shape(samples["floor"][q]) == s,
+                                        "same_json": samples["floor"][q] == samples["ours"][q]}
+                                    for q, s in ours_shape.items()} if "floor" in samples else None,
         "skipped": skipped, "commands": commands, "profile": profiled,
     }, indent=2, ensure_ascii=False, default=str))  # fmt: skip
 
