@@ -38,12 +38,17 @@ def resolve_database_url(settings: Settings | None = None) -> str:
     return embedded_url(settings.pgdata)
 
 
-def make_engine(url: str, pool_size: int = 10, connect_timeout: float = 10.0) -> AsyncEngine:
+def make_engine(
+    url: str, pool_size: int = 10, connect_timeout: float = 10.0, pre_ping: bool = True
+) -> AsyncEngine:
     return create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
+        # Without a ping, a connection the server closed is found on use: SQLAlchemy then drops every
+        # pooled connection older than it, so a restart of PostgreSQL costs the requests in flight only.
+        pool_recycle=1800,
         # JIT off: the CRM's set-based statements have large estimated costs but run in well under a
         # second, and PostgreSQL's JIT then spends seconds compiling them (3.2 s of a 4.2 s tier evaluation
         # over 10k customers, bench/loyalty.py); the API's statements gain nothing from it either.

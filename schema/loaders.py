@@ -32,6 +32,8 @@ IDENTITY_COLUMNS = (
 
 async def rows(engine: AsyncEngine, sql: str, **params: Any) -> list[dict[str, Any]]:
     async with engine.connect() as conn:
+        # A read is one statement: in autocommit it is one round trip, not BEGIN, it and ROLLBACK.
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
         result = await conn.execute(sa.text(sql), params)
         return [dict(r) for r in result.mappings().all()]
 
