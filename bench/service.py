@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.scratch import generate, scratch_database
-from bench.sync_ingest import PeakRss, free_port, postgres_cpu_seconds
+from bench.sync_ingest import PeakRss, free_port, postgres_cpu_seconds, process_cpu_seconds
 
 GENERATE = (
     "insert into channel (code, family, name, trust_rank) values ('tmall', 'marketplace', 'Tmall', 50),"
@@ -239,11 +239,16 @@ async def queue_over_http(url: str, database: str, rounds: int, clients: int) ->
                 values.clear()
             errors = 0
             measured = ids[rounds : 2 * rounds]
-            cpu = postgres_cpu_seconds(database)
+            # Where the CPU goes: the API process, PostgreSQL's backends and this client share the cores.
+            cpu_before = (
+                process_cpu_seconds(server.pid),
+                postgres_cpu_seconds(database),
+                time.process_time(),
+            )
             started = time.perf_counter()
             await asyncio.gather(*(worker(n, measured) for n in range(clients)))
             seconds = time.perf_counter() - started
-            backend_cpu = postgres_cpu_seconds(database) - cpu
+            cpu_after = (process_cpu_seconds(server.pid), postgres_cpu_seconds(database), time.process_time())
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -263,7 +268,10 @@ async def queue_over_http(url: str, database: str, rounds: int, clients: int) ->
         **{f"{name}_p50_ms": pct(v, 0.50) for name, v in latencies.items()},
         **{f"{name}_p99_ms": pct(v, 0.99) for name, v in latencies.items()},
         "errors": errors,
-        "postgres_cpu_seconds": round(backend_cpu, 2),
+        "cpu_ms_per_request": {
+            side: round((after - before) / (2 * rounds) * 1000, 2)
+            for side, before, after in zip(("api", "postgres", "client"), cpu_before, cpu_after, strict=True)
+        },
         "cpus": os.cpu_count(),
     }
 
