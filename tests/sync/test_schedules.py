@@ -396,12 +396,13 @@ def test_serve_schedules_service_and_care_flows(
     try:
         ids: dict[str, str] = {}
         for name, cron in crons.items():
+            # An earlier serve on this server may have registered it on another cron: wait for this one's.
+            def registered(n: str = name, c: str = cron) -> dict[str, Any] | None:
+                found = deployment(prefect_api, f"{n}-scheduled")
+                ok = found is not None and [s["schedule"]["cron"] for s in found["schedules"]] == [c]
+                return found if ok else None
 
-            def registered(n: str = name) -> dict[str, Any] | None:
-                return deployment(prefect_api, f"{n}-scheduled")
-
-            found = wait_for(f"the {name} deployment", registered, 180)
-            assert [s["schedule"]["cron"] for s in found["schedules"]] == [cron]
+            found = wait_for(f"the {name} deployment on its cron", registered, 180)
             assert found["schedules"][0]["schedule"]["timezone"] == "Asia/Shanghai"
             ids[name] = found["id"]
         wait_for("serve to list what it scheduled", lambda: "survey-invitations on" in serve.output(), 60)
