@@ -70,6 +70,7 @@ def demo(
     print_summary(result)
     run_crm()
     run_analytics(settings.data_dir / "report.html")
+    run_service()
     if not serve:
         simulator.should_exit = True
         return
@@ -175,4 +176,50 @@ def run_analytics(report: Any) -> None:
         "try: `{ analyticsOverview { byLifecycle { key count } byRfmCell { key count } } }` or "
         '`{ customers(first: 5, filter: {lifecycle: ["at_risk"], valueTier: ["high", "mid"]}) '
         "{ edges { node { customerId rfm { cell } clv { predicted12m { yuan } } tags { name } } } } }`"
+    )
+
+
+def run_service() -> None:
+    """The service and care story (crm.service.demo): a complaint through all eight steps, a breached one in
+    the queue, the care run's outbox, surveys and classified feedback; then lines of what it left."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from crm.loyalty.service import in_transaction
+    from crm.service.config import get_config
+    from crm.service.demo import DemoResult, run_demo
+    from infra.db import dispose_engine, get_engine
+    from schema.relay import to_global_id
+
+    async def run() -> DemoResult:
+        try:
+            return await in_transaction(
+                get_engine(), lambda conn: run_demo(conn, get_config(), datetime.now(UTC))
+            )
+        finally:
+            await dispose_engine()
+
+    with console.status("service: cases, SLA check, care triggers, surveys, feedback"):
+        r = asyncio.run(run())
+    c, b, g = r.complaint, r.breached, r.complaint["granted"]
+    console.print(
+        f"service ({get_config().version}): complaint {c['case_no']} {c['status']} after 8 steps, "
+        f"{g['compensation_fen'] // 100} yuan coupon {g['coupon_code']} and {g['points']} points granted once "
+        f"(retry replayed: {c['retry_replayed']}); complaint {b['case_no']} left {b['status']}, resolution SLA "
+        f"breached at {b['breached_at']:%Y-%m-%d %H:%M} UTC"
+    )
+    reasons = ", ".join(f"{n} {reason}" for reason, n in r.outbox["suppressed"].items()) or "none"
+    written = ", ".join(f"{k} {n}" for k, n in r.care["written"].items() if n)
+    s = r.satisfaction
+    needs = ", ".join(f"{f['need']}/{f['priority']}/{f['sentiment']}" for f in r.feedback)
+    console.print(
+        f"care: written {written or 'nothing new'}; outbox {r.outbox['pending']} pending, suppressed: {reasons}; "
+        f"satisfaction of customer {s['customer_id']}: perceived {s['perceived']} / expected {s['expected']} = "
+        f"{s['index']:.2f}; feedback classified {needs}"
+    )
+    console.print(
+        "try (staff token): `{ caseQueue(first: 5, filter: {breached: true}) { edges { node { caseNo status "
+        "slaSecondsLeft resolveBreachedAt } } } }` or "
+        f'`{{ case(id: "{to_global_id("ServiceCase", c["id"])}") {{ status events {{ kind action actor toStatus }} }} }}`; '
+        '`{ careOutbox(state: "suppressed") { edges { node { kind suppressedReason } } } }`'
     )

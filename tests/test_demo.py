@@ -1,6 +1,7 @@
-"""`c360 demo` (the README's `make run`) on a fresh database: sync -> identity -> loyalty -> analytics fill
+"""`c360 demo` (the README's `make run`) on a fresh database: sync -> identity -> loyalty -> analytics -> service fill
 what a user opens first. Every active golden customer has measures, an RFM cell, a lifecycle stage, a
-CLV and tags; households appear for shared addresses; the report opens offline."""
+CLV and tags; households appear for shared addresses; the report opens offline; the service step leaves
+its cases, care actions and surveys to look at."""
 
 from __future__ import annotations
 
@@ -68,6 +69,32 @@ async def test_the_demo_fills_every_customers_crm_view(tmp_path: Path) -> None:
         assert households > 0
         [(members,)] = await fetch_rows(engine, "select count(*) from membership")
         assert members == active
+
+        # The service step: a complaint closed after its eight steps, a breached one still open, the care
+        # outbox with pending and explained suppressed actions, surveys scored perceived over expected.
+        assert "after 8 steps" in result.stdout.replace("\n", " ")
+        [(closed_steps,)] = await fetch_rows(
+            engine,
+            "select count(*) from case_event e join service_case s on s.id = e.case_id where s.type = 'complaint'"
+            " and s.status = 'closed' and s.points_granted > 0 and e.kind in ('opened', 'transition')",
+        )
+        assert closed_steps == 8
+        [(breached,)] = await fetch_rows(
+            engine,
+            "select count(*) from service_case where closed_at is null and resolve_breached_at is not null",
+        )
+        assert breached == 1
+        [(pending, explained, unexplained)] = await fetch_rows(
+            engine,
+            "select count(*) filter (where state = 'pending'),"
+            " count(*) filter (where state = 'suppressed' and suppressed_reason is not null),"
+            " count(*) filter (where state = 'suppressed' and suppressed_reason is null) from care_action",
+        )
+        assert pending > 0 and explained > 0 and unexplained == 0
+        [(scored,)] = await fetch_rows(
+            engine, "select count(*) from survey_response where expected_score > 0 and perceived_score > 0"
+        )
+        assert scored >= 1
 
         report = tmp_path / "data" / "report.html"
         page = report.read_text(encoding="utf-8")

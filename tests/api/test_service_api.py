@@ -343,3 +343,68 @@ async def test_feedback_over_the_api_opens_a_case_and_staff_reclassify(
                 "outcomes": [{"outcome": "open", "count": 1}],
             }
         ]
+
+
+async def test_what_the_demo_leaves_shows_in_graphiql(committed_db: AsyncEngine, database_url: str) -> None:
+    """After `c360 demo`'s service step: the breached complaint heads caseQueue, the closed one has its eight
+    steps, suppressed care actions say why, and the customer's satisfaction is perceived over expected."""
+    from datetime import UTC, datetime
+
+    from crm.loyalty.service import in_transaction
+    from crm.service.config import get_config
+    from crm.service.demo import run_demo
+
+    first = await add_customer(committed_db, "甲")
+    async with committed_db.begin() as conn:
+        await conn.execute(sa.text("insert into channel (code, family, name, trust_rank) values ('tmall', 'marketplace', 'Tmall', 50) on conflict do nothing"))  # fmt: skip
+        await conn.execute(
+            sa.text(
+                "insert into orders (channel_code, external_id, customer_id, status, total_fen, paid_fen, currency,"
+                " placed_at) values ('tmall', 'demo-1', :c, 'completed', 39900, 39900, 'CNY', now() - interval '12 days')"
+            ),
+            {"c": first},
+        )
+    for name in ("乙", "丙"):
+        await add_customer(committed_db, name)
+    result = await in_transaction(committed_db, lambda conn: run_demo(conn, get_config(), datetime.now(UTC)))
+    with api_server(database_url) as api:
+        queue = (
+            await api.query(
+                "{ caseQueue(first: 5, filter: {breached: true}) { totalCount edges { node { id status breached"
+                " slaSecondsLeft resolveBreachedAt } } } }"
+            )
+        )["caseQueue"]
+        head = queue["edges"][0]["node"]
+        assert head["id"] == to_global_id("ServiceCase", result.breached["id"])
+        assert head["status"] == "assigned" and head["breached"] is True and head["slaSecondsLeft"] < 0
+        closed = (
+            await api.query(
+                "query ($i: ID!) { case(id: $i) { status outcome pointsGranted compensationGranted { yuan }"
+                " events { kind toStatus } } }",
+                i=to_global_id("ServiceCase", result.complaint["id"]),
+            )
+        )["case"]
+        steps = [e["toStatus"] for e in closed["events"] if e["kind"] in ("opened", "transition")]
+        assert steps == ["recorded", "validated", "assigned", "analysed", "proposed", "approved", "executed",
+                         "closed"]  # fmt: skip
+        assert (closed["pointsGranted"], closed["compensationGranted"]["yuan"]) == (300, "50.00")
+        suppressed = (
+            await api.query(
+                '{ careOutbox(state: "suppressed") { edges { node { kind suppressedReason } } } }'
+            )
+        )["careOutbox"]["edges"]
+        assert {"kind": "case_followup", "suppressedReason": "service_contact_withdrawn:service_contact"} in [
+            e["node"] for e in suppressed
+        ]
+        me = (
+            await api.query(
+                "query ($c: ID!) { customer(id: $c) { satisfaction { index } surveys { edges { node"
+                " { satisfactionIndex } } } } }",
+                c=to_global_id("Customer", first),
+            )
+        )["customer"]
+        assert me["satisfaction"]["index"] == pytest.approx(15 / 17)  # (9 + 6) / (8 + 9)
+        assert sorted(e["node"]["satisfactionIndex"] for e in me["surveys"]["edges"]) == [
+            pytest.approx(6 / 9),
+            pytest.approx(9 / 8),
+        ]

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -301,3 +301,148 @@ async def _fresh_fetch(url: str, sql: str) -> list[tuple[Any, ...]]:
         return await fetch_rows(engine, sql)
     finally:
         await engine.dispose()
+
+
+async def _seed_service(url: str) -> dict[str, int]:
+    """A complaint past its first-response deadline, one closed four days ago, and a customer born today."""
+    from zoneinfo import ZoneInfo
+
+    import sqlalchemy as sa
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    now = datetime.now(UTC)
+    today = now.astimezone(ZoneInfo("Asia/Shanghai")).date()
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.begin() as conn:
+
+            async def one(sql: str, **params: Any) -> int:
+                return int((await conn.execute(sa.text(sql), params)).scalar_one())
+
+            customer = "insert into golden_customer (status, name, phone, birth_date) values ('active', :n, :p, :b) returning id"  # fmt: skip
+            waiting = await one(customer, n="等", p="+8613800000201", b=None)
+            served = await one(customer, n="结", p="+8613800000202", b=None)
+            born = await one(customer, n="生", p="+8613800000203", b=today.replace(year=1992))
+            case = (
+                "insert into service_case (case_no, customer_id, type, status, priority, subject, opened_at,"
+                " first_response_due_at, resolve_due_at, sla_due_at, first_response_at, resolved_at, closed_at,"
+                " outcome) values (:no, :c, 'complaint', :s, 'normal', 'serve test', cast(:o as timestamptz),"
+                " cast(:o as timestamptz) + interval '24 hours',"
+                " cast(:o as timestamptz) + interval '72 hours', :due, :r, :closed, :closed, :outcome) returning id"
+            )
+            late = await one(case, no="CS-late", c=waiting, s="recorded", o=now - timedelta(hours=30),
+                             due=now + timedelta(hours=42), r=None, closed=None, outcome=None)  # fmt: skip
+            closed = await one(case, no="CS-closed", c=served, s="closed", o=now - timedelta(days=5),
+                               due=None, r=now - timedelta(days=5), closed=now - timedelta(days=4),
+                               outcome="resolved")  # fmt: skip
+        return {"late": late, "closed": closed, "served": served, "born": born}
+    finally:
+        await engine.dispose()
+
+
+def deployment(api: str, name: str) -> dict[str, Any] | None:
+    response = httpx.post(
+        api + "/deployments/filter", json={"deployments": {"name": {"any_": [name]}}}, timeout=10
+    )
+    response.raise_for_status()
+    found: list[dict[str, Any]] = response.json()
+    return found[0] if found else None
+
+
+def run_now(api: str, deployment_id: str) -> dict[str, Any]:
+    """A run of the deployment created now, as the UI's "Quick run" does; serve's runner picks it up. A run
+    that meets one the schedule started is cancelled (one at a time per deployment): then ask again."""
+    for _ in range(3):
+        created = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", json={}, timeout=10)
+        created.raise_for_status()
+        run_id = created.json()["id"]
+
+        def final(run_id: str = run_id) -> dict[str, Any] | None:
+            run: dict[str, Any] = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()
+            state = (run.get("state") or {}).get("type")
+            return run if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+        run = wait_for("the run to finish", final, timeout=240)
+        if run["state"]["type"] != "CANCELLED":
+            assert run["state"]["type"] == "COMPLETED", run["state"]
+            return run
+    raise AssertionError("every run was cancelled")
+
+
+def test_serve_schedules_service_and_care_flows(
+    prefect_api: str, committed_db: AsyncEngine, database_url: str, tmp_path: Path
+) -> None:
+    """serve registers the SLA check, the daily care run and the survey invitations on their crons; a run
+    of each, picked up by serve, flags the breach, writes the invitation, and writes the care actions."""
+    import asyncio
+
+    from crm.care.flows import SCHEDULES as CARE
+    from crm.service.flows import SCHEDULES as SERVICE
+
+    seeded = asyncio.run(_seed_service(database_url))
+    env = _clean_env(
+        PREFECT_API_URL=prefect_api,
+        PREFECT_HOME=str(tmp_path / "prefect-client"),
+        C360_DATABASE_URL=database_url,
+        C360_SYNC_CATALOG_CRON="",
+        **{
+            f"C360_SYNC_{code}__ENABLED": "false" for code in ("TMALL", "JD", "APP", "WECHAT", "WEIBO", "POS")
+        },
+    )
+    crons = {flow.name: cron for flow, cron in (*SERVICE, *CARE)}
+    assert set(crons) == {"service-sla-check", "care-daily", "survey-invitations"}
+    serve = Serve(env, tmp_path / "serve.log")
+    try:
+        ids: dict[str, str] = {}
+        for name, cron in crons.items():
+            # An earlier serve on this server may have registered it on another cron: wait for this one's.
+            def registered(n: str = name, c: str = cron) -> dict[str, Any] | None:
+                found = deployment(prefect_api, f"{n}-scheduled")
+                ok = found is not None and [s["schedule"]["cron"] for s in found["schedules"]] == [c]
+                return found if ok else None
+
+            found = wait_for(f"the {name} deployment on its cron", registered, 180)
+            assert found["schedules"][0]["schedule"]["timezone"] == "Asia/Shanghai"
+            ids[name] = found["id"]
+        wait_for("serve to list what it scheduled", lambda: "survey-invitations on" in serve.output(), 60)
+        for name, cron in crons.items():
+            assert f"scheduled {name} on '{cron}'" in serve.output()
+
+        def rows(sql: str) -> list[tuple[Any, ...]]:
+            return fetch_rows_sync(committed_db, sql)
+
+        sla = run_now(prefect_api, ids["service-sla-check"])
+        assert any("SLA breaches flagged" in m for m in run_logs(prefect_api, sla["id"]))
+        assert rows(
+            f"select first_response_breached_at = first_response_due_at from service_case where id = {seeded['late']}"  # noqa: S608 - the test's own ids
+        ) == [(True,)]
+        assert rows(
+            f"select count(*) from case_event where case_id = {seeded['late']} and kind = 'sla_breached'"  # noqa: S608
+        ) == [(1,)]
+
+        invites = run_now(prefect_api, ids["survey-invitations"])
+        assert any("invitations written" in m for m in run_logs(prefect_api, invites["id"]))
+        assert rows(
+            f"select state, payload->>'survey' from care_action where customer_id = {seeded['served']}"  # noqa: S608
+            " and kind = 'survey_invite'"
+        ) == [("pending", "case-csat")]
+
+        care = run_now(prefect_api, ids["care-daily"])
+        assert any(m.startswith("care: actions written") for m in run_logs(prefect_api, care["id"]))
+        assert rows(
+            f"select state, suppressed_reason from care_action where customer_id = {seeded['served']}"  # noqa: S608
+            " and kind = 'case_followup'"
+        ) == [("pending", None)]
+        assert rows(
+            f"select state, suppressed_reason from care_action where customer_id = {seeded['born']}"  # noqa: S608
+            " and kind = 'birthday'"
+        ) == [("suppressed", "no_marketing_consent:marketing_wechat")]
+        # Run again: nothing new (once per customer, kind and period).
+        before = rows("select count(*) from care_action")
+        run_now(prefect_api, ids["care-daily"])
+        assert rows("select count(*) from care_action") == before
+        serve.proc.send_signal(signal.SIGTERM)
+        serve.proc.wait(timeout=90)
+    finally:
+        serve.stop()
