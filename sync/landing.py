@@ -345,13 +345,16 @@ class LandingStats:
     landed: int = 0
     rejected: int = 0
     notes: int = 0
+    # Rows the channel announced (its window counts), for the progress bar's total; 0 where it tells none.
+    expected: int = 0
     identity_ids: set[int] = field(default_factory=set)
     # (payload hashes) of rows this landing put into quarantine, e.g. refunds whose order is missing.
     quarantined_hashes: set[str] = field(default_factory=set)
 
     def merge(self, other: LandingStats) -> None:
         for name in ("identities", "orders", "order_lines", "refunds", "interactions", "consents", "products",
-                     "stores", "quarantined", "batches", "isolated", "read", "landed", "rejected", "notes"):  # fmt: skip
+                     "stores", "quarantined", "batches", "isolated", "read", "landed", "rejected", "notes",
+                     "expected"):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.identity_ids |= other.identity_ids
         self.quarantined_hashes |= other.quarantined_hashes
@@ -382,6 +385,7 @@ class LandingStats:
             "stores": self.stores,
             "quarantined": self.quarantined,
             "read": self.read,
+            "landed": self.landed,
             "unchanged": self.unchanged,
             "rejected": self.rejected,
         }

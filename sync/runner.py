@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import orjson
 import sqlalchemy as sa
@@ -46,8 +47,10 @@ async def run_stream(
     since: datetime | None = None,
     progress: Progress | None = None,
     queue_depth: int = 2,
+    run_id: UUID | None = None,
 ) -> LandingStats:
-    """Pull `stream` from its watermark (or `since`) to now and land it; return the totals."""
+    """Pull `stream` from its watermark (or `since`) to now and land it; return the totals, also stored in
+    `sync_stream_run` under `run_id` (the sync run it belongs to)."""
     key = connector.watermark_key(stream)
     started = datetime.now(UTC)
     watermark = await read_watermark(engine, key)
@@ -87,6 +90,7 @@ async def run_stream(
                     key, getattr(exc, "sqlstate", "?"), getattr(exc, "constraint_name", None) or "-",
                 )  # fmt: skip
                 stats = await lander.land_isolating(written)
+            stats.expected = written.expected
             total.merge(stats)
             if written.files_done:
                 connector.files_landed(written.files_done)
@@ -123,21 +127,24 @@ async def run_stream(
             if not producer.done():
                 producer.cancel()
                 await asyncio.gather(producer, return_exceptions=True)
-    await record_accounting(engine, key, started, total)
+    await record_accounting(engine, key, started, total, run_id)
     log.info("%s landed %s", key, total.summary())
     return total
 
 
-async def record_accounting(engine: AsyncEngine, stream: str, started: datetime, stats: LandingStats) -> None:
+async def record_accounting(
+    engine: AsyncEngine, stream: str, started: datetime, stats: LandingStats, run_id: UUID | None = None
+) -> None:
     """One row per stream run: rows read = landed + quarantined + rejected + unchanged, with the counts."""
     async with engine.begin() as conn:
         await conn.execute(
             sa.text(
-                "insert into sync_stream_run (stream, started_at, rows_read, landed, quarantined, rejected, "
-                "unchanged, counts) values (:stream, :started, :read, :landed, :quarantined, :rejected, "
-                ":unchanged, cast(:counts as jsonb))"
+                "insert into sync_stream_run (run_id, stream, started_at, rows_read, landed, quarantined, "
+                "rejected, unchanged, counts) values (:run_id, :stream, :started, :read, :landed, :quarantined, "
+                ":rejected, :unchanged, cast(:counts as jsonb))"
             ),
             {
+                "run_id": run_id,
                 "stream": stream,
                 "started": started,
                 "read": stats.read,
