@@ -163,6 +163,13 @@ def summary_table(result: dict[str, Any]) -> Table:
 
 def print_summary(result: dict[str, Any]) -> None:
     console.print(summary_table(result))
+    healed = result.get("healed") or {}
+    per_channel = healed.values() if "channels" in result else [healed]
+    refunds = sum(h.get("refunds_resolved", 0) for h in per_channel if h)
+    attached = sum(h.get("orders_attached", 0) for h in per_channel if h)
+    if refunds or attached:
+        console.print(f"quarantine healed: {refunds} refunds landed after their order, {attached} orders "
+                      "attached to their buyer")  # fmt: skip
     if "identities_linked" in result:
         console.print(
             f"linked identities: {result['identities_linked']}"
@@ -331,25 +338,81 @@ def quarantine_replay(
     ids: Annotated[
         list[int] | None, typer.Option("--id", help="Only these quarantine ids (repeatable).")
     ] = None,
+    refetch: bool = typer.Option(
+        False, help="Also read again from the channel the rows it sent malformed (as `c360 sync replay`)."
+    ),
+    base_url: str | None = typer.Option(
+        None, help="With --refetch: the channels' base URL (e.g. the simulator)."
+    ),
+    simulator: bool = typer.Option(False, help="With --refetch: the base URL is the simulator."),
 ) -> None:
     """Re-validate open quarantined rows with the current code and mappings; land those that pass."""
+    replay_command(channel, ids, refetch, base_url, simulator)
+
+
+@sync_app.command("replay")
+def sync_replay(
+    channel: str | None = typer.Option(None, "--channel", "-c", help="Only this channel."),
+    ids: Annotated[
+        list[int] | None, typer.Option("--id", help="Only these quarantine ids (repeatable).")
+    ] = None,
+    base_url: str | None = typer.Option(
+        None, help="Point every channel at this base URL (e.g. the simulator)."
+    ),
+    simulator: bool = typer.Option(False, help="The base URL is the simulator (its virtual clock)."),
+) -> None:
+    """Heal the quarantine: re-validate every open entry, re-fetch from the channel the rows it sent malformed
+    (by the window they were read in), then attach dependents whose parent has landed."""
+    replay_command(channel, ids, True, base_url, simulator)
+
+
+def replay_command(
+    channel: str | None, ids: list[int] | None, refetch: bool, base_url: str | None, simulator: bool
+) -> None:
     _, sync_settings = prepare(True, prefect=False)
+    if base_url:
+        sync_settings = (
+            sync_settings.pointed_at_simulator(base_url) if simulator else sync_settings.pointed_at(base_url)
+        )
     from infra.db import dispose_engine, get_engine
+    from sync.connectors.base import SyncError
     from sync.hooks import recompute_customers
     from sync.identities import link_identities
-    from sync.quarantine import replay_quarantine
+    from sync.quarantine import RefetchReport, heal, refetch_quarantine, replay_quarantine
 
-    async def replay() -> Any:
+    async def replay() -> tuple[Any, RefetchReport, Any]:
         try:
-            report = await replay_quarantine(get_engine(), sync_settings, channel=channel, ids=ids or None)
-            customers = await link_identities(get_engine(), report.landed.identity_ids)
-            await recompute_customers(get_engine(), customers)
-            return report
+            engine = get_engine()
+            report = await replay_quarantine(engine, sync_settings, channel=channel, ids=ids or None)
+            fetched = RefetchReport()
+            if refetch:
+                fetched = await refetch_quarantine(engine, sync_settings, channel=channel, ids=ids or None)
+            healed = await heal(engine, sync_settings, channel)
+            touched = report.landed.identity_ids | fetched.landed.identity_ids | healed.identity_ids
+            customers = await link_identities(engine, touched)
+            await recompute_customers(engine, customers)
+            return report, fetched, healed
         finally:
             await dispose_engine()
 
-    report = asyncio.run(replay())
+    from api.cli import fail
+
+    try:
+        report, fetched, healed = asyncio.run(replay())
+    except SyncError as exc:
+        fail(str(exc))
     console.print(
         f"replayed {report.attempted}: {report.resolved} resolved and landed, {report.still_failing} still failing"
     )
-    console.print(report.landed.summary())
+    if refetch:
+        console.print(
+            f"re-fetched {fetched.attempted} from the channel ({', '.join(fetched.streams) or 'no stream'}): "
+            f"{fetched.resolved} resolved, {fetched.attempted - fetched.resolved} still open"
+        )
+    console.print(
+        f"healed: {healed.refunds_resolved} refunds landed after their order, {healed.orders_attached} orders "
+        "attached to their buyer"
+    )
+    landed = report.landed
+    landed.merge(fetched.landed)
+    console.print(", ".join(f"{v} {k}" for k, v in landed.summary().items() if v) or "nothing landed")

@@ -254,6 +254,9 @@ class QuarantinedRow:
     raw: dict[str, Any]
     reason: str
     errors: list[dict[str, Any]]
+    # Where to read the row again when its payload itself was bad ({"stream", "since", "external_id"}); None:
+    # re-validating the stored payload (after a mapping change) is the way back.
+    refetch: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

@@ -149,6 +149,17 @@ async def link_task(identity_ids: list[int]) -> dict[str, Any]:
     return {"customers": sorted(customers), "linked": waiting - left}
 
 
+@task(name="heal-quarantine", task_run_name="{channel}.heal", retries=1, cache_policy=NO_CACHE)
+async def heal_task(channel: str, base_url: str | None = None, simulator: bool = False) -> dict[str, Any]:
+    """Dependents whose parent has landed (refunds and their order, orders and their buyer) attach now."""
+    from sync.quarantine import heal
+
+    report = await heal(get_engine(), _settings(base_url, simulator), channel)
+    if report.refunds_replayed or report.orders_attached:
+        get_run_logger().info("%s: healed %s", channel, report.summary())
+    return {"counts": report.summary(), "identity_ids": sorted(report.identity_ids)}
+
+
 LinkListener = Callable[[str, int], None]
 _link_listeners: list[LinkListener] = []
 
@@ -207,6 +218,9 @@ async def _channel(
         )
         result["streams"][stream] = out["counts"]
         ids.update(out["identity_ids"])
+    healed = await heal_task(channel, base_url, simulator)
+    result["healed"] = healed["counts"]
+    ids.update(healed["identity_ids"])
     result["identity_ids"] = sorted(ids)
     if link:
         linking = await link_task(sorted(ids))
@@ -348,6 +362,7 @@ async def sync_all(
         "run_id": str(sync_run_id()),
         "catalog": catalog["counts"],
         "channels": {r["channel"]: r["streams"] for r in results},
+        "healed": {r["channel"]: r["healed"] for r in results},
         "identities_touched": len(ids),
         "identities_linked": linking["linked"],
         "customers_touched": len(customers),

@@ -183,7 +183,7 @@ with written as (
                excluded.total_fen, excluded.paid_fen, excluded.discount_fen, excluded.shipping_fen,
                excluded.currency, excluded.placed_at, excluded.paid_at, excluded.cashier_code, excluded.tenders)
            or (excluded.customer_id is not null and orders.customer_id is distinct from excluded.customer_id))
-    returning id, channel_code, external_id, xmax = 0 as inserted
+    returning id, channel_code, external_id, xmax = 0 as inserted, source_identity_id is null as detached
 ), products as materialized (
     select id, sku from product where sku in (select sku from stage_order_lines)
 ), new_lines as (
@@ -198,7 +198,8 @@ with written as (
     returning 1
 )
 select (select count(*) from written) as orders, (select count(*) from new_lines) as lines,
-       array(select id from written where not inserted) as updated
+       array(select id from written where not inserted) as updated,
+       array(select external_id from written where detached) as detached
 """
 
 # An updated order keeps the lines that did not change (same number, same values: a status update leaves
@@ -279,12 +280,22 @@ where (refund.source_updated_at is null or excluded.source_updated_at >= refund.
                             excluded.status, excluded.requested_at))
 """
 
+# The history keeps every reason an entry was held for: seen again for another reason (a mapping changed, a
+# check was added), the new one is appended, never written over the old.
 UPSERT_QUARANTINE = """
-insert into quarantine (channel_code, entity, external_id, payload_hash, raw, reason, errors, seen_count)
-select *, 1 from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::jsonb[])
+insert into quarantine (channel_code, entity, external_id, payload_hash, raw, reason, errors, seen_count, history,
+                        retry, refetch)
+select c, e, x, h, r, re, er, 1, jsonb_build_array(jsonb_build_object('at', now(), 'reason', re)),
+       case when rf is null then 'revalidate' else 'refetch' end, rf
+from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::jsonb[], $8::jsonb[])
+    as u(c, e, x, h, r, re, er, rf)
 on conflict (channel_code, payload_hash) do update set
     reason = excluded.reason, errors = excluded.errors, last_seen_at = now(),
-    seen_count = quarantine.seen_count + 1
+    seen_count = quarantine.seen_count + 1,
+    history = case when quarantine.reason is distinct from excluded.reason
+                   then quarantine.history || excluded.history else quarantine.history end,
+    retry = case when excluded.refetch is null then quarantine.retry else 'refetch' end,
+    refetch = coalesce(excluded.refetch, quarantine.refetch)
 """
 
 UPSERT_WATERMARK = """
@@ -348,6 +359,8 @@ class LandingStats:
     # Rows the channel announced (its window counts), for the progress bar's total; 0 where it tells none.
     expected: int = 0
     identity_ids: set[int] = field(default_factory=set)
+    # (channel, order, buyer) of orders written before their buyer landed: noted, attached by `heal` later.
+    detached: list[tuple[str, str, str]] = field(default_factory=list)
     # (payload hashes) of rows this landing put into quarantine, e.g. refunds whose order is missing.
     quarantined_hashes: set[str] = field(default_factory=set)
 
@@ -358,6 +371,7 @@ class LandingStats:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.identity_ids |= other.identity_ids
         self.quarantined_hashes |= other.quarantined_hashes
+        self.detached += other.detached
 
     @property
     def unchanged(self) -> int:
@@ -392,11 +406,35 @@ class LandingStats:
 
 
 REJECTED_FILE = "pos_file"
+# Dependents waiting for a parent (errors' `type`): a refund for its order, an order for its buyer.
+MISSING_ORDER = "missing_order"
+MISSING_MEMBER = "missing_member"
+
+
+NOTE_TYPES = frozenset({"dropped_value", MISSING_MEMBER})
 
 
 def is_note(q: QuarantinedRow) -> bool:
-    """A quarantine entry about a value dropped from a row that landed (not a row held back)."""
-    return bool(q.errors) and all(e.get("type") == "dropped_value" for e in q.errors)
+    """A quarantine entry about a row that landed (a value dropped from it, its buyer not landed yet), not a
+    row held back."""
+    return bool(q.errors) and all(e.get("type") in NOTE_TYPES for e in q.errors)
+
+
+def detached_notes(detached: list[tuple[str, str, str]]) -> list[QuarantinedRow]:
+    """Entries for orders that landed before their buyer: `heal` attaches them once the buyer lands. The
+    reason names the field, not the buyer's key (it may be a phone)."""
+    return [
+        QuarantinedRow(
+            channel=channel,
+            entity="order",
+            external_id=order,
+            raw={"order": order, "member": member},
+            reason="field `member`: the buyer has not landed yet; the order landed without them and attaches "
+            "when they land",
+            errors=[{"loc": ["member"], "msg": "buyer not landed", "type": MISSING_MEMBER}],
+        )
+        for channel, order, member in detached
+    ]
 
 
 def primary_kind(batch: Batch) -> str:
@@ -875,6 +913,10 @@ class Lander:
             if before_watermark:
                 await asyncio.gather(*before_watermark)
             if batch is not None:
+                detached = stats.detached + [d for t in before_watermark or () for d in t.result().detached]
+                if detached:
+                    await self._land_quarantine(detached_notes(detached))
+                    stats.notes += len(detached)
                 # The last advance per connector is where it stands (a batch of many pages carries one each).
                 for wm in {w.connector: w for w in batch.watermarks}.values():
                     await con.execute(
@@ -974,6 +1016,10 @@ class Lander:
         written = await con.fetchrow(UPSERT_ORDERS)
         stats.orders += written["orders"]
         stats.order_lines += written["lines"]
+        if written["detached"]:
+            # Anonymous orders have no buyer to wait for: only those naming one are noted.
+            gone = set(written["detached"])
+            stats.detached += [(r[0], r[1], r[2]) for r in share.order_records if r[1] in gone and r[2]]
         updated: list[int] = written["updated"]
         if updated:
             # Lines are replaced only for orders this batch actually wrote (a stale version skips both).
@@ -1005,7 +1051,14 @@ class Lander:
                 raw=r.raw,
                 reason=f"field `tid`: order {r.order_external_id} has not landed yet; replay after the "
                 "next trades sync",
-                errors=[{"loc": ["tid"], "msg": "order not landed", "type": "missing_order"}],
+                errors=[
+                    {
+                        "loc": ["tid"],
+                        "msg": "order not landed",
+                        "type": MISSING_ORDER,
+                        "parent": r.order_external_id,
+                    }
+                ],
             )
             for r in latest
             if (r.channel, r.order_external_id) not in known
@@ -1062,6 +1115,7 @@ class Lander:
             [_json(q.raw) for q in unique.values()],
             [q.reason for q in unique.values()],
             [_json(q.errors) for q in unique.values()],
+            [None if q.refetch is None else _json(q.refetch) for q in unique.values()],
         )
 
 
