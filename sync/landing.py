@@ -153,8 +153,24 @@ returning id
 # `products` holds only the batch's SKUs: the planner, which cannot see how many lines the CTEs yield, probed
 # the product index once per line; a hash of these few rows costs PostgreSQL 4% less per order (landing the
 # same 200k Tmall orders both ways, four runs), and stays small however large the catalogue.
+# A version that is not newer by the source's time but says something else (the same transaction id in two
+# exports with other amounts, a re-sent order rewritten in place) is a conflict, not an update: `conflicts`
+# keeps it out of the insert and returns it with the version kept, for quarantine (its staged lines are never
+# read: lines are written only for orders in `written`). Only what the channel said counts as content; what
+# landing derives (buyer and customer ids, the canonical status) does not.
 UPSERT_ORDERS = """
-with written as (
+with conflicts as materialized (
+    select s.channel_code, s.external_id, to_jsonb(s) as refused,
+           to_jsonb(o) - 'id' - 'source_identity_id' - 'customer_id' - 'store_id' - 'landed_at' - 'updated_at' as kept
+    from stage_orders s
+    join orders o on o.channel_code = s.channel_code and o.external_id = s.external_id
+    where s.source_updated_at <= o.source_updated_at
+      and (o.source_status, o.total_fen, o.paid_fen, o.discount_fen, o.shipping_fen, o.currency, o.placed_at,
+           o.paid_at, o.cashier_code, o.tenders)
+          is distinct from
+          (s.source_status, s.total_fen, s.paid_fen, s.discount_fen, s.shipping_fen, s.currency, s.placed_at,
+           s.paid_at, s.cashier_code, s.tenders::jsonb)
+), written as (
     insert into orders (channel_code, external_id, source_identity_id, customer_id, store_id, status,
                         source_status, total_fen, paid_fen, discount_fen, shipping_fen, currency, placed_at,
                         paid_at, source_updated_at, cashier_code, tenders)
@@ -164,6 +180,7 @@ with written as (
     from stage_orders s
     left join source_identity si on si.channel_code = s.channel_code and si.external_id = s.identity_external_id
     left join store st on st.code = s.store_code
+    where not exists (select 1 from conflicts c where c.channel_code = s.channel_code and c.external_id = s.external_id)
     on conflict (channel_code, external_id) do update set
         source_identity_id = excluded.source_identity_id,
         customer_id = coalesce(excluded.customer_id, orders.customer_id),
@@ -199,7 +216,9 @@ with written as (
 )
 select (select count(*) from written) as orders, (select count(*) from new_lines) as lines,
        array(select id from written where not inserted) as updated,
-       array(select external_id from written where detached) as detached
+       array(select external_id from written where detached) as detached,
+       (select jsonb_agg(jsonb_build_array(channel_code, external_id, kept, refused)) from conflicts)::text
+           as conflicts
 """
 
 # An updated order keeps the lines that did not change (same number, same values: a status update leaves
@@ -361,6 +380,8 @@ class LandingStats:
     identity_ids: set[int] = field(default_factory=set)
     # (channel, order, buyer) of orders written before their buyer landed: noted, attached by `heal` later.
     detached: list[tuple[str, str, str]] = field(default_factory=list)
+    # Versions refused as conflicts with what landed before (`UPSERT_ORDERS`), for quarantine.
+    conflicts: list[QuarantinedRow] = field(default_factory=list)
     # (payload hashes) of rows this landing put into quarantine, e.g. refunds whose order is missing.
     quarantined_hashes: set[str] = field(default_factory=set)
 
@@ -372,6 +393,7 @@ class LandingStats:
         self.identity_ids |= other.identity_ids
         self.quarantined_hashes |= other.quarantined_hashes
         self.detached += other.detached
+        self.conflicts += other.conflicts
 
     @property
     def unchanged(self) -> int:
@@ -409,6 +431,8 @@ REJECTED_FILE = "pos_file"
 # Dependents waiting for a parent (errors' `type`): a refund for its order, an order for its buyer.
 MISSING_ORDER = "missing_order"
 MISSING_MEMBER = "missing_member"
+# Two versions of one record that say different things, neither newer by the source's time.
+CONFLICT = "conflict"
 
 
 NOTE_TYPES = frozenset({"dropped_value", MISSING_MEMBER})
@@ -418,6 +442,48 @@ def is_note(q: QuarantinedRow) -> bool:
     """A quarantine entry about a row that landed (a value dropped from it, its buyer not landed yet), not a
     row held back."""
     return bool(q.errors) and all(e.get("type") in NOTE_TYPES for e in q.errors)
+
+
+def conflict_entry(channel: str, external_id: str, kept: Any, refused: Any) -> QuarantinedRow:
+    """A version of a record that says something else than the one kept without being newer: both are kept."""
+    return QuarantinedRow(
+        channel=channel,
+        entity="order",
+        external_id=external_id,
+        raw={"kept": kept, "refused": refused},
+        reason="field `source_updated_at`: seen again with other content and no newer source time; the first "
+        "version stays, both are kept here",
+        errors=[{"loc": ["source_updated_at"], "msg": "conflicting version", "type": CONFLICT}],
+    )
+
+
+def _order_content(o: OrderRecord) -> tuple[Any, ...]:
+    """What the channel said about an order (landing's derived values aside): two versions that differ here
+    and are not ordered by source time are a conflict."""
+    return (o.identity_external_id, o.store_code, o.source_status, o.total_fen, o.paid_fen, o.discount_fen,
+            o.shipping_fen, o.currency, o.placed_at, o.paid_at, o.cashier_code, o.tenders,
+            [dataclasses.astuple(ln) for ln in o.lines])  # fmt: skip
+
+
+def _version(o: OrderRecord) -> dict[str, Any]:
+    out: dict[str, Any] = orjson.loads(orjson.dumps(dataclasses.asdict(o), default=str))
+    return out
+
+
+def latest_orders(records: list[OrderRecord]) -> tuple[list[OrderRecord], list[QuarantinedRow]]:
+    """One order per key, the newest by source time; a later copy with other content and no newer time is a
+    conflict: the first stays, the copy is quarantined with both versions (nothing replaced without trace)."""
+    best: dict[tuple[str, str], OrderRecord] = {}
+    conflicts: list[QuarantinedRow] = []
+    for r in records:
+        k = (r.channel, r.external_id)
+        current = best.get(k)
+        if current is None or r.source_updated_at > current.source_updated_at:
+            best[k] = r
+        elif r is not current and _order_content(r) != _order_content(current):
+            # Equal or older time, other content: the kept one is whichever the source calls newer.
+            conflicts.append(conflict_entry(r.channel, r.external_id, _version(current), _version(r)))
+    return list(best.values()), conflicts
 
 
 def detached_notes(detached: list[tuple[str, str, str]]) -> list[QuarantinedRow]:
@@ -754,7 +820,9 @@ class Lander:
         identities, keys, content_keys, previous = self._fresh_identities(batch.identities)
         standardized = self._standardize(identities, keys, content_keys)
         self._remember(identities, keys, content_keys)
-        orders: list[OrderRecord] = _latest(batch.orders)
+        orders, conflicts = latest_orders(batch.orders)
+        if conflicts:
+            batch = dataclasses.replace(batch, quarantined=batch.quarantined + conflicts)
         # Rows that read other rows of the same batch (interactions and consents find their identity, orders
         # their store, lines their product) stay on one writer with what they read.
         split = len(self.connections) > 1 and not (
@@ -913,10 +981,15 @@ class Lander:
             if before_watermark:
                 await asyncio.gather(*before_watermark)
             if batch is not None:
-                detached = stats.detached + [d for t in before_watermark or () for d in t.result().detached]
+                others = [t.result() for t in before_watermark or ()]
+                detached = stats.detached + [d for o in others for d in o.detached]
                 if detached:
                     await self._land_quarantine(detached_notes(detached))
                     stats.notes += len(detached)
+                conflicts = stats.conflicts + [c for o in others for c in o.conflicts]
+                if conflicts:
+                    await self._land_quarantine(conflicts)
+                    stats.quarantined += len(conflicts)
                 # The last advance per connector is where it stands (a batch of many pages carries one each).
                 for wm in {w.connector: w for w in batch.watermarks}.values():
                     await con.execute(
@@ -1014,6 +1087,8 @@ class Lander:
                 "stage_order_lines", records=share.line_records, columns=LINE_STAGE_COLUMNS
             )
         written = await con.fetchrow(UPSERT_ORDERS)
+        if written["conflicts"]:
+            stats.conflicts += [conflict_entry(*c) for c in orjson.loads(written["conflicts"])]
         stats.orders += written["orders"]
         stats.order_lines += written["lines"]
         if written["detached"]:

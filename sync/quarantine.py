@@ -27,10 +27,13 @@ LIST_SQL = (
 )
 REPLAY_SQL = (
     "select id, channel_code, entity, raw, payload_hash from quarantine where {condition} "
-    "and not (errors @> cast(:note as jsonb)) and id > :last order by id limit :chunk"
+    "and not (errors @> cast(:note as jsonb)) and not (errors @> cast(:conflict as jsonb)) "
+    "and id > :last order by id limit :chunk"
 )
-# Orders noted because their buyer had not landed: not replayed (they landed), attached by `heal`.
+# Not replayed: orders noted because their buyer had not landed (they landed; `heal` attaches them), and
+# conflicts (two versions for a person to choose between, not a payload to re-validate).
 NOTE_FILTER = '[{"type": "missing_member"}]'
+CONFLICT_FILTER = '[{"type": "conflict"}]'
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,13 @@ async def replay_quarantine(
                     rows = (
                         await conn.execute(
                             sa.text(REPLAY_SQL.format(condition=condition)),
-                            {**params, "last": last_id, "chunk": chunk, "note": NOTE_FILTER},
+                            {
+                                **params,
+                                "last": last_id,
+                                "chunk": chunk,
+                                "note": NOTE_FILTER,
+                                "conflict": CONFLICT_FILTER,
+                            },
                         )
                     ).all()
                 if not rows:
