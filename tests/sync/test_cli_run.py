@@ -181,3 +181,50 @@ async def test_a_killed_run_leaves_no_prefect_server_behind(clean_db, database_u
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+async def test_a_failing_feed_never_puts_a_phone_or_a_card_number_in_the_output(
+    sim, clean_db, database_url, prefect_db, tmp_path
+):
+    phone, card = "13912345678", "M77665544"
+    drop = tmp_path / "pos_drop"
+    write_csv(
+        drop / "a.csv",
+        [
+            sale("T-P1", member_phone=phone, member_card_no=card, total="-1.00"),
+            sale("T-P2", member_phone=phone, total="12.3O"),
+            sale("T-P3", member_card_no=card * 20),
+            sale("T-P4", member_phone=f"{phone}\x00", member_card_no=card, quantity="-1"),
+        ],
+    )
+    write_csv(
+        drop / "b.csv", [sale("T-P5", member_phone=phone, member_card_no=card, description="x" * 200_000)]
+    )
+    (drop / "c.csv").write_bytes(
+        f"transaction_id,member_phone,member_card_no\nT-P6,{phone},{card}\n".encode() + b"\xff\xfe"
+    )
+    (drop / "d.jsonl").write_text(
+        f'{{"member_phone": "{phone}", "member_card_no": "{card}", "total": \n', "utf-8"
+    )
+    env = cli_env(
+        database_url, prefect_db, tmp_path,
+        C360_LOG_LEVEL="DEBUG",
+        PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL="DEBUG",
+        PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL="DEBUG",
+    )  # fmt: skip
+
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "api.cli", "sync", "run", "--channel", "pos", "--base-url", sim, "--simulator"],
+        cwd=ROOT, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = table_rows(done.stdout)
+    # The feed did fail row by row and file by file: held, rejected, and said so.
+    assert rows["pos.files"][2] >= 4 and rows["pos.files"][3] >= 1, done.stdout
+    held = await fetch_rows(clean_db, "select reason from quarantine where channel_code = 'pos'")
+    everything = done.stdout + done.stderr + "\n".join(r[0] for r in held)
+    for secret in (phone, card, "1391234", "M776655"):
+        assert secret not in everything, secret
+    # The sale that carried them is named by file, row or id and field instead.
+    assert any("`total`" in r[0] for r in held) and any("c.csv" in r[0] for r in held)
