@@ -11,7 +11,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from infra.settings import Settings
@@ -58,18 +65,25 @@ def prepare(migrate: bool = True, prefect: bool = True, run_logs: bool = False) 
         upgrade(url, "heads")
     if prefect:
         configure_prefect(settings, sync_settings, run_logs=run_logs)
+        if not run_logs:  # `sync run` and `demo`; `serve` needs a real server (PREFECT_API_URL)
+            from sync.prefect_setup import start_temporary_server
+
+            start_temporary_server()
     return settings, sync_settings
 
 
 @contextmanager
 def landing_progress() -> Iterator[Callable[[str, Any], None]]:
-    """A rich progress display with one line per stream, fed by the flows' progress listener."""
-    from sync.flows import add_progress_listener
+    """A rich progress display with one line per stream, fed by the flows' progress listener, and one for
+    linking. A stream's bar has a total where the channel tells its count (TOP and JD count each window);
+    elsewhere it pulses until the stream ends."""
+    from sync.flows import add_link_listener, add_progress_listener
 
     progress = Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description:<22}"),
         BarColumn(bar_width=None),
+        MofNCompleteColumn(),
         TextColumn("{task.fields[counts]}"),
         TimeElapsedColumn(),
         console=console,
@@ -79,19 +93,32 @@ def landing_progress() -> Iterator[Callable[[str, Any], None]]:
 
     def listener(key: str, stats: Any) -> None:
         counts = stats.summary()
-        text = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+        shown = ("orders", "refunds", "identities", "interactions", "products", "quarantined")
+        text = ", ".join(f"{counts[k]} {k}" for k in shown if counts.get(k))
+        # The announced total can trail what was read (a window re-read inclusively): never below it.
+        total = max(stats.expected, stats.read) if stats.expected else None
         if key not in tasks:
-            tasks[key] = progress.add_task(key, total=None, counts=text)
-        progress.update(tasks[key], counts=text, advance=1)
+            tasks[key] = progress.add_task(key, total=total, counts=text)
+        progress.update(tasks[key], counts=text, completed=stats.read, total=total)
+
+    def on_link(phase: str, count: int) -> None:
+        if phase == "start":
+            tasks["link"] = progress.add_task("linking identities", total=None, counts=f"{count} waiting")
+        elif "link" in tasks:
+            progress.update(tasks["link"], total=max(count, 1), completed=max(count, 1),
+                            counts=f"{count} linked")  # fmt: skip
 
     remove = add_progress_listener(listener)
+    remove_link = add_link_listener(on_link)
     try:
         with progress:
             yield listener
             for task_id in tasks.values():
-                progress.update(task_id, total=1, completed=1)
+                done = progress.tasks[task_id].completed
+                progress.update(task_id, total=done, completed=done)
     finally:
         remove()
+        remove_link()
 
 
 async def _run_flows(
@@ -108,20 +135,51 @@ async def _run_flows(
         await dispose_engine()
 
 
-def print_summary(result: dict[str, Any]) -> None:
-    table = Table(title="Landed")
-    table.add_column("channel.stream")
-    columns = ["orders", "order_lines", "refunds", "identities", "interactions", "consents", "quarantined"]
-    for c in columns:
+ACCOUNTING = ("read", "landed", "quarantined", "rejected", "unchanged")
+
+
+def summary_table(result: dict[str, Any]) -> Table:
+    """The closing table of a run: per stream, rows read = landed + quarantined + rejected + unchanged."""
+    table = Table(title="Sync run")
+    table.add_column("stream")
+    for c in ACCOUNTING:
         table.add_column(c, justify="right")
+    streams: dict[str, dict[str, int]] = {}
+    if result.get("catalog"):
+        streams["catalog.products"] = result["catalog"]
     channels = result.get("channels") or {result.get("channel", "?"): result.get("streams", {})}
-    for code, streams in channels.items():
-        for stream, counts in streams.items():
-            table.add_row(f"{code}.{stream}", *(str(counts.get(c, 0)) for c in columns))
-    console.print(table)
-    extra = {k: v for k, v in result.items() if k in ("identities_touched", "customers_touched", "catalog")}
-    if extra:
-        console.print(extra)
+    for code, by_stream in channels.items():
+        for stream, counts in by_stream.items():
+            streams[f"{code}.{stream}"] = counts
+    totals = dict.fromkeys(ACCOUNTING, 0)
+    for name, counts in streams.items():
+        table.add_row(name, *(str(counts.get(c, 0)) for c in ACCOUNTING))
+        for c in ACCOUNTING:
+            totals[c] += counts.get(c, 0)
+    table.add_section()
+    table.add_row("[bold]all streams", *(f"[bold]{totals[c]}" for c in ACCOUNTING))
+    return table
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    console.print(summary_table(result))
+    healed = result.get("healed") or {}
+    per_channel = healed.values() if "channels" in result else [healed]
+    refunds = sum(h.get("refunds_resolved", 0) for h in per_channel if h)
+    attached = sum(h.get("orders_attached", 0) for h in per_channel if h)
+    if refunds or attached:
+        console.print(f"quarantine healed: {refunds} refunds landed after their order, {attached} orders "
+                      "attached to their buyer")  # fmt: skip
+    if "identities_linked" in result:
+        console.print(
+            f"linked identities: {result['identities_linked']}"
+            f" ({result.get('identities_waiting', 0)} still waiting)"
+        )
+    if "golden_customers" in result:
+        console.print(
+            f"golden customers: {result['golden_customers']}"
+            f" ({result.get('customers_touched', 0)} touched by this run)"
+        )
 
 
 def run_sync(
@@ -280,25 +338,81 @@ def quarantine_replay(
     ids: Annotated[
         list[int] | None, typer.Option("--id", help="Only these quarantine ids (repeatable).")
     ] = None,
+    refetch: bool = typer.Option(
+        False, help="Also read again from the channel the rows it sent malformed (as `c360 sync replay`)."
+    ),
+    base_url: str | None = typer.Option(
+        None, help="With --refetch: the channels' base URL (e.g. the simulator)."
+    ),
+    simulator: bool = typer.Option(False, help="With --refetch: the base URL is the simulator."),
 ) -> None:
     """Re-validate open quarantined rows with the current code and mappings; land those that pass."""
+    replay_command(channel, ids, refetch, base_url, simulator)
+
+
+@sync_app.command("replay")
+def sync_replay(
+    channel: str | None = typer.Option(None, "--channel", "-c", help="Only this channel."),
+    ids: Annotated[
+        list[int] | None, typer.Option("--id", help="Only these quarantine ids (repeatable).")
+    ] = None,
+    base_url: str | None = typer.Option(
+        None, help="Point every channel at this base URL (e.g. the simulator)."
+    ),
+    simulator: bool = typer.Option(False, help="The base URL is the simulator (its virtual clock)."),
+) -> None:
+    """Heal the quarantine: re-validate every open entry, re-fetch from the channel the rows it sent malformed
+    (by the window they were read in), then attach dependents whose parent has landed."""
+    replay_command(channel, ids, True, base_url, simulator)
+
+
+def replay_command(
+    channel: str | None, ids: list[int] | None, refetch: bool, base_url: str | None, simulator: bool
+) -> None:
     _, sync_settings = prepare(True, prefect=False)
+    if base_url:
+        sync_settings = (
+            sync_settings.pointed_at_simulator(base_url) if simulator else sync_settings.pointed_at(base_url)
+        )
     from infra.db import dispose_engine, get_engine
+    from sync.connectors.base import SyncError
     from sync.hooks import recompute_customers
     from sync.identities import link_identities
-    from sync.quarantine import replay_quarantine
+    from sync.quarantine import RefetchReport, heal, refetch_quarantine, replay_quarantine
 
-    async def replay() -> Any:
+    async def replay() -> tuple[Any, RefetchReport, Any]:
         try:
-            report = await replay_quarantine(get_engine(), sync_settings, channel=channel, ids=ids or None)
-            customers = await link_identities(get_engine(), report.landed.identity_ids)
-            await recompute_customers(get_engine(), customers)
-            return report
+            engine = get_engine()
+            report = await replay_quarantine(engine, sync_settings, channel=channel, ids=ids or None)
+            fetched = RefetchReport()
+            if refetch:
+                fetched = await refetch_quarantine(engine, sync_settings, channel=channel, ids=ids or None)
+            healed = await heal(engine, sync_settings, channel)
+            touched = report.landed.identity_ids | fetched.landed.identity_ids | healed.identity_ids
+            customers = await link_identities(engine, touched)
+            await recompute_customers(engine, customers)
+            return report, fetched, healed
         finally:
             await dispose_engine()
 
-    report = asyncio.run(replay())
+    from api.cli import fail
+
+    try:
+        report, fetched, healed = asyncio.run(replay())
+    except SyncError as exc:
+        fail(str(exc))
     console.print(
         f"replayed {report.attempted}: {report.resolved} resolved and landed, {report.still_failing} still failing"
     )
-    console.print(report.landed.summary())
+    if refetch:
+        console.print(
+            f"re-fetched {fetched.attempted} from the channel ({', '.join(fetched.streams) or 'no stream'}): "
+            f"{fetched.resolved} resolved, {fetched.attempted - fetched.resolved} still open"
+        )
+    console.print(
+        f"healed: {healed.refunds_resolved} refunds landed after their order, {healed.orders_attached} orders "
+        "attached to their buyer"
+    )
+    landed = report.landed
+    landed.merge(fetched.landed)
+    console.print(", ".join(f"{v} {k}" for k, v in landed.summary().items() if v) or "nothing landed")

@@ -10,6 +10,7 @@ Conventions (why they matter):
 
 from __future__ import annotations
 
+import uuid
 from datetime import date, datetime
 from typing import Any
 
@@ -999,6 +1000,8 @@ class Quarantine(SQLModel, table=True):
     # How the row is retried: `revalidate` (its payload, after a mapping change) or `refetch` (from the
     # channel by its id, when the payload itself was bad) (0014).
     retry: str = Field(default="revalidate", max_length=16, sa_column_kwargs={"server_default": "revalidate"})
+    # Where a `refetch` entry is read again: {"stream", "since", "until", "external_id"} (0016).
+    refetch: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(JSONB, nullable=True))
 
 
 class SyncWatermark(SQLModel, table=True):
@@ -1018,9 +1021,14 @@ class SyncStreamRun(SQLModel, table=True):
     unchanged (0014)."""
 
     __tablename__ = "sync_stream_run"
-    __table_args__ = (sa.Index("ix_sync_stream_run_stream", "stream", sa.text("finished_at desc")),)
+    __table_args__ = (
+        sa.Index("ix_sync_stream_run_stream", "stream", sa.text("finished_at desc")),
+        sa.Index("ix_sync_stream_run_run", "run_id"),
+    )
 
     id: int | None = _pk()
+    # The sync run (Prefect's root flow run) the stream ran in; null for runs outside a flow (0016).
+    run_id: uuid.UUID | None = Field(default=None, sa_column=sa.Column(sa.Uuid, nullable=True))
     stream: str = Field(max_length=64)
     started_at: datetime | None = _ts(nullable=False)
     finished_at: datetime | None = _ts(nullable=False, default_now=True)

@@ -254,6 +254,9 @@ class QuarantinedRow:
     raw: dict[str, Any]
     reason: str
     errors: list[dict[str, Any]]
+    # Where to read the row again when its payload itself was bad ({"stream", "since", "external_id"}); None:
+    # re-validating the stored payload (after a mapping change) is the way back.
+    refetch: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -281,6 +284,8 @@ class Batch:
     watermarks: list[WatermarkAdvance] = field(default_factory=list)
     # Files of the POS drop folder fully contained in this batch: moved to done/ after the commit.
     files_done: list[str] = field(default_factory=list)
+    # Rows the channel said it will send, where it tells (TOP and JD count each window): the progress total.
+    expected: int = 0
 
     def size(self) -> int:
         return (
@@ -304,3 +309,4 @@ class Batch:
         self.quarantined.extend(other.quarantined)
         self.watermarks.extend(other.watermarks)
         self.files_done.extend(other.files_done)
+        self.expected += other.expected

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
+import sqlalchemy as sa
 from prefect import Task, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
@@ -88,7 +91,9 @@ async def land_stream(
             logger.info("%s: %s so far", key, stats.summary())
 
     try:
-        stats = await run_stream(get_engine(), connector, stream, since=since, progress=progress)
+        stats = await run_stream(
+            get_engine(), connector, stream, since=since, progress=progress, run_id=sync_run_id()
+        )
     finally:
         await connector.aclose()
     logger.info(
@@ -99,6 +104,27 @@ async def land_stream(
             "retries": connector.client.stats.retries}  # fmt: skip
 
 
+# The sync run a stream belongs to: set by the outermost sync flow, inherited by its subflows and tasks (they
+# run in copies of its context). Asking Prefect's API for the root run instead would block the event loop.
+_SYNC_RUN: ContextVar[UUID | None] = ContextVar("sync_run", default=None)
+
+
+def sync_run_id() -> UUID | None:
+    """The run's id: sync-all's flow run, or the channel flow run alone (None outside a flow)."""
+    from prefect.context import FlowRunContext
+
+    if (known := _SYNC_RUN.get()) is not None:
+        return known
+    ctx = FlowRunContext.get()
+    return None if ctx is None or ctx.flow_run is None else UUID(str(ctx.flow_run.id))
+
+
+def _start_sync_run() -> None:
+    """Called first by every sync flow: the outermost one names the run."""
+    if _SYNC_RUN.get() is None:
+        _SYNC_RUN.set(sync_run_id())
+
+
 @task(
     name="link-identities",
     task_run_name="link-identities",
@@ -106,9 +132,10 @@ async def land_stream(
     retry_delay_seconds=10,
     cache_policy=NO_CACHE,
 )
-async def link_task(identity_ids: list[int]) -> list[int]:
+async def link_task(identity_ids: list[int]) -> dict[str, Any]:
     """Identity resolution for the identities a run touched and every identity still waiting for a customer
-    (landed by a run that stopped before linking); returns the golden customers touched."""
+    (landed by a run that stopped before linking); returns the golden customers touched ("customers") and
+    how many identities got their first customer ("linked")."""
     engine = get_engine()
     waiting = await pending_links(engine)
     _notify_linking("start", waiting)
@@ -119,7 +146,18 @@ async def link_task(identity_ids: list[int]) -> list[int]:
         "linked %d identities (%d were waiting), %d customers touched; %d still waiting",
         len(set(identity_ids)), waiting, len(customers), left,
     )  # fmt: skip
-    return sorted(customers)
+    return {"customers": sorted(customers), "linked": waiting - left}
+
+
+@task(name="heal-quarantine", task_run_name="{channel}.heal", retries=1, cache_policy=NO_CACHE)
+async def heal_task(channel: str, base_url: str | None = None, simulator: bool = False) -> dict[str, Any]:
+    """Dependents whose parent has landed (refunds and their order, orders and their buyer) attach now."""
+    from sync.quarantine import heal
+
+    report = await heal(get_engine(), _settings(base_url, simulator), channel)
+    if report.refunds_replayed or report.orders_attached:
+        get_run_logger().info("%s: healed %s", channel, report.summary())
+    return {"counts": report.summary(), "identity_ids": sorted(report.identity_ids)}
 
 
 LinkListener = Callable[[str, int], None]
@@ -165,6 +203,7 @@ async def _channel(
     channel: str, since: datetime | None, base_url: str | None, simulator: bool, link: bool
 ) -> dict[str, Any]:
     die_with_serve()
+    _start_sync_run()
     # Also here, not only in the CLI: `prefect serve` runs scheduled flows in processes of its own.
     tune_gc_for_sync()
     connector = make_connector(channel, _settings(base_url, simulator))
@@ -179,12 +218,18 @@ async def _channel(
         )
         result["streams"][stream] = out["counts"]
         ids.update(out["identity_ids"])
+    healed = await heal_task(channel, base_url, simulator)
+    result["healed"] = healed["counts"]
+    ids.update(healed["identity_ids"])
     result["identity_ids"] = sorted(ids)
     if link:
-        customers = await link_task(sorted(ids))
-        result["customers_touched"] = len(customers)
-        await recompute_task(customers)
+        linking = await link_task(sorted(ids))
+        result["customers_touched"] = len(linking["customers"])
+        result["identities_linked"] = linking["linked"]
+        await recompute_task(linking["customers"])
+        result["golden_customers"] = await golden_customers(get_engine())
     result["identities_waiting"] = await pending_links(get_engine())
+    result["run_id"] = str(sync_run_id())
     report_run(result_line(channel, result))
     return result
 
@@ -195,7 +240,7 @@ def result_line(channel: str, result: dict[str, Any]) -> str:
     for counts in result["streams"].values():
         for key, value in counts.items():
             totals[key] = totals.get(key, 0) + value
-    accounting = ("quarantined", "read", "unchanged", "rejected")
+    accounting = ("quarantined", "read", "landed", "unchanged", "rejected")
     landed = ", ".join(f"{v} {k}" for k, v in totals.items() if v and k not in accounting) or "nothing new"
     line = f"sync-{channel}: landed {landed}; quarantined {totals.get('quarantined', 0)}"
     line += f"; {totals.get('read', 0)} rows read, {totals.get('unchanged', 0)} unchanged"
@@ -293,6 +338,7 @@ async def sync_all(
 ) -> dict[str, Any]:
     """The catalogue, then every enabled channel concurrently, then identity linking for the identities
     touched and the CRM recomputation hook for the customers touched."""
+    _start_sync_run()
     settings = _settings(base_url, simulator)
     codes = channels or [c for c in CHANNEL_CODES if settings.channel(c).enabled]
     catalog = await land_stream.with_options(task_run_name="catalog.products")(
@@ -309,13 +355,28 @@ async def sync_all(
     ids: set[int] = set()
     for r in results:
         ids.update(r["identity_ids"])
-    customers = await link_task(sorted(ids))
+    linking = await link_task(sorted(ids))
+    customers = linking["customers"]
     recomputed = await recompute_task(customers)
     return {
+        "run_id": str(sync_run_id()),
         "catalog": catalog["counts"],
         "channels": {r["channel"]: r["streams"] for r in results},
+        "healed": {r["channel"]: r["healed"] for r in results},
         "identities_touched": len(ids),
+        "identities_linked": linking["linked"],
         "customers_touched": len(customers),
         "customers_recomputed": recomputed,
+        "golden_customers": await golden_customers(get_engine()),
         "identities_waiting": await pending_links(get_engine()),
     }
+
+
+async def golden_customers(engine: Any) -> int:
+    """Golden customers standing (merged and erased ones excluded): the closing table's last figure."""
+    async with engine.connect() as conn:
+        return int(
+            (
+                await conn.execute(sa.text("select count(*) from golden_customer where status = 'active'"))
+            ).scalar_one()
+        )

@@ -153,8 +153,24 @@ returning id
 # `products` holds only the batch's SKUs: the planner, which cannot see how many lines the CTEs yield, probed
 # the product index once per line; a hash of these few rows costs PostgreSQL 4% less per order (landing the
 # same 200k Tmall orders both ways, four runs), and stays small however large the catalogue.
+# A version that is not newer by the source's time but says something else (the same transaction id in two
+# exports with other amounts, a re-sent order rewritten in place) is a conflict, not an update: `conflicts`
+# keeps it out of the insert and returns it with the version kept, for quarantine (its staged lines are never
+# read: lines are written only for orders in `written`). Only what the channel said counts as content; what
+# landing derives (buyer and customer ids, the canonical status) does not.
 UPSERT_ORDERS = """
-with written as (
+with conflicts as materialized (
+    select s.channel_code, s.external_id, to_jsonb(s) as refused,
+           to_jsonb(o) - 'id' - 'source_identity_id' - 'customer_id' - 'store_id' - 'landed_at' - 'updated_at' as kept
+    from stage_orders s
+    join orders o on o.channel_code = s.channel_code and o.external_id = s.external_id
+    where s.source_updated_at <= o.source_updated_at
+      and (o.source_status, o.total_fen, o.paid_fen, o.discount_fen, o.shipping_fen, o.currency, o.placed_at,
+           o.paid_at, o.cashier_code, o.tenders)
+          is distinct from
+          (s.source_status, s.total_fen, s.paid_fen, s.discount_fen, s.shipping_fen, s.currency, s.placed_at,
+           s.paid_at, s.cashier_code, s.tenders::jsonb)
+), written as (
     insert into orders (channel_code, external_id, source_identity_id, customer_id, store_id, status,
                         source_status, total_fen, paid_fen, discount_fen, shipping_fen, currency, placed_at,
                         paid_at, source_updated_at, cashier_code, tenders)
@@ -164,6 +180,7 @@ with written as (
     from stage_orders s
     left join source_identity si on si.channel_code = s.channel_code and si.external_id = s.identity_external_id
     left join store st on st.code = s.store_code
+    where not exists (select 1 from conflicts c where c.channel_code = s.channel_code and c.external_id = s.external_id)
     on conflict (channel_code, external_id) do update set
         source_identity_id = excluded.source_identity_id,
         customer_id = coalesce(excluded.customer_id, orders.customer_id),
@@ -183,7 +200,7 @@ with written as (
                excluded.total_fen, excluded.paid_fen, excluded.discount_fen, excluded.shipping_fen,
                excluded.currency, excluded.placed_at, excluded.paid_at, excluded.cashier_code, excluded.tenders)
            or (excluded.customer_id is not null and orders.customer_id is distinct from excluded.customer_id))
-    returning id, channel_code, external_id, xmax = 0 as inserted
+    returning id, channel_code, external_id, xmax = 0 as inserted, source_identity_id is null as detached
 ), products as materialized (
     select id, sku from product where sku in (select sku from stage_order_lines)
 ), new_lines as (
@@ -198,7 +215,10 @@ with written as (
     returning 1
 )
 select (select count(*) from written) as orders, (select count(*) from new_lines) as lines,
-       array(select id from written where not inserted) as updated
+       array(select id from written where not inserted) as updated,
+       array(select external_id from written where detached) as detached,
+       (select jsonb_agg(jsonb_build_array(channel_code, external_id, kept, refused)) from conflicts)::text
+           as conflicts
 """
 
 # An updated order keeps the lines that did not change (same number, same values: a status update leaves
@@ -279,12 +299,22 @@ where (refund.source_updated_at is null or excluded.source_updated_at >= refund.
                             excluded.status, excluded.requested_at))
 """
 
+# The history keeps every reason an entry was held for: seen again for another reason (a mapping changed, a
+# check was added), the new one is appended, never written over the old.
 UPSERT_QUARANTINE = """
-insert into quarantine (channel_code, entity, external_id, payload_hash, raw, reason, errors, seen_count)
-select *, 1 from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::jsonb[])
+insert into quarantine (channel_code, entity, external_id, payload_hash, raw, reason, errors, seen_count, history,
+                        retry, refetch)
+select c, e, x, h, r, re, er, 1, jsonb_build_array(jsonb_build_object('at', now(), 'reason', re)),
+       case when rf is null then 'revalidate' else 'refetch' end, rf
+from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::jsonb[], $8::jsonb[])
+    as u(c, e, x, h, r, re, er, rf)
 on conflict (channel_code, payload_hash) do update set
     reason = excluded.reason, errors = excluded.errors, last_seen_at = now(),
-    seen_count = quarantine.seen_count + 1
+    seen_count = quarantine.seen_count + 1,
+    history = case when quarantine.reason is distinct from excluded.reason
+                   then quarantine.history || excluded.history else quarantine.history end,
+    retry = case when excluded.refetch is null then quarantine.retry else 'refetch' end,
+    refetch = coalesce(excluded.refetch, quarantine.refetch)
 """
 
 UPSERT_WATERMARK = """
@@ -345,16 +375,25 @@ class LandingStats:
     landed: int = 0
     rejected: int = 0
     notes: int = 0
+    # Rows the channel announced (its window counts), for the progress bar's total; 0 where it tells none.
+    expected: int = 0
     identity_ids: set[int] = field(default_factory=set)
+    # (channel, order, buyer) of orders written before their buyer landed: noted, attached by `heal` later.
+    detached: list[tuple[str, str, str]] = field(default_factory=list)
+    # Versions refused as conflicts with what landed before (`UPSERT_ORDERS`), for quarantine.
+    conflicts: list[QuarantinedRow] = field(default_factory=list)
     # (payload hashes) of rows this landing put into quarantine, e.g. refunds whose order is missing.
     quarantined_hashes: set[str] = field(default_factory=set)
 
     def merge(self, other: LandingStats) -> None:
         for name in ("identities", "orders", "order_lines", "refunds", "interactions", "consents", "products",
-                     "stores", "quarantined", "batches", "isolated", "read", "landed", "rejected", "notes"):  # fmt: skip
+                     "stores", "quarantined", "batches", "isolated", "read", "landed", "rejected", "notes",
+                     "expected"):  # fmt: skip
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.identity_ids |= other.identity_ids
         self.quarantined_hashes |= other.quarantined_hashes
+        self.detached += other.detached
+        self.conflicts += other.conflicts
 
     @property
     def unchanged(self) -> int:
@@ -382,17 +421,86 @@ class LandingStats:
             "stores": self.stores,
             "quarantined": self.quarantined,
             "read": self.read,
+            "landed": self.landed,
             "unchanged": self.unchanged,
             "rejected": self.rejected,
         }
 
 
 REJECTED_FILE = "pos_file"
+# Dependents waiting for a parent (errors' `type`): a refund for its order, an order for its buyer.
+MISSING_ORDER = "missing_order"
+MISSING_MEMBER = "missing_member"
+# Two versions of one record that say different things, neither newer by the source's time.
+CONFLICT = "conflict"
+
+
+NOTE_TYPES = frozenset({"dropped_value", MISSING_MEMBER})
 
 
 def is_note(q: QuarantinedRow) -> bool:
-    """A quarantine entry about a value dropped from a row that landed (not a row held back)."""
-    return bool(q.errors) and all(e.get("type") == "dropped_value" for e in q.errors)
+    """A quarantine entry about a row that landed (a value dropped from it, its buyer not landed yet), not a
+    row held back."""
+    return bool(q.errors) and all(e.get("type") in NOTE_TYPES for e in q.errors)
+
+
+def conflict_entry(channel: str, external_id: str, kept: Any, refused: Any) -> QuarantinedRow:
+    """A version of a record that says something else than the one kept without being newer: both are kept."""
+    return QuarantinedRow(
+        channel=channel,
+        entity="order",
+        external_id=external_id,
+        raw={"kept": kept, "refused": refused},
+        reason="field `source_updated_at`: seen again with other content and no newer source time; the first "
+        "version stays, both are kept here",
+        errors=[{"loc": ["source_updated_at"], "msg": "conflicting version", "type": CONFLICT}],
+    )
+
+
+def _order_content(o: OrderRecord) -> tuple[Any, ...]:
+    """What the channel said about an order (landing's derived values aside): two versions that differ here
+    and are not ordered by source time are a conflict."""
+    return (o.identity_external_id, o.store_code, o.source_status, o.total_fen, o.paid_fen, o.discount_fen,
+            o.shipping_fen, o.currency, o.placed_at, o.paid_at, o.cashier_code, o.tenders,
+            [dataclasses.astuple(ln) for ln in o.lines])  # fmt: skip
+
+
+def _version(o: OrderRecord) -> dict[str, Any]:
+    out: dict[str, Any] = orjson.loads(orjson.dumps(dataclasses.asdict(o), default=str))
+    return out
+
+
+def latest_orders(records: list[OrderRecord]) -> tuple[list[OrderRecord], list[QuarantinedRow]]:
+    """One order per key, the newest by source time; a later copy with other content and no newer time is a
+    conflict: the first stays, the copy is quarantined with both versions (nothing replaced without trace)."""
+    best: dict[tuple[str, str], OrderRecord] = {}
+    conflicts: list[QuarantinedRow] = []
+    for r in records:
+        k = (r.channel, r.external_id)
+        current = best.get(k)
+        if current is None or r.source_updated_at > current.source_updated_at:
+            best[k] = r
+        elif r is not current and _order_content(r) != _order_content(current):
+            # Equal or older time, other content: the kept one is whichever the source calls newer.
+            conflicts.append(conflict_entry(r.channel, r.external_id, _version(current), _version(r)))
+    return list(best.values()), conflicts
+
+
+def detached_notes(detached: list[tuple[str, str, str]]) -> list[QuarantinedRow]:
+    """Entries for orders that landed before their buyer: `heal` attaches them once the buyer lands. The
+    reason names the field, not the buyer's key (it may be a phone)."""
+    return [
+        QuarantinedRow(
+            channel=channel,
+            entity="order",
+            external_id=order,
+            raw={"order": order, "member": member},
+            reason="field `member`: the buyer has not landed yet; the order landed without them and attaches "
+            "when they land",
+            errors=[{"loc": ["member"], "msg": "buyer not landed", "type": MISSING_MEMBER}],
+        )
+        for channel, order, member in detached
+    ]
 
 
 def primary_kind(batch: Batch) -> str:
@@ -712,7 +820,9 @@ class Lander:
         identities, keys, content_keys, previous = self._fresh_identities(batch.identities)
         standardized = self._standardize(identities, keys, content_keys)
         self._remember(identities, keys, content_keys)
-        orders: list[OrderRecord] = _latest(batch.orders)
+        orders, conflicts = latest_orders(batch.orders)
+        if conflicts:
+            batch = dataclasses.replace(batch, quarantined=batch.quarantined + conflicts)
         # Rows that read other rows of the same batch (interactions and consents find their identity, orders
         # their store, lines their product) stay on one writer with what they read.
         split = len(self.connections) > 1 and not (
@@ -871,6 +981,15 @@ class Lander:
             if before_watermark:
                 await asyncio.gather(*before_watermark)
             if batch is not None:
+                others = [t.result() for t in before_watermark or ()]
+                detached = stats.detached + [d for o in others for d in o.detached]
+                if detached:
+                    await self._land_quarantine(detached_notes(detached))
+                    stats.notes += len(detached)
+                conflicts = stats.conflicts + [c for o in others for c in o.conflicts]
+                if conflicts:
+                    await self._land_quarantine(conflicts)
+                    stats.quarantined += len(conflicts)
                 # The last advance per connector is where it stands (a batch of many pages carries one each).
                 for wm in {w.connector: w for w in batch.watermarks}.values():
                     await con.execute(
@@ -968,8 +1087,14 @@ class Lander:
                 "stage_order_lines", records=share.line_records, columns=LINE_STAGE_COLUMNS
             )
         written = await con.fetchrow(UPSERT_ORDERS)
+        if written["conflicts"]:
+            stats.conflicts += [conflict_entry(*c) for c in orjson.loads(written["conflicts"])]
         stats.orders += written["orders"]
         stats.order_lines += written["lines"]
+        if written["detached"]:
+            # Anonymous orders have no buyer to wait for: only those naming one are noted.
+            gone = set(written["detached"])
+            stats.detached += [(r[0], r[1], r[2]) for r in share.order_records if r[1] in gone and r[2]]
         updated: list[int] = written["updated"]
         if updated:
             # Lines are replaced only for orders this batch actually wrote (a stale version skips both).
@@ -1001,7 +1126,14 @@ class Lander:
                 raw=r.raw,
                 reason=f"field `tid`: order {r.order_external_id} has not landed yet; replay after the "
                 "next trades sync",
-                errors=[{"loc": ["tid"], "msg": "order not landed", "type": "missing_order"}],
+                errors=[
+                    {
+                        "loc": ["tid"],
+                        "msg": "order not landed",
+                        "type": MISSING_ORDER,
+                        "parent": r.order_external_id,
+                    }
+                ],
             )
             for r in latest
             if (r.channel, r.order_external_id) not in known
@@ -1058,6 +1190,7 @@ class Lander:
             [_json(q.raw) for q in unique.values()],
             [q.reason for q in unique.values()],
             [_json(q.errors) for q in unique.values()],
+            [None if q.refetch is None else _json(q.refetch) for q in unique.values()],
         )
 
 

@@ -96,3 +96,66 @@ def check_api(api_url: str | None, timeout: float = 5.0) -> str:
             f"PREFECT_API_URL={api_url} is not a Prefect API: GET /health answered HTTP {response.status_code}"
         )
     return api_url
+
+
+def _die_with_parent() -> None:
+    """In the server's child process, before exec: the kernel kills it when the process that started it dies,
+    SIGKILL included, so a killed `c360 sync run` leaves no server holding its port and connections."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL))
+
+
+def start_temporary_server() -> str | None:
+    """Start the temporary Prefect server `sync run` and `demo` use when PREFECT_API_URL is unset, tied to this
+    process's life (Linux); returns its API URL, or None when a real server is configured.
+
+    Prefect starts the same server lazily from whichever thread first needs a client, and PR_SET_PDEATHSIG fires
+    when the starting thread ends: started here, from the main thread, it lives exactly as long as the process.
+    Prefect's own clients find it (one instance per process) and reuse it.
+    """
+    import subprocess
+    import sys
+
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+    import prefect
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    class ChildServer(SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> subprocess.Popen[bytes]:
+            # Prefect's own command (3.x), with the parent-death signal set in the child.
+            server_env = {
+                "PREFECT_UI_ENABLED": "0",
+                "PREFECT__SERVER_EPHEMERAL": "1",
+                "PREFECT__SERVER_FINAL": "1",
+            }
+            settings_env = get_current_settings().to_environment_variables(exclude_unset=True)
+            return subprocess.Popen(
+                args=[
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--app-dir",
+                    str(prefect.__module_path__.parent),
+                    "--factory",
+                    "prefect.server.api.server:create_app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "error",
+                    "--lifespan",
+                    "on",
+                ],  # fmt: skip
+                env={**os.environ, **server_env, **settings_env},
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
+
+    server = ChildServer()
+    server.start()
+    return server.api_url

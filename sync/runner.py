@@ -13,14 +13,23 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from sync.canonical import Batch
+from sync.canonical import Batch, QuarantinedRow
 from sync.connectors.base import Connector
-from sync.landing import ROW_ERRORS, Lander, LandingStats, read_watermark
+from sync.landing import (
+    MISSING_ORDER,
+    REJECTED_FILE,
+    ROW_ERRORS,
+    Lander,
+    LandingStats,
+    is_note,
+    read_watermark,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +47,21 @@ def tune_gc_for_sync() -> None:
     gc.set_threshold(*SYNC_GC_THRESHOLDS)
 
 
+# Streams read by source time, where a window read again returns what it returned (cursor feeds, files and
+# pushes do not): their malformed rows are re-fetched by re-reading from where the run that held them started.
+REFETCH_STREAMS = frozenset(
+    {"tmall.trades", "tmall.refunds", "jd.orders", "app.members", "app.orders", "pos.transactions"}
+)
+
+
+def payload_fault(q: QuarantinedRow) -> bool:
+    """Held because the channel sent the row malformed (not a mapping that does not know a value yet, not a
+    note about a row that landed, not a dependent waiting for its parent)."""
+    if not q.errors or is_note(q) or q.entity == REJECTED_FILE:
+        return False
+    return not any(e.get("type") == MISSING_ORDER or "unknown " in str(e.get("msg", "")) for e in q.errors)
+
+
 async def run_stream(
     engine: AsyncEngine,
     connector: Connector,
@@ -46,19 +70,43 @@ async def run_stream(
     since: datetime | None = None,
     progress: Progress | None = None,
     queue_depth: int = 2,
+    run_id: UUID | None = None,
+    from_start: bool = False,
 ) -> LandingStats:
-    """Pull `stream` from its watermark (or `since`) to now and land it; return the totals."""
+    """Pull `stream` from its watermark (or `since`) to now and land it; return the totals, also stored in
+    `sync_stream_run` under `run_id` (the sync run it belongs to). `from_start`: read as a first pull does,
+    the stored watermark ignored (it ends where a normal run leaves it; a crash midway only re-reads more)."""
     key = connector.watermark_key(stream)
     started = datetime.now(UTC)
-    watermark = await read_watermark(engine, key)
+    watermark = None if from_start else await read_watermark(engine, key)
     total = LandingStats()
     queue: asyncio.Queue[Batch | BaseException | None] = asyncio.Queue(maxsize=queue_depth)
     batch_size = connector.settings.batch_size
+
+    refetch_since: str | None = None
+    refetch_known = False
+
+    async def tag_refetch(batch: Batch) -> None:
+        # Rows the channel sent malformed cannot heal from their own payload: they keep where to be read again
+        # (since None: from the start, as a first pull that reads everything did).
+        nonlocal refetch_since, refetch_known
+        faulty = [q for q in batch.quarantined if payload_fault(q)]
+        if not faulty or key not in REFETCH_STREAMS:
+            return
+        if not refetch_known:
+            first = watermark is None and since is None
+            if not (first and connector.full_first_pull(stream)):
+                refetch_since = (await connector.start_time(watermark, since)).isoformat()
+            refetch_known = True
+        for q in faulty:
+            q.refetch = {"stream": stream, "since": refetch_since, "external_id": q.external_id}
 
     async def produce() -> None:
         try:
             pending = Batch()
             async for batch in connector.pull(stream, watermark, since):
+                if batch.quarantined:
+                    await tag_refetch(batch)
                 pending.extend(batch)
                 if pending.size() >= batch_size:
                     await queue.put(pending)
@@ -87,6 +135,7 @@ async def run_stream(
                     key, getattr(exc, "sqlstate", "?"), getattr(exc, "constraint_name", None) or "-",
                 )  # fmt: skip
                 stats = await lander.land_isolating(written)
+            stats.expected = written.expected
             total.merge(stats)
             if written.files_done:
                 connector.files_landed(written.files_done)
@@ -123,21 +172,24 @@ async def run_stream(
             if not producer.done():
                 producer.cancel()
                 await asyncio.gather(producer, return_exceptions=True)
-    await record_accounting(engine, key, started, total)
+    await record_accounting(engine, key, started, total, run_id)
     log.info("%s landed %s", key, total.summary())
     return total
 
 
-async def record_accounting(engine: AsyncEngine, stream: str, started: datetime, stats: LandingStats) -> None:
+async def record_accounting(
+    engine: AsyncEngine, stream: str, started: datetime, stats: LandingStats, run_id: UUID | None = None
+) -> None:
     """One row per stream run: rows read = landed + quarantined + rejected + unchanged, with the counts."""
     async with engine.begin() as conn:
         await conn.execute(
             sa.text(
-                "insert into sync_stream_run (stream, started_at, rows_read, landed, quarantined, rejected, "
-                "unchanged, counts) values (:stream, :started, :read, :landed, :quarantined, :rejected, "
-                ":unchanged, cast(:counts as jsonb))"
+                "insert into sync_stream_run (run_id, stream, started_at, rows_read, landed, quarantined, "
+                "rejected, unchanged, counts) values (:run_id, :stream, :started, :read, :landed, :quarantined, "
+                ":rejected, :unchanged, cast(:counts as jsonb))"
             ),
             {
+                "run_id": run_id,
                 "stream": stream,
                 "started": started,
                 "read": stats.read,
@@ -161,9 +213,14 @@ async def run_connector(
     """All streams of a connector, one after the other (refunds need their trades landed first)."""
     results: dict[str, Any] = {}
     total = LandingStats()
+    from sync.quarantine import heal
+
     for stream in streams or connector.streams:
         stats = await run_stream(engine, connector, stream, since=since, progress=progress)
         total.merge(stats)
         results[stream] = stats.summary()
+    healed = await heal(engine, connector.settings, connector.channel)
+    total.identity_ids |= healed.identity_ids
+    results["_heal"] = healed
     results["_total"] = total
     return results

@@ -244,6 +244,9 @@ class AppConnector(Connector):
             return self._events(watermark)
         raise ValueError(f"app has no stream {stream!r}")
 
+    def full_first_pull(self, stream: str) -> bool:
+        return stream == "members"
+
     async def _updated_since(
         self,
         path: str,

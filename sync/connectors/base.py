@@ -369,6 +369,10 @@ class Connector:
         """Yield batches of `stream` from the stored watermark (or `since`), in landing order."""
         raise NotImplementedError
 
+    def full_first_pull(self, stream: str) -> bool:
+        """True when the stream's first pull reads everything (no look-back): re-reading it means reading all."""
+        return False
+
     async def start_time(self, watermark: dict[str, Any] | None, since: datetime | None) -> datetime:
         """Where an incremental pull starts: --since, else the watermark, else the initial look-back
         (counted back from the source's now, see `end_time`)."""

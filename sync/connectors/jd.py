@@ -437,15 +437,17 @@ class JdConnector(Connector):
             return count
 
         def page(
-            lo: datetime, hi: datetime, no: int, last: bool
+            lo: datetime, hi: datetime, no: int, last: bool, expected: int = 0
         ) -> Callable[[], Awaitable[tuple[Batch, bool]]]:
             async def fetch() -> tuple[Batch, bool]:
                 body = await self.call(
                     "jingdong.pop.order.search", params(lo, hi, no, page_size), parse=parse_orders_page
                 )
                 if isinstance(body, ValidatedPage):
-                    return body.batch, last
-                batch = normalize_orders(result(body).get("orderInfoList") or [])
+                    batch = body.batch
+                else:
+                    batch = normalize_orders(result(body).get("orderInfoList") or [])
+                batch.expected = expected
                 return batch, last
 
             return fetch
@@ -459,7 +461,8 @@ class JdConnector(Connector):
                 # Newest first, so read from the last page back (as for TOP) to never skip a shifted order.
                 last_page = max(1, -(-total // page_size))
                 for no in range(last_page, 0, -1):
-                    yield page(lo, hi, no, last=no == 1)
+                    # The window's count rides on its first page read: the progress bar's total grows by it.
+                    yield page(lo, hi, no, last=no == 1, expected=total if no == last_page else 0)
 
         high = watermark_high(watermark)
         async for batch, last in ordered_prefetch(pages(), self.settings.concurrency):

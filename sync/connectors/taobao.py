@@ -543,16 +543,19 @@ class TaobaoConnector(Connector):
             return count
 
         def page(
-            lo: datetime, hi: datetime, no: int, last: bool
+            lo: datetime, hi: datetime, no: int, last: bool, expected: int = 0
         ) -> Callable[[], Awaitable[tuple[Batch, bool]]]:
             async def fetch() -> tuple[Batch, bool]:
                 params = {**window_params(lo, hi), "page_no": no, "page_size": page_size}
                 fast = parse_trades_page if method == INCREMENT_METHOD else None
                 body = await self.call(method, params, parse=fast)
                 if isinstance(body, ValidatedPage):
-                    return body.batch, last
-                rows = ((body.get(envelope) or {}).get(path[0]) or {}).get(path[1]) or []
-                return normalize(rows), last
+                    batch = body.batch
+                else:
+                    rows = ((body.get(envelope) or {}).get(path[0]) or {}).get(path[1]) or []
+                    batch = normalize(rows)
+                batch.expected = expected
+                return batch, last
 
             return fetch
 
@@ -562,7 +565,8 @@ class TaobaoConnector(Connector):
             ):
                 last_page = max(1, -(-total // page_size))
                 for no in range(last_page, 0, -1):
-                    yield page(lo, hi, no, last=no == 1)
+                    # The window's count rides on its first page read: the progress bar's total grows by it.
+                    yield page(lo, hi, no, last=no == 1, expected=total if no == last_page else 0)
 
         high = watermark_high(watermark)
         async for batch, last in ordered_prefetch(pages(), self.settings.concurrency):

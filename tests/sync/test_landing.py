@@ -191,7 +191,7 @@ async def test_a_batch_of_orders_is_a_fixed_number_of_statements(committed_db, m
         "insert into source_identity",
         "copy stage_orders",
         "copy stage_order_lines",
-        "with written as",
+        "with conflicts as",  # the orders and their lines, conflicts kept out
         "insert into sync_watermark",
         "COMMIT;",
     ]
