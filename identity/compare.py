@@ -59,6 +59,21 @@ TF_FEATURES: dict[str, str] = {"family_name": "family", "given_name": "given"}
 # Weibo profile and an app account) reads as rarer evidence than it is worth alone; a common
 # full name (王伟) held by a third record gets nothing.
 UNIQUE_FULL_NAME_BITS = 3.0
+# Features that say where a person can be reached, not who they are: a household shares its
+# delivery address and often one phone, and a shop's till phone is typed in for strangers. They are
+# no evidence for a pair whose names or sexes disagree.
+CONTACT_FEATURES: tuple[str, ...] = ("phone", "address", "street_number")
+
+
+def full_name_key(name_pinyin: pd.Series) -> pd.Series:
+    """Order-free key of a full name ("wei zhang" = "zhang wei"); None without both parts."""
+    family, given = name_parts(name_pinyin)
+    both = family.notna() & given.notna()
+    key = pd.Series([None] * len(name_pinyin), index=name_pinyin.index, dtype=object)
+    if both.any():
+        f, g = family[both].astype(str), given[both].astype(str)
+        key[both] = np.where(f <= g, f + " " + g, g + " " + f)
+    return key
 
 
 def _codes(values: pd.Series) -> np.ndarray:
@@ -87,6 +102,11 @@ class PreparedRecords:
     term_frequency: dict[str, np.ndarray] = field(default_factory=dict)
     # How many records of the population hold each record's full name key (0 without both parts).
     full_name_holders: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # How many different full names the population's holders of each record's phone carry (0
+    # without one), and how many records have a phone at all: the rarity of an agreed phone. One
+    # person's records share one name; a family phone or a shop's till phone carries several.
+    phone_names: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    phone_population: int = 0
 
     @classmethod
     def from_frame(
@@ -140,10 +160,20 @@ class PreparedRecords:
             holders = full.map(population["full_name"][0])
         else:
             holders = full.map(full.value_counts())
+        phone = frame["phone"].astype(object)
+        if population is not None and "phone" in population:
+            phone_counts, phone_population = population["phone"]
+            phone_names = phone.map(phone_counts)
+        else:
+            named = pd.DataFrame({"phone": phone, "name": full_name_key(frame["name_pinyin"])}).dropna()
+            phone_names = phone.map(named.groupby("phone")["name"].nunique())
+            phone_population = int(phone.notna().sum())
         return cls(
             n=len(frame),
             term_frequency=term_frequency,
             full_name_holders=holders.fillna(0).astype(np.int64).to_numpy(),
+            phone_names=phone_names.fillna(0).astype(np.int64).to_numpy(),
+            phone_population=int(phone_population),
             codes={k: _codes(v) for k, v in columns.items()},
             strings={k: _strings(v) for k, v in columns.items() if k in _FUZZY},
             birth_int=birth_int.to_numpy(),
@@ -239,6 +269,12 @@ def compare_pairs(rec: PreparedRecords, left: np.ndarray, right: np.ndarray) -> 
     # A city names its province: agreeing on both is one piece of evidence, not two.
     province[out[:, FEATURE_INDEX["city"]] == 2] = -1
     out[:, FEATURE_INDEX["province"]] = province
+    # Two people of one household (or a stranger given the till's phone): a shared phone or address
+    # is no evidence once their names or sexes disagree. A disagreeing phone stays evidence against.
+    other_person = (family == 0) | (given == 0) | (out[:, FEATURE_INDEX["gender"]] == 0)
+    for name in CONTACT_FEATURES:
+        column = out[:, FEATURE_INDEX[name]]
+        column[other_person & (column > 0)] = -1
     return out
 
 
@@ -334,6 +370,16 @@ def tf_adjustment(
         adjust = np.zeros(int(exact.sum()))
         adjust[ok] = np.log2(u_exact[feature] / tf[ok])
         total[np.flatnonzero(exact)] += adjust
+    if len(rec.phone_names) and "phone" in u_exact:
+        # An agreed phone that people of d different names hold (a family phone, the shop's own):
+        # the d - 1 other people are the chance that a non-match shares it (Splink's term
+        # frequency, counted in people rather than records). A phone one name holds keeps the u
+        # of the model.
+        j = FEATURE_INDEX["phone"]
+        exact = np.flatnonzero(levels[:, j] == FEATURES[j].n_levels - 1)
+        others = np.maximum(rec.phone_names[left[exact]] - 1, 0) / max(rec.phone_population, 1)
+        u_value = np.maximum(others, u_exact["phone"])
+        total[exact] += np.log2(u_exact["phone"] / u_value)
     if len(rec.full_name_holders):
         full = (levels[:, FEATURE_INDEX["family_name"]] == 3) & (levels[:, FEATURE_INDEX["given_name"]] == 3)
         holders_l = rec.full_name_holders[left]

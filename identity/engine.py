@@ -188,6 +188,7 @@ def attach_by_full_name(
     columns = {c: std[c].astype(object).where(std[c].notna(), None).to_numpy() for c in ("gender", "city")}
     columns["birth_date"] = std["birth_date"].astype(str).where(std["birth_date"].notna(), None).to_numpy()
     source = std["source"].astype(object).to_numpy() if "source" in std else np.full(len(std), None)
+    phone = std["phone"].astype(object).where(std["phone"].notna(), None).to_numpy()
     members: dict[int, list[int]] = {}
     for node, root in enumerate(labels.tolist()):
         members.setdefault(root, []).append(node)
@@ -210,6 +211,10 @@ def attach_by_full_name(
                 nodes = members[root]
                 if source[node] is not None and any(source[m] == source[node] for m in nodes):
                     continue
+                # A namesake with other phones: a full phone the customer never used says another person.
+                if phone[node] is not None and not any(phone[m] == phone[node] for m in nodes):
+                    if any(phone[m] is not None for m in nodes):
+                        continue
                 if any(
                     values[node] is not None
                     and any(values[m] is not None and values[m] != values[node] for m in nodes)

@@ -330,9 +330,12 @@ def noisy_omnichannel_people(n: int, seed: int = 42) -> tuple[pd.DataFrame, np.n
             else:
                 row["wechat_unionid"] = f"o{person:010d}"
                 row["nickname"] = name if r[0] < 0.5 else f"{name}~"
-                row["name"] = name if r[1] < 0.6 else None
-                row["phone"] = _phone_format(phone, int(r[2] * 6)) if r[3] < 0.4 else None
+                row["name"] = name if r[1] < 0.7 else None
                 row["city"] = city if r[4] < 0.6 else None
+                # A mini-program member authorises the phone, or at least a real name and a city:
+                # a profile with neither carries no evidence anyone could link.
+                authorised = r[3] < 0.5 or row["name"] is None or row["city"] is None
+                row["phone"] = _phone_format(phone, int(r[2] * 6)) if authorised else None
             rows.append(row)
             truth.append(person)
     return pd.DataFrame(rows), np.asarray(truth, dtype=np.int64)
