@@ -107,6 +107,9 @@ class PreparedRecords:
     # person's records share one name; a family phone or a shop's till phone carries several.
     phone_names: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     phone_population: int = 0
+    # The same for each record's masked mobile (its own 138****5678, or its full phone's mask).
+    mask_names: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    mask_population: int = 0
 
     @classmethod
     def from_frame(
@@ -160,20 +163,24 @@ class PreparedRecords:
             holders = full.map(population["full_name"][0])
         else:
             holders = full.map(full.value_counts())
-        phone = frame["phone"].astype(object)
-        if population is not None and "phone" in population:
-            phone_counts, phone_population = population["phone"]
-            phone_names = phone.map(phone_counts)
-        else:
-            named = pd.DataFrame({"phone": phone, "name": full_name_key(frame["name_pinyin"])}).dropna()
-            phone_names = phone.map(named.groupby("phone")["name"].nunique())
-            phone_population = int(phone.notna().sum())
+        contact_names, contact_population = {}, {}
+        names = full_name_key(frame["name_pinyin"])
+        for column, values in (("phone", frame["phone"].astype(object)), ("masked", columns["masked"])):
+            if population is not None and column in population:
+                counts, contact_population[column] = population[column]
+                contact_names[column] = values.map(counts)
+            else:
+                named = pd.DataFrame({"value": values, "name": names}).dropna()
+                contact_names[column] = values.map(named.groupby("value")["name"].nunique())
+                contact_population[column] = int(values.notna().sum())
         return cls(
             n=len(frame),
             term_frequency=term_frequency,
             full_name_holders=holders.fillna(0).astype(np.int64).to_numpy(),
-            phone_names=phone_names.fillna(0).astype(np.int64).to_numpy(),
-            phone_population=int(phone_population),
+            phone_names=contact_names["phone"].fillna(0).astype(np.int64).to_numpy(),
+            phone_population=contact_population["phone"],
+            mask_names=contact_names["masked"].fillna(0).astype(np.int64).to_numpy(),
+            mask_population=contact_population["masked"],
             codes={k: _codes(v) for k, v in columns.items()},
             strings={k: _strings(v) for k, v in columns.items() if k in _FUZZY},
             birth_int=birth_int.to_numpy(),
@@ -380,6 +387,12 @@ def tf_adjustment(
         others = np.maximum(rec.phone_names[left[exact]] - 1, 0) / max(rec.phone_population, 1)
         u_value = np.maximum(others, u_exact["phone"])
         total[exact] += np.log2(u_exact["phone"] / u_value)
+        if len(rec.mask_names) and "phone_masked" in u_exact:
+            # A masked mobile several named people are seen with (a household's delivery phone).
+            masked = np.flatnonzero(levels[:, j] == FEATURES[j].levels.index("mask_compatible"))
+            others = np.maximum(rec.mask_names[left[masked]] - 1, 0) / max(rec.mask_population, 1)
+            u_value = np.maximum(others, u_exact["phone_masked"])
+            total[masked] += np.log2(u_exact["phone_masked"] / u_value)
     if len(rec.full_name_holders):
         full = (levels[:, FEATURE_INDEX["family_name"]] == 3) & (levels[:, FEATURE_INDEX["given_name"]] == 3)
         holders_l = rec.full_name_holders[left]

@@ -28,7 +28,7 @@ from identity.model import (
     reference_model,
 )
 from identity.rules import DEFAULT_RULES, IdentityRules, blocked_mask, is_placeholder_phone, strong_values
-from identity.standardize import STANDARD_COLUMNS, standardize_frame
+from identity.standardize import STANDARD_COLUMNS, mask_phone, standardize_frame
 
 # progress(stage, amount): stage is "standardize", "fit", "compare", "cluster"; amount is records or pairs.
 Progress = Callable[[str, int], None]
@@ -188,7 +188,9 @@ def attach_by_full_name(
     columns = {c: std[c].astype(object).where(std[c].notna(), None).to_numpy() for c in ("gender", "city")}
     columns["birth_date"] = std["birth_date"].astype(str).where(std["birth_date"].notna(), None).to_numpy()
     source = std["source"].astype(object).to_numpy() if "source" in std else np.full(len(std), None)
-    phone = std["phone"].astype(object).where(std["phone"].notna(), None).to_numpy()
+    mask = std["phone"].map(lambda p: mask_phone(p) if isinstance(p, str) else None)
+    mask = mask.where(mask.notna(), std["phone_masked"]).astype(object)
+    mask = mask.where(mask.notna(), None).to_numpy()
     members: dict[int, list[int]] = {}
     for node, root in enumerate(labels.tolist()):
         members.setdefault(root, []).append(node)
@@ -211,9 +213,10 @@ def attach_by_full_name(
                 nodes = members[root]
                 if source[node] is not None and any(source[m] == source[node] for m in nodes):
                     continue
-                # A namesake with other phones: a full phone the customer never used says another person.
-                if phone[node] is not None and not any(phone[m] == phone[node] for m in nodes):
-                    if any(phone[m] is not None for m in nodes):
+                # A namesake with other phones: a mobile (or its mask) the customer never used says
+                # another person.
+                if mask[node] is not None and not any(mask[m] == mask[node] for m in nodes):
+                    if any(mask[m] is not None for m in nodes):
                         continue
                 if any(
                     values[node] is not None

@@ -74,8 +74,13 @@ class FellegiSunterModel:
         return 1.0 / (1.0 + np.exp2(-weight))
 
     def u_exact(self) -> dict[str, float]:
-        """u of each feature's exact (top) level."""
-        return {f.name: float(u[-1]) for f, u in zip(self.features, self.u, strict=True)}
+        """u of each feature's exact (top) level, and of the phone's masked agreement
+        (`phone_masked`), which is term-frequency adjusted too."""
+        out = {f.name: float(u[-1]) for f, u in zip(self.features, self.u, strict=True)}
+        for f, u in zip(self.features, self.u, strict=True):
+            if f.name == "phone":
+                out["phone_masked"] = float(u[f.levels.index("mask_compatible")])
+        return out
 
     def estimate_u(self, random_levels: np.ndarray) -> FellegiSunterModel:
         """u from levels of random pairs (nearly all non-matches)."""
