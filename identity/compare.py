@@ -170,8 +170,11 @@ class PreparedRecords:
                 counts, contact_population[column] = population[column]
                 contact_names[column] = values.map(counts)
             else:
-                named = pd.DataFrame({"value": values, "name": names}).dropna()
-                contact_names[column] = values.map(named.groupby("value")["name"].nunique())
+                # People: different full names, or different surnames (钱女士 beside 魏兰).
+                held = pd.DataFrame({"value": values, "name": names, "family": family})
+                held = held[held["value"].notna()].groupby("value")
+                people = np.maximum(held["name"].nunique(), held["family"].nunique())
+                contact_names[column] = values.map(people)
                 contact_population[column] = int(values.notna().sum())
         return cls(
             n=len(frame),
@@ -250,6 +253,10 @@ def compare_pairs(rec: PreparedRecords, left: np.ndarray, right: np.ndarray) -> 
         better &= (swapped_f >= 0) & (swapped_g >= 0)
         family[not_exact[better]] = swapped_f[better]
         given[not_exact[better]] = swapped_g[better]
+    # Written in characters, given names whose readings differ are two names (沈静怡 and her sister
+    # 沈静雯), however alike the pinyin looks: a typo at a keyboard keeps the reading (a homophone).
+    both_hanzi = (rec.codes["hanzi"][left] >= 0) & (rec.codes["hanzi"][right] >= 0)
+    given[both_hanzi & (given > 0) & (given < 3)] = 0
     out[:, FEATURE_INDEX["family_name"]] = family
     out[:, FEATURE_INDEX["given_name"]] = given
     # Characters only tell homophones apart: defined when the pinyin agrees, so a name is not counted twice.

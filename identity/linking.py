@@ -223,9 +223,11 @@ async def _contact_names(conn: AsyncConnection, std: pd.DataFrame) -> dict[str, 
     population's holders carry, and how many identities hold one at all (`PreparedRecords`)."""
     family_sql, given_sql = KEY_SQL["family_key"], KEY_SQL["given_key"]
     # The order-free full name, as `compare.full_name_key` builds it.
+    # People: different full names, or different surnames (钱女士 beside 魏兰).
     distinct_names = (
-        f"count(distinct case when {family_sql} is not null and {given_sql} is not null"
-        f" then least({family_sql}, {given_sql}) || ' ' || greatest({family_sql}, {given_sql}) end)"
+        f"greatest(count(distinct case when {family_sql} is not null and {given_sql} is not null"
+        f" then least({family_sql}, {given_sql}) || ' ' || greatest({family_sql}, {given_sql}) end),"
+        f" count(distinct {family_sql}))"
     )
     mask_sql = KEY_SQL["phone_masked_key"]
     phones = sorted({str(v) for v in std["phone"].dropna()})

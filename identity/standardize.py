@@ -12,6 +12,7 @@ Expensive per-value work (pinyin, phonenumbers, cpca) runs once per distinct val
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import date
 from functools import lru_cache
@@ -522,12 +523,26 @@ def standardize_member_no(raw: str) -> str | None:
 # --------------------------------------------------------------------------- addresses
 
 
+@lru_cache(maxsize=1)
+def _ambiguous_districts() -> frozenset[str]:
+    """District names several cities have (朝阳区 is in Beijing and in Changchun)."""
+    import cpca
+
+    counts = Counter(info.name for info in cpca.ad_2_addr_dict.values() if info.rank == 2)
+    return frozenset(name for name, n in counts.items() if n > 1)
+
+
 def _parse_chinese_addresses(addresses: list[str]) -> pd.DataFrame:
     import cpca
 
-    parsed = cpca.transform(addresses)
-    province = parsed["省"].where(parsed["省"].notna(), None)
-    city = parsed["市"].where(parsed["市"].notna(), None)
+    parsed = cpca.transform(addresses, pos_sensitive=True)
+    # A line that names only an ambiguous district (朝阳区...) does not say its city: cpca's guess
+    # would be evidence against the right one.
+    guessed = (
+        (parsed["省_pos"] < 0) & (parsed["市_pos"] < 0) & parsed["区"].isin(_ambiguous_districts())
+    ).to_numpy()
+    province = parsed["省"].where(parsed["省"].notna() & ~guessed, None)
+    city = parsed["市"].where(parsed["市"].notna() & ~guessed, None)
     city = city.where(~((city == "市辖区") | (city == "县")), province)
     return pd.DataFrame(
         {
