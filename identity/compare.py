@@ -63,6 +63,11 @@ UNIQUE_FULL_NAME_BITS = 3.0
 # delivery address and often one phone, and a shop's till phone is typed in for strangers. They are
 # no evidence for a pair whose names or sexes disagree.
 CONTACT_FEATURES: tuple[str, ...] = ("phone", "address", "street_number")
+# u of an agreed mobile that one person holds: two strangers share an 11-digit mobile by chance
+# about once in 10^8 pairs, and a masked one (3 + 4 digits seen) about once in 3 x 10^5. A file's
+# random pairs overstate both (they include its duplicates), so a value's own rarity decides.
+PHONE_VALUE_U = 1e-8
+MASK_VALUE_U = 3e-6
 
 
 def full_name_key(name_pinyin: pd.Series) -> pd.Series:
@@ -387,18 +392,18 @@ def tf_adjustment(
     if len(rec.phone_names) and "phone" in u_exact:
         # An agreed phone that people of d different names hold (a family phone, the shop's own):
         # the d - 1 other people are the chance that a non-match shares it (Splink's term
-        # frequency, counted in people rather than records). A phone one name holds keeps the u
-        # of the model.
+        # frequency, counted in people rather than records); a phone one name holds gets
+        # PHONE_VALUE_U in place of the model's average u.
         j = FEATURE_INDEX["phone"]
         exact = np.flatnonzero(levels[:, j] == FEATURES[j].n_levels - 1)
         others = np.maximum(rec.phone_names[left[exact]] - 1, 0) / max(rec.phone_population, 1)
-        u_value = np.maximum(others, u_exact["phone"])
+        u_value = np.maximum(others, PHONE_VALUE_U)
         total[exact] += np.log2(u_exact["phone"] / u_value)
         if len(rec.mask_names) and "phone_masked" in u_exact:
             # A masked mobile several named people are seen with (a household's delivery phone).
             masked = np.flatnonzero(levels[:, j] == FEATURES[j].levels.index("mask_compatible"))
             others = np.maximum(rec.mask_names[left[masked]] - 1, 0) / max(rec.mask_population, 1)
-            u_value = np.maximum(others, u_exact["phone_masked"])
+            u_value = np.maximum(others, MASK_VALUE_U)
             total[masked] += np.log2(u_exact["phone_masked"] / u_value)
     if len(rec.full_name_holders):
         full = (levels[:, FEATURE_INDEX["family_name"]] == 3) & (levels[:, FEATURE_INDEX["given_name"]] == 3)

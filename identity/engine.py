@@ -141,6 +141,10 @@ def node_constraints(std: pd.DataFrame, rules: IdentityRules, n: int | None = No
     valid_id = strong_values(std, "id_number")
     for i in np.flatnonzero(valid_id.notna().to_numpy()):
         uf.add_exclusive(int(i), "id_number", valid_id.iat[i])
+    # One person, one sex: 李先生 on a parcel is not the 李女士 of the same household.
+    gender = std["gender"]
+    for i in np.flatnonzero(gender.notna().to_numpy()):
+        uf.add_exclusive(int(i), "gender", gender.iat[i])
     unionid = std["wechat_unionid"]
     for i in np.flatnonzero(unionid.notna().to_numpy()):
         uf.add_exclusive(int(i), "wechat_unionid", unionid.iat[i])
