@@ -21,6 +21,7 @@ from rapidfuzz import process
 from rapidfuzz.distance import DamerauLevenshtein, Indel, JaroWinkler
 
 from identity.blocking import name_parts
+from identity.standardize import chinese_surname_readings
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,8 @@ class PreparedRecords:
     # person's records share one name; a family phone or a shop's till phone carries several.
     phone_names: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     phone_population: int = 0
+    # The surname is one of the Chinese surnames' readings (wang, ouyang).
+    chinese_surname: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     # The same for each record's masked mobile (its own 138****5678, or its full phone's mask).
     mask_names: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     mask_population: int = 0
@@ -189,6 +192,7 @@ class PreparedRecords:
             phone_population=contact_population["phone"],
             mask_names=contact_names["masked"].fillna(0).astype(np.int64).to_numpy(),
             mask_population=contact_population["masked"],
+            chinese_surname=family.isin(chinese_surname_readings()).to_numpy(dtype=bool),
             codes={k: _codes(v) for k, v in columns.items()},
             strings={k: _strings(v) for k, v in columns.items() if k in _FUZZY},
             birth_int=birth_int.to_numpy(),
@@ -290,7 +294,10 @@ def compare_pairs(rec: PreparedRecords, left: np.ndarray, right: np.ndarray) -> 
     out[:, FEATURE_INDEX["province"]] = province
     # Two people of one household (or a stranger given the till's phone): a shared phone or address
     # is no evidence once their names or sexes disagree. A disagreeing phone stays evidence against.
-    other_person = (family == 0) | (given == 0) | (out[:, FEATURE_INDEX["gender"]] == 0)
+    # Two Chinese surnames that differ (a wife keeps hers) say two people too; a Latin surname
+    # that differs may be a typo or a maiden name.
+    chinese = rec.chinese_surname[left] & rec.chinese_surname[right]
+    other_person = (given == 0) | (out[:, FEATURE_INDEX["gender"]] == 0) | ((family == 0) & chinese)
     for name in CONTACT_FEATURES:
         column = out[:, FEATURE_INDEX[name]]
         column[other_person & (column > 0)] = -1

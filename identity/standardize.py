@@ -302,7 +302,8 @@ def _pinyin_syllables() -> frozenset[str]:
 
 
 @lru_cache(maxsize=1)
-def _surname_pinyin() -> frozenset[str]:
+def chinese_surname_readings() -> frozenset[str]:
+    """The pinyin of the common and the compound Chinese surnames (wang, ouyang)."""
     return frozenset(chinese_pinyin(s, surname=True) for s in COMMON_SURNAMES | COMPOUND_SURNAMES)
 
 
@@ -325,7 +326,7 @@ def split_pinyin_name(word: str) -> tuple[str, str] | None:
     surname reading whose rest reads as a one- to three-syllable given name."""
     if not word.isalpha() or not word.isascii() or not 3 <= len(word) <= 16:
         return None
-    surnames = _surname_pinyin()
+    surnames = chinese_surname_readings()
     for k in range(min(8, len(word) - 1), 0, -1):
         if word[:k] in surnames and _is_pinyin(word[k:]):
             return word[:k], word[k:]
@@ -387,7 +388,7 @@ def standardize_name(
         fam_part, giv_part = tokens[-1], " ".join(tokens[:-1])
         if len(raw_tokens) == 2:
             first, last = raw_tokens
-            surnames = _surname_pinyin()
+            surnames = chinese_surname_readings()
             # ZHANG Wei (a passport's upper-case surname), or Mao Xintian (only one part is a
             # surname's reading and both read as pinyin): the surname is written first.
             passport = first.isupper() and len(first) > 1 and not last.isupper()
