@@ -28,7 +28,7 @@ from identity.model import (
     reference_model,
 )
 from identity.rules import DEFAULT_RULES, IdentityRules, blocked_mask, is_placeholder_phone, strong_values
-from identity.standardize import STANDARD_COLUMNS, mask_phone, standardize_frame
+from identity.standardize import STANDARD_COLUMNS, standardize_frame
 
 # progress(stage, amount): stage is "standardize", "fit", "compare", "cluster"; amount is records or pairs.
 Progress = Callable[[str, int], None]
@@ -192,8 +192,10 @@ def attach_by_full_name(
     columns = {c: std[c].astype(object).where(std[c].notna(), None).to_numpy() for c in ("gender", "city")}
     columns["birth_date"] = std["birth_date"].astype(str).where(std["birth_date"].notna(), None).to_numpy()
     source = std["source"].astype(object).to_numpy() if "source" in std else np.full(len(std), None)
-    mask = std["phone"].map(lambda p: mask_phone(p) if isinstance(p, str) else None)
-    mask = mask.where(mask.notna(), std["phone_masked"]).astype(object)
+    phone = std["phone"].astype("string")
+    mobile = phone.str.startswith("+86").fillna(False) & (phone.str.len() == 14).fillna(False)
+    mask = (phone.str[3:6] + "****" + phone.str[-4:]).where(mobile)  # mask_phone, vectorized
+    mask = mask.astype(object).where(mask.notna(), std["phone_masked"]).astype(object)
     mask = mask.where(mask.notna(), None).to_numpy()
     members: dict[int, list[int]] = {}
     for node, root in enumerate(labels.tolist()):

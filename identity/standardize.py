@@ -637,7 +637,11 @@ def standardize_frame(df: pd.DataFrame) -> pd.DataFrame:
     out["birth_date"] = out["birth_date"].astype(object).where(out["birth_date"].notna(), None)
     gender = gender.where(gender.notna(), id_gender.reindex(df.index))
     # 王女士 states the sex where nothing else does.
-    gender = gender.where(gender.notna(), _per_unique(name, honorific_gender))
+    polite = name.astype("string").str.endswith(tuple(HONORIFICS)).fillna(False).astype(bool)
+    if polite.any():
+        gender = gender.where(
+            gender.notna() | ~polite, _per_unique(name.where(polite, None), honorific_gender)
+        )
     out["gender"] = gender.astype(object).where(gender.notna(), None)
     out["id_number"] = id_number
     out["member_no"] = _per_unique(_text(df, "member_no"), standardize_member_no)
