@@ -8,6 +8,7 @@
 Each size runs in its own process so peak RSS is that size's own.
 
     python bench/identity.py --sizes 100000 1000000
+    python bench/identity.py --sizes 100000 --data noisy
     python bench/identity.py --sizes 0 --incremental 10000 --base 1000000 --database-url postgresql://postgres@127.0.0.1:5432/test
 """
 
@@ -31,26 +32,31 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def records_for(size: int, seed: int) -> Any:
-    from identity.synthetic import synthetic_people
+def records_for(size: int, seed: int, data: str = "synthetic") -> Any:
+    from identity.synthetic import noisy_omnichannel_people, synthetic_people
 
-    frame = synthetic_people(int(size / 1.7) + 10, seed=seed)  # a little more, then cut to size
+    if data == "noisy":  # issue 16's noise: unverified and masked phones, pinyin, households...
+        frame, truth = noisy_omnichannel_people(int(size / 2.0) + 10, seed=seed)
+        frame = frame.assign(true_person_id=truth)
+    else:
+        frame = synthetic_people(int(size / 1.7) + 10, seed=seed)  # a little more, then cut to size
     return frame.iloc[:size].reset_index(drop=True)
 
 
-def run_full(size: int, seed: int) -> dict[str, Any]:
+def run_full(size: int, seed: int, data: str = "synthetic") -> dict[str, Any]:
     from identity.engine import resolve_frame
     from identity.evaluate import pairwise_scores
 
     t = time.perf_counter()
-    records = records_for(size, seed)
+    records = records_for(size, seed, data)
     generated = time.perf_counter() - t
     t = time.perf_counter()
-    result = resolve_frame(records)
+    result = resolve_frame(records.drop(columns=["true_person_id"]))
     total = time.perf_counter() - t
     scores = pairwise_scores(result.customer_ids, records["true_person_id"].to_numpy())
     return {
         "benchmark": "full_resolution",
+        "data": data,
         "identities": len(records),
         "seconds_total": round(total, 2),
         "seconds_by_stage": {k: round(v, 2) for k, v in result.seconds.items()},
@@ -183,15 +189,30 @@ def main() -> None:
     parser.add_argument("--base", type=int, default=1_000_000, help="existing identities for --incremental")
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--data",
+        choices=["synthetic", "noisy"],
+        default="synthetic",
+        help="full runs: synthetic_people, or noisy_omnichannel_people (issue 16's noise)",
+    )
     parser.add_argument("--one-size", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one_size is not None:
-        print(json.dumps(run_full(args.one_size, args.seed)))
+        print(json.dumps(run_full(args.one_size, args.seed, args.data)))
         return
     results = []
     for size in [s for s in args.sizes if s > 0]:
         out = subprocess.run(
-            [sys.executable, __file__, "--one-size", str(size), "--seed", str(args.seed)],
+            [
+                sys.executable,
+                __file__,
+                "--one-size",
+                str(size),
+                "--seed",
+                str(args.seed),
+                "--data",
+                args.data,
+            ],
             capture_output=True,
             text=True,
             check=True,

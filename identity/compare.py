@@ -21,6 +21,7 @@ from rapidfuzz import process
 from rapidfuzz.distance import DamerauLevenshtein, Indel, JaroWinkler
 
 from identity.blocking import name_parts
+from identity.standardize import chinese_surname_readings
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,26 @@ TF_FEATURES: dict[str, str] = {"family_name": "family", "given_name": "given"}
 # Weibo profile and an app account) reads as rarer evidence than it is worth alone; a common
 # full name (王伟) held by a third record gets nothing.
 UNIQUE_FULL_NAME_BITS = 3.0
+# Features that say where a person can be reached, not who they are: a household shares its
+# delivery address and often one phone, and a shop's till phone is typed in for strangers. They are
+# no evidence for a pair whose names or sexes disagree.
+CONTACT_FEATURES: tuple[str, ...] = ("phone", "address", "street_number")
+# u of an agreed mobile that one person holds: two strangers share an 11-digit mobile by chance
+# about once in 10^8 pairs, and a masked one (3 + 4 digits seen) about once in 3 x 10^5. A file's
+# random pairs overstate both (they include its duplicates), so a value's own rarity decides.
+PHONE_VALUE_U = 1e-8
+MASK_VALUE_U = 3e-6
+
+
+def full_name_key(name_pinyin: pd.Series) -> pd.Series:
+    """Order-free key of a full name ("wei zhang" = "zhang wei"); None without both parts."""
+    family, given = name_parts(name_pinyin)
+    both = family.notna() & given.notna()
+    key = pd.Series([None] * len(name_pinyin), index=name_pinyin.index, dtype=object)
+    if both.any():
+        f, g = family[both].astype(str), given[both].astype(str)
+        key[both] = np.where(f <= g, f + " " + g, g + " " + f)
+    return key
 
 
 def _codes(values: pd.Series) -> np.ndarray:
@@ -87,6 +108,16 @@ class PreparedRecords:
     term_frequency: dict[str, np.ndarray] = field(default_factory=dict)
     # How many records of the population hold each record's full name key (0 without both parts).
     full_name_holders: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # How many different full names the population's holders of each record's phone carry (0
+    # without one), and how many records have a phone at all: the rarity of an agreed phone. One
+    # person's records share one name; a family phone or a shop's till phone carries several.
+    phone_names: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    phone_population: int = 0
+    # The surname is one of the Chinese surnames' readings (wang, ouyang).
+    chinese_surname: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    # The same for each record's masked mobile (its own 138****5678, or its full phone's mask).
+    mask_names: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    mask_population: int = 0
 
     @classmethod
     def from_frame(
@@ -140,10 +171,28 @@ class PreparedRecords:
             holders = full.map(population["full_name"][0])
         else:
             holders = full.map(full.value_counts())
+        contact_names, contact_population = {}, {}
+        names = full_name_key(frame["name_pinyin"])
+        for column, values in (("phone", frame["phone"].astype(object)), ("masked", columns["masked"])):
+            if population is not None and column in population:
+                counts, contact_population[column] = population[column]
+                contact_names[column] = values.map(counts)
+            else:
+                # People: different full names, or different surnames (钱女士 beside 魏兰).
+                held = pd.DataFrame({"value": values, "name": names, "family": family})
+                held = held[held["value"].notna()].groupby("value")
+                people = np.maximum(held["name"].nunique(), held["family"].nunique())
+                contact_names[column] = values.map(people)
+                contact_population[column] = int(values.notna().sum())
         return cls(
             n=len(frame),
             term_frequency=term_frequency,
             full_name_holders=holders.fillna(0).astype(np.int64).to_numpy(),
+            phone_names=contact_names["phone"].fillna(0).astype(np.int64).to_numpy(),
+            phone_population=contact_population["phone"],
+            mask_names=contact_names["masked"].fillna(0).astype(np.int64).to_numpy(),
+            mask_population=contact_population["masked"],
+            chinese_surname=family.isin(chinese_surname_readings()).to_numpy(dtype=bool),
             codes={k: _codes(v) for k, v in columns.items()},
             strings={k: _strings(v) for k, v in columns.items() if k in _FUZZY},
             birth_int=birth_int.to_numpy(),
@@ -213,6 +262,10 @@ def compare_pairs(rec: PreparedRecords, left: np.ndarray, right: np.ndarray) -> 
         better &= (swapped_f >= 0) & (swapped_g >= 0)
         family[not_exact[better]] = swapped_f[better]
         given[not_exact[better]] = swapped_g[better]
+    # Written in characters, given names whose readings differ are two names (沈静怡 and her sister
+    # 沈静雯), however alike the pinyin looks: a typo at a keyboard keeps the reading (a homophone).
+    both_hanzi = (rec.codes["hanzi"][left] >= 0) & (rec.codes["hanzi"][right] >= 0)
+    given[both_hanzi & (given > 0) & (given < 3)] = 0
     out[:, FEATURE_INDEX["family_name"]] = family
     out[:, FEATURE_INDEX["given_name"]] = given
     # Characters only tell homophones apart: defined when the pinyin agrees, so a name is not counted twice.
@@ -239,6 +292,15 @@ def compare_pairs(rec: PreparedRecords, left: np.ndarray, right: np.ndarray) -> 
     # A city names its province: agreeing on both is one piece of evidence, not two.
     province[out[:, FEATURE_INDEX["city"]] == 2] = -1
     out[:, FEATURE_INDEX["province"]] = province
+    # Two people of one household (or a stranger given the till's phone): a shared phone or address
+    # is no evidence once their names or sexes disagree. A disagreeing phone stays evidence against.
+    # Two Chinese surnames that differ (a wife keeps hers) say two people too; a Latin surname
+    # that differs may be a typo or a maiden name.
+    chinese = rec.chinese_surname[left] & rec.chinese_surname[right]
+    other_person = (given == 0) | (out[:, FEATURE_INDEX["gender"]] == 0) | ((family == 0) & chinese)
+    for name in CONTACT_FEATURES:
+        column = out[:, FEATURE_INDEX[name]]
+        column[other_person & (column > 0)] = -1
     return out
 
 
@@ -334,6 +396,22 @@ def tf_adjustment(
         adjust = np.zeros(int(exact.sum()))
         adjust[ok] = np.log2(u_exact[feature] / tf[ok])
         total[np.flatnonzero(exact)] += adjust
+    if len(rec.phone_names) and "phone" in u_exact:
+        # An agreed phone that people of d different names hold (a family phone, the shop's own):
+        # the d - 1 other people are the chance that a non-match shares it (Splink's term
+        # frequency, counted in people rather than records); a phone one name holds gets
+        # PHONE_VALUE_U in place of the model's average u.
+        j = FEATURE_INDEX["phone"]
+        exact = np.flatnonzero(levels[:, j] == FEATURES[j].n_levels - 1)
+        others = np.maximum(rec.phone_names[left[exact]] - 1, 0) / max(rec.phone_population, 1)
+        u_value = np.maximum(others, PHONE_VALUE_U)
+        total[exact] += np.log2(u_exact["phone"] / u_value)
+        if len(rec.mask_names) and "phone_masked" in u_exact:
+            # A masked mobile several named people are seen with (a household's delivery phone).
+            masked = np.flatnonzero(levels[:, j] == FEATURES[j].levels.index("mask_compatible"))
+            others = np.maximum(rec.mask_names[left[masked]] - 1, 0) / max(rec.mask_population, 1)
+            u_value = np.maximum(others, MASK_VALUE_U)
+            total[masked] += np.log2(u_exact["phone_masked"] / u_value)
     if len(rec.full_name_holders):
         full = (levels[:, FEATURE_INDEX["family_name"]] == 3) & (levels[:, FEATURE_INDEX["given_name"]] == 3)
         holders_l = rec.full_name_holders[left]

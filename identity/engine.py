@@ -141,6 +141,10 @@ def node_constraints(std: pd.DataFrame, rules: IdentityRules, n: int | None = No
     valid_id = strong_values(std, "id_number")
     for i in np.flatnonzero(valid_id.notna().to_numpy()):
         uf.add_exclusive(int(i), "id_number", valid_id.iat[i])
+    # One person, one sex: 李先生 on a parcel is not the 李女士 of the same household.
+    gender = std["gender"]
+    for i in np.flatnonzero(gender.notna().to_numpy()):
+        uf.add_exclusive(int(i), "gender", gender.iat[i])
     unionid = std["wechat_unionid"]
     for i in np.flatnonzero(unionid.notna().to_numpy()):
         uf.add_exclusive(int(i), "wechat_unionid", unionid.iat[i])
@@ -188,6 +192,11 @@ def attach_by_full_name(
     columns = {c: std[c].astype(object).where(std[c].notna(), None).to_numpy() for c in ("gender", "city")}
     columns["birth_date"] = std["birth_date"].astype(str).where(std["birth_date"].notna(), None).to_numpy()
     source = std["source"].astype(object).to_numpy() if "source" in std else np.full(len(std), None)
+    phone = std["phone"].astype("string")
+    mobile = phone.str.startswith("+86").fillna(False) & (phone.str.len() == 14).fillna(False)
+    mask = (phone.str[3:6] + "****" + phone.str[-4:]).where(mobile)  # mask_phone, vectorized
+    mask = mask.astype(object).where(mask.notna(), std["phone_masked"]).astype(object)
+    mask = mask.where(mask.notna(), None).to_numpy()
     members: dict[int, list[int]] = {}
     for node, root in enumerate(labels.tolist()):
         members.setdefault(root, []).append(node)
@@ -210,6 +219,11 @@ def attach_by_full_name(
                 nodes = members[root]
                 if source[node] is not None and any(source[m] == source[node] for m in nodes):
                     continue
+                # A namesake with other phones: a mobile (or its mask) the customer never used says
+                # another person.
+                if mask[node] is not None and not any(mask[m] == mask[node] for m in nodes):
+                    if any(mask[m] is not None for m in nodes):
+                        continue
                 if any(
                     values[node] is not None
                     and any(values[m] is not None and values[m] != values[node] for m in nodes)

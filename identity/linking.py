@@ -214,7 +214,39 @@ async def _name_frequencies(
         "family": (counts["family"], int(family_total)),
         "given": (counts["given"], int(given_total)),
         "full_name": (holders, len(holders)),
+        **await _contact_names(conn, std),
     }
+
+
+async def _contact_names(conn: AsyncConnection, std: pd.DataFrame) -> dict[str, tuple[dict[str, int], int]]:
+    """For each phone and each masked mobile of the frame, how many different full names the
+    population's holders carry, and how many identities hold one at all (`PreparedRecords`)."""
+    family_sql, given_sql = KEY_SQL["family_key"], KEY_SQL["given_key"]
+    # The order-free full name, as `compare.full_name_key` builds it.
+    # People: different full names, or different surnames (钱女士 beside 魏兰).
+    distinct_names = (
+        f"greatest(count(distinct case when {family_sql} is not null and {given_sql} is not null"
+        f" then least({family_sql}, {given_sql}) || ' ' || greatest({family_sql}, {given_sql}) end),"
+        f" count(distinct {family_sql}))"
+    )
+    mask_sql = KEY_SQL["phone_masked_key"]
+    phones = sorted({str(v) for v in std["phone"].dropna()})
+    from_phones = {f"{p[3:6]}{p[-4:]}" for p in phones if p.startswith("+86") and len(p) == 14}
+    masks = sorted(from_phones | {f"{m[:3]}{m[-4:]}" for m in std["phone_masked"].dropna().astype(str)})
+    out: dict[str, tuple[dict[str, int], int]] = {}
+    for column, expr, values in (("phone", "si.phone", phones), ("masked", mask_sql, masks)):
+        rows = await conn.execute(
+            sa.text(
+                f"select {expr}, {distinct_names} from source_identity si where {expr} = any(:v) group by 1"  # noqa: S608 - fixed expressions
+            ),
+            {"v": values},
+        )
+        names = {str(value): int(n) for value, n in rows}
+        if column == "masked":  # 1385678 -> 138****5678, as the frame writes it
+            names = {f"{k[:3]}****{k[3:]}": n for k, n in names.items()}
+        total = (await conn.execute(sa.text(f"select count({expr}) from source_identity si"))).scalar_one()  # noqa: S608
+        out[column] = (names, int(total))
+    return out
 
 
 async def link_source_identities(
@@ -327,11 +359,18 @@ async def link_in_transaction(
     edges = Edges.concat([det, scoring.links], len(FEATURES))
     accepted = apply_links(uf, edges.left, edges.right, edges.strength)
     report.refused = int((~accepted).sum())
+    # Besides new identities, a customer of one identity whose full name a new identity carries may
+    # be attached now: in one batch run it would have seen the new identity's cluster too.
+    attachable = is_new.copy()
     if name_context:
+        new_names = set(std["name_pinyin"][is_new].dropna())
+        attachable |= (
+            std["name_pinyin"].isin(new_names).to_numpy() & ~pd.isna(frame["customer_id"]).to_numpy()
+        )
         attach_by_full_name(
             std,
             uf,
-            restrict=is_new,
+            restrict=attachable,
             population_holders=rec.full_name_holders,
             max_population_holders=rules.max_block_size,
         )
@@ -365,15 +404,17 @@ async def link_in_transaction(
     assignment: dict[int, int] = {}  # node -> customer id
     creating: list[list[int]] = []
     for members in clusters.values():
-        if not any(is_new[m] for m in members):
-            continue
         customers = sorted({int(existing[m]) for m in members if not pd.isna(existing[m])})
+        if not any(is_new[m] for m in members) and len(customers) < 2:
+            continue
         if not customers:
             creating.append(members)
             continue
         survivor = customers[0]  # the oldest customer id wins
         if len(customers) > 1:
-            crossing = [evidence(m) for m in members if is_new[m]]
+            crossing = [evidence(m) for m in members if is_new[m]] or [
+                {"rule": "name_context", "score": None, "features": {"full_name": "exact"}}
+            ]
             event_id = await absorb_customers(
                 conn,
                 survivor,

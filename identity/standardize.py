@@ -12,6 +12,7 @@ Expensive per-value work (pinyin, phonenumbers, cpca) runs once per distinct val
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import date
 from functools import lru_cache
@@ -263,6 +264,75 @@ def _latin_key(text: str) -> str:
     return re.sub(r"[^a-z]", "", text.lower())
 
 
+# Honorifics written after a surname on a parcel or at a till (王女士, 李先生): a surname and a sex.
+HONORIFICS: dict[str, str] = {"先生": "m", "女士": "f", "小姐": "f", "太太": "f", "夫人": "f"}
+
+
+def split_honorific(name: str) -> tuple[str, str] | None:
+    """(surname, 'm'/'f') of a surname followed by an honorific (王女士, 欧阳先生), else None."""
+    for honorific, sex in HONORIFICS.items():
+        if name.endswith(honorific):
+            surname = name[: -len(honorific)]
+            if surname in COMPOUND_SURNAMES or (len(surname) == 1 and surname in COMMON_SURNAMES):
+                return surname, sex
+    return None
+
+
+def honorific_gender(name: str | None) -> str | None:
+    """The sex an honorific states (李先生 -> 'm'), after traditional-to-simplified conversion."""
+    if not name or not _CJK.search(name):
+        return None
+    parts = split_honorific(re.sub(r"\s+", "", _t2s()(name)))
+    return parts[1] if parts else None
+
+
+@lru_cache(maxsize=1)
+def _pinyin_syllables() -> frozenset[str]:
+    """Every toneless pinyin syllable (about 420), from pypinyin's character table."""
+    import unicodedata
+
+    from pypinyin.constants import PINYIN_DICT
+
+    out = set()
+    for readings in PINYIN_DICT.values():
+        for reading in readings.split(","):
+            bare = "".join(c for c in unicodedata.normalize("NFD", reading) if not unicodedata.combining(c))
+            out.add(bare.replace("ü", "v"))
+    return frozenset(out)
+
+
+@lru_cache(maxsize=1)
+def chinese_surname_readings() -> frozenset[str]:
+    """The pinyin of the common and the compound Chinese surnames (wang, ouyang)."""
+    return frozenset(chinese_pinyin(s, surname=True) for s in COMMON_SURNAMES | COMPOUND_SURNAMES)
+
+
+@lru_cache(maxsize=65536)
+def _is_pinyin(word: str, max_syllables: int = 3) -> bool:
+    """True when `word` splits into 1..max_syllables pinyin syllables (zhang, xintian)."""
+    if not word:
+        return False
+    if max_syllables == 0:
+        return False
+    syllables = _pinyin_syllables()
+    return any(
+        word[:k] in syllables and (k == len(word) or _is_pinyin(word[k:], max_syllables - 1))
+        for k in range(min(6, len(word)), 0, -1)
+    )
+
+
+def split_pinyin_name(word: str) -> tuple[str, str] | None:
+    """(surname, given) of a pinyin name written as one word (zhangwei -> zhang, wei): the longest
+    surname reading whose rest reads as a one- to three-syllable given name."""
+    if not word.isalpha() or not word.isascii() or not 3 <= len(word) <= 16:
+        return None
+    surnames = chinese_surname_readings()
+    for k in range(min(8, len(word) - 1), 0, -1):
+        if word[:k] in surnames and _is_pinyin(word[k:]):
+            return word[:k], word[k:]
+    return None
+
+
 def standardize_name(
     name: str | None, given: str | None = None, family: str | None = None
 ) -> tuple[str | None, str | None]:
@@ -291,6 +361,10 @@ def standardize_name(
         return None, None
     if _CJK.search(name):
         simplified = re.sub(r"[\s·•・.]+", "", _t2s()(name))
+        honorific = split_honorific(simplified)
+        if honorific:
+            # 王女士: the surname is evidence (the sex goes to gender), not a given name 女士.
+            return None, f"{chinese_pinyin(honorific[0], surname=True)} "
         if _NAME_MASK.search(simplified):
             # A masked receiver name (宋**): the surname is evidence, the display name is not.
             family = _NAME_MASK.sub("", simplified)[:2]
@@ -304,11 +378,28 @@ def standardize_name(
     lowered = re.sub(r"\s+", " ", name.strip().lower())
     if re.search(r"\d|[_@#*]", lowered):
         return None, None  # a handle (tb78211011175, linqiyan78769), not a name
+    raw_tokens = name.split()
     if "," in lowered:
         fam_part, _, giv_part = lowered.partition(",")
+    elif len(raw_tokens) == 1 and (pinyin := split_pinyin_name(lowered)):
+        fam_part, giv_part = pinyin  # zhangwei: a Chinese name in pinyin, run together
     else:
         tokens = lowered.split(" ")
         fam_part, giv_part = tokens[-1], " ".join(tokens[:-1])
+        if len(raw_tokens) == 2:
+            first, last = raw_tokens
+            surnames = chinese_surname_readings()
+            # ZHANG Wei (a passport's upper-case surname), or Mao Xintian (only one part is a
+            # surname's reading and both read as pinyin): the surname is written first.
+            passport = first.isupper() and len(first) > 1 and not last.isupper()
+            pinyin_first = (
+                tokens[0] in surnames
+                and tokens[1] not in surnames
+                and _is_pinyin(tokens[0], 2)
+                and _is_pinyin(tokens[1])
+            )
+            if passport or pinyin_first:
+                fam_part, giv_part = tokens[0], tokens[1]
     display = re.sub(r"\s*,\s*", " ", lowered).strip()
     key = f"{_latin_key(fam_part)} {_latin_key(giv_part)}"
     return display or None, (key if key.strip() else None)
@@ -433,12 +524,26 @@ def standardize_member_no(raw: str) -> str | None:
 # --------------------------------------------------------------------------- addresses
 
 
+@lru_cache(maxsize=1)
+def _ambiguous_districts() -> frozenset[str]:
+    """District names several cities have (朝阳区 is in Beijing and in Changchun)."""
+    import cpca
+
+    counts = Counter(info.name for info in cpca.ad_2_addr_dict.values() if info.rank == 2)
+    return frozenset(name for name, n in counts.items() if n > 1)
+
+
 def _parse_chinese_addresses(addresses: list[str]) -> pd.DataFrame:
     import cpca
 
-    parsed = cpca.transform(addresses)
-    province = parsed["省"].where(parsed["省"].notna(), None)
-    city = parsed["市"].where(parsed["市"].notna(), None)
+    parsed = cpca.transform(addresses, pos_sensitive=True)
+    # A line that names only an ambiguous district (朝阳区...) does not say its city: cpca's guess
+    # would be evidence against the right one.
+    guessed = (
+        (parsed["省_pos"] < 0) & (parsed["市_pos"] < 0) & parsed["区"].isin(_ambiguous_districts())
+    ).to_numpy()
+    province = parsed["省"].where(parsed["省"].notna() & ~guessed, None)
+    city = parsed["市"].where(parsed["市"].notna() & ~guessed, None)
     city = city.where(~((city == "市辖区") | (city == "县")), province)
     return pd.DataFrame(
         {
@@ -531,6 +636,12 @@ def standardize_frame(df: pd.DataFrame) -> pd.DataFrame:
     out["birth_date"] = out["birth_date"].where(out["birth_date"].notna(), id_birth.reindex(df.index))
     out["birth_date"] = out["birth_date"].astype(object).where(out["birth_date"].notna(), None)
     gender = gender.where(gender.notna(), id_gender.reindex(df.index))
+    # 王女士 states the sex where nothing else does.
+    polite = name.astype("string").str.endswith(tuple(HONORIFICS)).fillna(False).astype(bool)
+    if polite.any():
+        gender = gender.where(
+            gender.notna() | ~polite, _per_unique(name.where(polite, None), honorific_gender)
+        )
     out["gender"] = gender.astype(object).where(gender.notna(), None)
     out["id_number"] = id_number
     out["member_no"] = _per_unique(_text(df, "member_no"), standardize_member_no)
