@@ -51,6 +51,20 @@ async def test_later_status_updates_in_place_and_stale_versions_are_ignored(comm
     assert await _orders(committed_db) == [("2001", "shipped", "WAIT_BUYER_CONFIRM_GOODS", 19900, 1, True)]
 
 
+async def test_a_version_with_the_same_source_time_updates_the_order(committed_db):
+    # Two changes within the same second of the channel's clock (its `modified` has whole seconds): the one
+    # read later is the one that stands, and it is not taken for a stale copy.
+    async with Lander.open(committed_db) as lander:
+        await lander.land(normalize_trades([top_trade(2101, modified="2026-10-02 10:00:00")]))
+        stats = await lander.land(
+            normalize_trades(
+                [top_trade(2101, status="WAIT_BUYER_CONFIRM_GOODS", modified="2026-10-02 10:00:00", lines=1)]
+            )
+        )
+    assert stats.orders == 1
+    assert await _orders(committed_db) == [("2101", "shipped", "WAIT_BUYER_CONFIRM_GOODS", 19900, 1, True)]
+
+
 async def test_bad_rows_are_quarantined_once_with_the_field_named(committed_db):
     bad = top_trade(3002, price="19.999")
     batch = normalize_trades([top_trade(3001), bad])
