@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: run test lint typecheck pytest install clean
+.PHONY: run test lint typecheck pytest install clean mutation
 
 run: $(STAMP)
 	$(BIN)/c360 demo
@@ -25,6 +25,10 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
+# Mutation testing (docs/testing.md): not part of `make test`; MODULES=sync/quarantine.py narrows it.
+mutation: $(STAMP)
+	$(BIN)/python tools/mutation.py $(MODULES)
+
 install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements.lock
@@ -34,4 +38,4 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .mutation mutants

@@ -10,23 +10,18 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from identity.standardize import STANDARDIZED_ATTRIBUTES, standardize_frame
+from sync.landing import CHANNEL_FAMILIES
 
-CHANNELS = {
-    "tmall": ("marketplace", 50),
-    "jd": ("marketplace", 50),
-    "app": ("own", 10),
-    "pos": ("pos", 30),
-    "wechat": ("social", 40),
-}
 SI_COLUMNS = STANDARDIZED_ATTRIBUTES
 
 
 async def create_channels(conn: AsyncConnection) -> None:
+    """The product's channel rows (trust ranks included), as landing creates them."""
     await conn.execute(
         sa.text(
-            "insert into channel (code, family, name, trust_rank) values (:c, :f, :c, :r) on conflict do nothing"
+            "insert into channel (code, family, name, trust_rank) values (:c, :f, :n, :r) on conflict do nothing"
         ),
-        [{"c": c, "f": f, "r": r} for c, (f, r) in CHANNELS.items()],
+        [{"c": c, "f": f, "n": n, "r": r} for c, (f, n, r) in CHANNEL_FAMILIES.items()],
     )
 
 

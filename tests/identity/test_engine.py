@@ -161,6 +161,16 @@ def test_stable_ids_across_reruns_merges_and_splits() -> None:
     # c now shares a's member number: the clusters merge and the oldest (smallest) id, 3, survives.
     merged = clusters(frame.assign(member_no=["M1", "M1", "M1"]), previous=previous)
     assert set(merged.values()) == {3}
+    # Customer 3 (a, b, c) splits: c takes another member number. The side holding the oldest record
+    # (a: input order is age), here also the larger side, keeps 3; c gets the next new id.
+    together = {"a": 3, "b": 3, "c": 3}
+    split = clusters(frame.assign(member_no=["M1", "M1", "M2"]), previous=together)
+    assert split == {"a": 3, "b": 3, "c": 4}
+    # The oldest record decides, not the size: a alone keeps 3, b and c together get 4.
+    split = clusters(
+        frame.assign(name=["杨帆", "郭静", "郭静"], member_no=["M1", "M2", "M2"]), previous=together
+    )
+    assert split == {"a": 3, "b": 4, "c": 4}
 
 
 def test_split_keeps_the_id_on_the_side_holding_the_oldest_identity() -> None:

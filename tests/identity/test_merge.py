@@ -7,9 +7,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from identity.linking import link_in_transaction
 from identity.merge import MergeError, merge_customers, unmerge_event, unmerge_identity
 from identity.repository import create_golden_customers, refresh_golden_records
-from tests.identity.factories import add_activity, create_channels, land_identities, state_of
+from tests.identity.factories import add_activity, create_channels, customer_of, land_identities, state_of
 
 
 async def two_customers(conn: AsyncConnection) -> tuple[list[int], list[int]]:
@@ -99,11 +100,29 @@ async def test_merge_then_unmerge_restores_the_exact_prior_state(conn: AsyncConn
         await unmerge_event(conn, merged.merge_event_id, actor="staff:ann")
 
 
+async def balances_of(conn: AsyncConnection) -> dict[int, tuple[int, int]]:
+    """(balance, lifetime earned) per customer, as the trigger keeps them."""
+    rows = await conn.execute(sa.text("select customer_id, balance, lifetime_earned from points_balance"))
+    return {int(c): (int(b), int(e)) for c, b, e in rows.all()}
+
+
+async def ledger_sums(conn: AsyncConnection) -> dict[int, tuple[int, int]]:
+    """(sum of points, sum of earned points) per customer straight from the ledger, not the trigger."""
+    rows = await conn.execute(
+        sa.text(
+            "select customer_id, sum(points), sum(points) filter (where points > 0)"
+            " from points_ledger_entry group by customer_id"
+        )
+    )
+    return {int(c): (int(b), int(e or 0)) for c, b, e in rows.all()}
+
+
 async def test_unmerge_one_identity_takes_its_rows_and_is_not_relinked(conn: AsyncConnection) -> None:
     customers, ids = await two_customers(conn)
     await merge_customers(conn, customers, actor="staff:ann")
     result = await unmerge_identity(conn, ids[1], actor="staff:ann", reason="wrong merge")
     new_customer = result.customer_ids[1]
+    assert result.customer_ids[0] == customers[0] and new_customer not in customers
     moved = (
         await conn.execute(
             sa.text("select customer_id from orders where source_identity_id = :i"), {"i": ids[1]}
@@ -117,8 +136,41 @@ async def test_unmerge_one_identity_takes_its_rows_and_is_not_relinked(conn: Asy
     assert moved == new_customer and stays == customers[0]
     review = (await conn.execute(sa.text("select status from identity_review"))).scalar_one()
     assert review == "rejected"
-    balances: dict[int, int] = {
-        int(c): int(b)
-        for c, b in (await conn.execute(sa.text("select customer_id, balance from points_balance"))).all()
-    }
-    assert balances[customers[0]] + balances[new_customer] == 300
+    # Per customer, from what each identity did in the setup: m1 earned 300; m2 earned 800 and its
+    # customer redeemed all 800 (a redemption without an identity, which must go back with m2).
+    expected = {customers[0]: (300, 300), new_customer: (0, 800)}
+    balances = await balances_of(conn)
+    assert {c: balances[c] for c in expected} == expected
+    assert {c: v for c, v in (await ledger_sums(conn)).items() if c in expected} == expected
+
+    # Linking the two identities again (as the next sync of either would) keeps them apart.
+    await link_in_transaction(conn, ids, actor="sync")
+    assert await customer_of(conn, ids) == {ids[0]: customers[0], ids[1]: new_customer}
+
+
+async def test_splitting_off_the_oldest_identity_keeps_the_customer_id_with_it(
+    conn: AsyncConnection,
+) -> None:
+    # Stable ids: whichever identity is split off, the side holding the oldest identity (m1, landed
+    # first) keeps the customer id; the other side gets a new customer.
+    customers, ids = await two_customers(conn)
+    await merge_customers(conn, customers, actor="staff:ann")
+    result = await unmerge_identity(conn, ids[0], actor="staff:ann", reason="wrong merge")
+    new_customer = result.customer_ids[1]
+    assert new_customer not in customers
+    assert await customer_of(conn, ids) == {ids[0]: customers[0], ids[1]: new_customer}
+    rows = await conn.execute(
+        sa.text("select source_identity_id, customer_id from orders where source_identity_id = any(:i)"),
+        {"i": ids},
+    )
+    owners = {int(i): int(c) for i, c in rows.all()}
+    assert owners == {ids[0]: customers[0], ids[1]: new_customer}
+    rows = await conn.execute(
+        sa.text("select id, status from golden_customer where id = any(:c)"),
+        {"c": [customers[0], new_customer]},
+    )
+    status = {int(i): str(s) for i, s in rows.all()}
+    assert status == {customers[0]: "active", new_customer: "active"}
+    expected = {customers[0]: (300, 300), new_customer: (0, 800)}
+    balances = await balances_of(conn)
+    assert {c: balances[c] for c in expected} == expected

@@ -4,33 +4,111 @@ applied in place."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import replace
+
+import httpx
+import numpy as np
 import pytest
 
+from sync.config import SyncSettings
 from sync.connectors.registry import make_connector
+from sync.simulator.orders import FINISHED, PAID, REFUND_ASKED, REFUNDED, SHIPPED
+from sync.simulator.state import SimulatorState
 from tests.conftest import fetch_rows
-from tests.sync.conftest import count, run, sim_get, sim_post, sim_truth, snapshot
+from tests.sync.conftest import SMALL, count, run, sim_get, sim_post, sim_truth, simulator, snapshot
+
+# Pages far smaller than each feed, so every connector has to follow several pages per stream (a
+# connector stopping after its first page lands a fraction and fails), and WeChat's follower list
+# comes in several pages too.
+PAGE_SIZES = {"tmall": 10, "jd": 10, "app": 50, "wechat": 40, "weibo": 10, "pos": 50}
+PAGED = replace(SMALL, wechat_page_size=40)
 
 
-async def test_all_channels_land_everything_the_simulator_shows(sim, settings_for, clean_db):
-    settings = settings_for(sim)
+def _paged(settings: SyncSettings) -> SyncSettings:
+    data = settings.model_dump()
+    for channel, size in PAGE_SIZES.items():
+        data[channel] = {**data[channel], "page_size": size}
+    return SyncSettings.model_validate(data)
+
+
+def served_in_full(state: SimulatorState) -> dict[str, int]:
+    """What each list endpoint of the simulator offers over the whole history at its clock, from the
+    simulator's own model: Tmall and the app list every order from creation, JD only paid ones (never the
+    unpaid orders it closed), POS once the transaction reached the back office; every WeChat push and app
+    event is one interaction."""
+    now = state.now
+    out: dict[str, int] = {}
+    for channel in ("tmall", "jd", "app", "pos"):
+        feed = state.feeds[channel]
+        timeline = feed.timeline(np.arange(feed.visible_count(now)))
+        if channel == "jd":
+            paid = np.isin(timeline.stage_at(now), [PAID, SHIPPED, FINISHED, REFUND_ASKED, REFUNDED])
+            out[channel] = int(paid.sum())
+        elif channel == "pos":
+            out[channel] = int((timeline.delivered <= now).sum())
+        else:
+            out[channel] = len(timeline.index)
+    out["wechat"] = len(state.wechat_history()[0])
+    out["app_events"] = state.stream("app-events").visible_count(now)
+    return out
+
+
+async def weibo_totals(base: str) -> dict[str, int]:
+    """The `total_number` the Weibo endpoints report for comments and mentions."""
+    token: dict[str, str | int] = {"access_token": SMALL.weibo_access_token, "count": 1}
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        comments = (await client.get("/weibo/2/comments/to_me.json", params=token)).json()
+        mentions = (await client.get("/weibo/2/statuses/mentions.json", params=token)).json()
+    return {"comment": int(comments["total_number"]), "mention": int(mentions["total_number"])}
+
+
+@pytest.fixture
+def paged_sim() -> Iterator[str]:
+    with simulator(PAGED) as base:
+        yield base
+
+
+async def test_all_channels_land_everything_the_simulator_shows(paged_sim, settings_for, clean_db):
+    sim, settings = paged_sim, _paged(settings_for(paged_sim))
     await run(clean_db, settings, "catalog")
     results = {
         ch: await run(clean_db, settings, ch) for ch in ("tmall", "jd", "app", "wechat", "weibo", "pos")
     }
+    expected = served_in_full(SimulatorState.create(PAGED))  # the clock has not moved: the initial now
     visible = {ch: feed["visible"] for ch, feed in (await sim_get(sim, "/_sim/stats"))["feeds"].items()}
 
     landed = {
         ch: await count(clean_db, "select count(*) from orders where channel_code = :c", c=ch)
         for ch in ("tmall", "jd", "app", "pos")
     }
-    # Tmall and the app show every order from creation; JD only once paid; POS once delivered.
-    assert landed["tmall"] == visible["tmall"] > 100
-    assert landed["app"] == visible["app"] > 100
-    assert visible["jd"] - 10 <= landed["jd"] <= visible["jd"]
-    assert visible["pos"] - 20 <= landed["pos"] <= visible["pos"]
+    # Every order the channel lists, exactly, over several pages of each feed.
+    assert landed == {ch: expected[ch] for ch in landed}
+    for ch in landed:
+        assert expected[ch] > 5 * PAGE_SIZES[ch], ch
+    assert landed["tmall"] == visible["tmall"] and landed["app"] == visible["app"]
     assert results["tmall"]["refunds"]["refunds"] > 0
-    for ch in ("wechat", "weibo", "app"):
-        assert await count(clean_db, "select count(*) from interaction where channel_code = :c", c=ch) > 20
+
+    async def interactions(channel: str, prefix: str = "") -> int:
+        return await count(
+            clean_db,
+            "select count(*) from interaction where channel_code = :c and external_id like :p",
+            c=channel,
+            p=f"{prefix}%",
+        )
+
+    weibo = await weibo_totals(sim)
+    assert weibo["comment"] > 2 * PAGE_SIZES["weibo"] and weibo["mention"] > 2 * PAGE_SIZES["weibo"]
+    assert await interactions("weibo", "comment:") == weibo["comment"]
+    assert await interactions("weibo", "mention:") == weibo["mention"]
+    assert await interactions("weibo") == weibo["comment"] + weibo["mention"]
+    assert await interactions("wechat") == expected["wechat"] > 2 * PAGE_SIZES["wechat"]
+    assert await interactions("app", "event:") == expected["app_events"] > 2 * PAGE_SIZES["app"]
+    # Every current follower, listed over several pages, landed with its full profile (not a push's stub).
+    followers = sum(f.subscribed for f in SimulatorState.create(PAGED).wechat_history()[1].values())
+    assert followers > 2 * PAGED.wechat_page_size
+    assert await count(clean_db, "select count(*) from source_identity where channel_code = 'wechat' "
+                       "and raw->>'subscribe' = '1'") == followers  # fmt: skip
 
     # Lines are exact and tied to the catalogue; every order with a buyer points at its identity.
     assert await count(clean_db, "select count(*) from order_line where product_id is null") == 0

@@ -13,9 +13,12 @@ from typer.testing import CliRunner
 from api.cli import app as cli
 from infra import db as infra_db
 from sync.connectors import taobao
+from sync.connectors.taobao import normalize_refunds, normalize_trades
+from sync.landing import Lander
 from sync.quarantine import list_quarantine, replay_quarantine
 from sync.simulator import SimulatorConfig
 from tests.sync.conftest import SMALL, count, run, sim_get, simulator
+from tests.sync.factories import top_trade
 
 BROKEN = SimulatorConfig(**{**SMALL.__dict__, "malformed_rate": 0.03})
 
@@ -91,3 +94,28 @@ async def test_replay_after_fixing_payloads_and_the_cli(settings_for, clean_db):
     tids = [str(r.raw["tid"]) for r in fixable]
     assert await count(clean_db, "select count(*) from orders where channel_code = 'tmall' "
                        "and external_id = any(:ids)", ids=tids) == len(fixable)  # fmt: skip
+
+
+async def test_a_refund_replayed_before_its_order_lands_stays_open(settings_for, clean_db):
+    settings = settings_for("http://127.0.0.1:9")  # replay only normalizes and lands: no channel is called
+    refund = {"refund_id": "R-77", "tid": 7701, "oid": None, "refund_fee": "199.00", "reason": "size",
+              "status": "SUCCESS", "created": "2026-10-03 09:00:00", "modified": "2026-10-03 10:00:00"}  # fmt: skip
+    async with Lander.open(clean_db) as lander:
+        await lander.land(normalize_refunds([refund]))
+    (held,) = await list_quarantine(clean_db, channel="tmall", entity="refund")
+    assert held.external_id == "R-77" and "order 7701 has not landed yet" in held.reason
+
+    # The refund itself is valid now, but landing quarantines it again: it must stay in the open list.
+    report = await replay_quarantine(clean_db, settings, channel="tmall")
+    assert (report.attempted, report.resolved, report.still_failing) == (1, 0, 1)
+    (still,) = await list_quarantine(clean_db, channel="tmall", entity="refund")
+    assert still.id == held.id and still.resolved_at is None
+    assert await count(clean_db, "select count(*) from refund") == 0
+
+    async with Lander.open(clean_db) as lander:
+        await lander.land(normalize_trades([top_trade(7701)]))
+    report = await replay_quarantine(clean_db, settings, channel="tmall")
+    assert (report.attempted, report.resolved, report.still_failing) == (1, 1, 0)
+    assert await list_quarantine(clean_db, channel="tmall") == []
+    assert await count(clean_db, "select count(*) from refund r join orders o on o.id = r.order_id "
+                       "where r.external_id = 'R-77' and o.external_id = '7701'") == 1  # fmt: skip
