@@ -136,6 +136,19 @@ def ops(ids: dict[str, Any]) -> list[Op]:
             'mutation ($a: ID) { recordFeedback(input: {customerId: $a, body: "很好", source: "app"}) { UE } }',
             "YYYYF",
         ),
+        # Writes for channels without a connector: staff and services (downstream jobs), never members.
+        Op(
+            "recordInteraction",
+            'mutation ($a: ID) { recordInteraction(input: {customerId: $a, channel: "app", externalId: "ri-1",'
+            ' type: "call", occurredAt: "2026-11-01T10:00:00+08:00"}) { UE } }',
+            "YYYFF",
+        ),
+        Op(
+            "recordInteractions",
+            'mutation ($a: ID) { recordInteractions(input: {items: [{customerId: $a, channel: "app",'
+            ' externalId: "ri-2", type: "call", occurredAt: "2026-11-01T10:00:00+08:00"}]}) { UE } }',
+            "YYYFF",
+        ),
         # Staff work.
         Op(
             "earnPoints",
