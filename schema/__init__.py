@@ -16,6 +16,7 @@ from schema import (
     interactions_mutations,
     loyalty,
     merges_mutations,
+    profile_mutations,
     search,
     service,
 )
@@ -51,7 +52,7 @@ QUERIES: tuple[type, ...] = (
 )  # fmt: skip
 MUTATIONS: tuple[type, ...] = (
     merges_mutations.Mutation, loyalty.Mutation, service.Mutation, care.Mutation, analytics_queries.Mutation,
-    interactions_mutations.Mutation,
+    interactions_mutations.Mutation, profile_mutations.Mutation,
 )  # fmt: skip
 
 

@@ -53,7 +53,10 @@ class AttributeSource:
     channel: str | None
     external_id: str | None
     updated_at: datetime | None = strawberry.field(description="When the channel last reported it.")
-    rule: str | None = strawberry.field(description="The survivorship rule that chose it.")
+    rule: str | None = strawberry.field(
+        description="The survivorship rule that chose it; manual for a staff correction, which wins."
+    )
+    actor: str | None = strawberry.field(default=None, description="Who corrected it (rule manual).")
 
 
 @strawberry.type(description="A golden attribute: its value (masked unless allowed) and its lineage.")
@@ -76,6 +79,7 @@ class Attribute:
             external_id=identity["external_id"] if identity else None,
             updated_at=datetime.fromisoformat(observed) if isinstance(observed, str) else None,
             rule=self.lineage.get("rule"),
+            actor=self.lineage.get("actor"),
         )
 
 
@@ -334,6 +338,26 @@ async def customers_by_identifiers(
     )
     by_index = {int(i): (None if c is None else int(c)) for i, c in found}
     return [by_index.get(i) for i in range(len(keys))]
+
+
+async def current_customers(conn: AsyncConnection, ids: set[int]) -> dict[int, tuple[int, str]]:
+    """id -> (the customer it is now, merges followed, and that customer's status)."""
+    found = await conn.execute(
+        sa.text(
+            """
+            with recursive up(start, id, status, merged_into, depth) as (
+                select g.id, g.id, g.status, g.merged_into, 0 from golden_customer g where g.id = any(:ids)
+                union all
+                select up.start, g.id, g.status, g.merged_into, up.depth + 1
+                  from up join golden_customer g on g.id = up.merged_into
+                 where up.status = 'merged' and up.depth < 8
+            )
+            select distinct on (start) start, id, status from up order by start, depth desc
+            """
+        ),
+        {"ids": sorted(ids)},
+    )
+    return {int(s): (int(i), str(st)) for s, i, st in found}
 
 
 async def resolve_by_identifier(info: Info, kind: IdentifierKind, value: str) -> Customer | None:

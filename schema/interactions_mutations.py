@@ -15,11 +15,10 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 import strawberry
-from sqlalchemy.ext.asyncio import AsyncConnection
 from strawberry.scalars import JSON
 
 from schema.context import Info
-from schema.customer import IdentifierKind, customers_by_identifiers, identifier_key
+from schema.customer import IdentifierKind, current_customers, customers_by_identifiers, identifier_key
 from schema.errors import BadInput, UserError
 from schema.interactions import Interaction, interaction_node
 from schema.permissions import IsStaffOrService
@@ -129,26 +128,6 @@ def _check(index: int, item: RecordInteractionInput, now: datetime) -> _Item | U
     return checked
 
 
-async def _survivors(conn: AsyncConnection, ids: set[int]) -> dict[int, tuple[int, str]]:
-    """id -> (the active customer it is now, its status), following merges."""
-    found = await conn.execute(
-        sa.text(
-            """
-            with recursive up(start, id, status, merged_into, depth) as (
-                select g.id, g.id, g.status, g.merged_into, 0 from golden_customer g where g.id = any(:ids)
-                union all
-                select up.start, g.id, g.status, g.merged_into, up.depth + 1
-                  from up join golden_customer g on g.id = up.merged_into
-                 where up.status = 'merged' and up.depth < 8
-            )
-            select distinct on (start) start, id, status from up order by start, depth desc
-            """
-        ),
-        {"ids": sorted(ids)},
-    )
-    return {int(s): (int(i), str(st)) for s, i, st in found}
-
-
 async def record_interactions_core(
     info: Info, items: list[RecordInteractionInput]
 ) -> tuple[list[Interaction | None], int, int, list[UserError]]:
@@ -170,7 +149,7 @@ async def record_interactions_core(
         looked_up = await customers_by_identifiers(conn, [good[i].identifier for i in by_identifier])  # type: ignore[misc]
         for i, found in zip(by_identifier, looked_up, strict=True):
             good[i].customer_id = found
-        survivors = await _survivors(
+        survivors = await current_customers(
             conn, {c.customer_id for c in good.values() if c.customer_id is not None}
         )
         landable: dict[tuple[str, str], tuple[InteractionRecord, int]] = {}

@@ -149,6 +149,12 @@ def ops(ids: dict[str, Any]) -> list[Op]:
             ' externalId: "ri-2", type: "call", occurredAt: "2026-11-01T10:00:00+08:00"}]}) { UE } }',
             "YYYFF",
         ),
+        Op(
+            "updateConsent",
+            'mutation ($a: ID) { updateConsent(input: {customerId: $a, purpose: "marketing_sms",'
+            ' status: "granted", source: "app"}) { UE } }',
+            "YYYYF",
+        ),
         # Staff work.
         Op(
             "earnPoints",
@@ -225,6 +231,11 @@ def ops(ids: dict[str, Any]) -> list[Op]:
         Op(
             "defineSegment",
             'mutation { defineSegment(input: {code: "m-test", name: "m", rule: {lifecycle: ["new"]}}) { UE } }',
+            "FYFFF",
+        ),
+        Op(
+            "updateCustomerProfile",
+            'mutation ($a: ID!) { updateCustomerProfile(input: {customerId: $a, city: "宁波", reason: "r"}) { UE } }',
             "FYFFF",
         ),
         Op(

@@ -4,6 +4,7 @@ staff corrections of a profile (which win survivorship), and the dry run of a me
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -145,3 +146,141 @@ async def test_a_batch_lands_its_good_items_and_names_the_bad_ones_by_index(
         "select external_id, customer_id from interaction where channel_code = 'callcenter' order by 1",
     )
     assert rows == [("b-0", s.zhang), ("b-6", s.zhang)]
+
+
+CONSENT = """mutation ($a: ID, $p: String!, $s: String!, $src: String!) {
+  updateConsent(input: {customerId: $a, purpose: $p, status: $s, source: $src}) {
+    consent { purpose status source recordedAt } customer { customerId consents { purpose status source } }
+    userErrors { field message code } } }"""
+
+
+async def test_update_consent_appends_and_the_newest_is_in_force(
+    committed_db: AsyncEngine, database_url: str
+) -> None:
+    s = await seed(committed_db)
+    sms: dict[str, Any] = {"p": "marketing_sms", "src": "app"}
+    with api_server(database_url) as api:
+        # The member, for themselves (no id needed): the seeded withdrawal is overruled.
+        own = (await api.query(CONSENT, role="member", subject=str(s.zhang), s="granted", **sms))[
+            "updateConsent"
+        ]
+        with pytest.raises(TransportQueryError) as other:
+            await api.query(CONSENT, role="member", subject=str(s.zhang), a=gid(s.li), s="granted", **sms)
+        # Staff on the phone for li; a service job for a merged id (lands on its survivor).
+        staff = (await api.query(CONSENT, a=gid(s.li), s="withdrawn", p="profiling", src="staff"))[
+            "updateConsent"
+        ]
+        merged = (
+            await api.query(CONSENT, role="service", subject="crm", a=gid(s.absorbed), s="withdrawn", **sms)
+        )["updateConsent"]
+        bad = (await api.query(CONSENT, a=gid(s.li), s="maybe", p="Marketing SMS!", src="staff"))[
+            "updateConsent"
+        ]
+    assert own["userErrors"] == [] and own["consent"]["status"] == "granted"
+    assert {"purpose": "marketing_sms", "status": "granted", "source": "app"} in own["customer"]["consents"]
+    assert other.value.errors and other.value.errors[0]["extensions"]["code"] == "FORBIDDEN"
+    assert staff["customer"]["consents"] == [
+        {"purpose": "profiling", "status": "withdrawn", "source": "staff"}
+    ]
+    assert merged["customer"]["customerId"] == s.zhang
+    assert {"purpose": "marketing_sms", "status": "withdrawn", "source": "app"} in merged["customer"][
+        "consents"
+    ]
+    assert {tuple(e["field"]) for e in bad["userErrors"]} == {("status",), ("purpose",)}
+    # The history is kept: the two seeded rows and the two new ones, oldest first.
+    history = await fetch_rows(
+        committed_db,
+        "select status from consent where customer_id = :c and purpose = 'marketing_sms' order by recorded_at, id",
+        c=s.zhang,
+    )
+    assert history == [("granted",), ("withdrawn",), ("granted",), ("withdrawn",)]
+    audited = await fetch_rows(
+        committed_db,
+        "select actor, detail->>'status' from audit_log where action = 'consent.update' order by id",
+    )
+    assert audited == [
+        (f"member:{s.zhang}", "granted"),
+        ("staff:tester", "withdrawn"),
+        ("service:crm", "withdrawn"),
+    ]
+
+
+PROFILE = """mutation ($x: UpdateCustomerProfileInput!) { updateCustomerProfile(input: $x) {
+  changed userErrors { field message code } customer { customerId } } }"""
+READ = """query ($id: ID!) { customer(id: $id) {
+  name { value source { channel rule actor } } phone { value source { rule actor } } city { value source { rule } }
+  birthday { value } gender { value } email { value source { rule } } } }"""
+
+
+async def test_a_staff_correction_wins_survivorship_over_later_syncs(
+    committed_db: AsyncEngine, database_url: str
+) -> None:
+    from sync.identities import link_identities
+
+    s = await seed(committed_db)
+    fix = {"customerId": gid(s.zhang), "reason": "ticket 42: customer called", "name": "張偉強",
+           "phone": "+86 139-8888-7777", "city": "宁波", "birthday": "1988年3月6日", "gender": "男"}  # fmt: skip
+    with api_server(database_url) as api:
+        with pytest.raises(TransportQueryError) as staff:
+            await api.query(PROFILE, x=fix)
+        bad = (
+            await api.query(
+                PROFILE, role="staff_admin", subject="bob", x={**fix, "phone": "12345", "email": "no"}
+            )
+        )["updateCustomerProfile"]
+        done = (await api.query(PROFILE, role="staff_admin", subject="bob", x=fix))["updateCustomerProfile"]
+        again = (await api.query(PROFILE, role="staff_admin", subject="bob", x=fix))["updateCustomerProfile"]
+        corrected = (await api.query(READ, scopes=["pii:read"], id=gid(s.zhang)))["customer"]
+        # A later sync: the tmall buyer reports another name and a verified phone, the app a new e-mail.
+        async with committed_db.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "update source_identity set name = '王五', phone = '+8613700000000', phone_verified = true,"
+                    " source_updated_at = now() where id = :t"
+                ),
+                {"t": s.zhang_tmall_identity},
+            )
+            await conn.execute(
+                sa.text("update source_identity set email = 'zw.new@163.com', source_updated_at = now()"
+                        " where channel_code = 'app' and customer_id = :c"),
+                {"c": s.zhang},
+            )  # fmt: skip
+        await link_identities(committed_db, {s.zhang_tmall_identity}, pending=False)
+        synced = (await api.query(READ, scopes=["pii:read"], id=gid(s.zhang)))["customer"]
+    assert staff.value.errors and staff.value.errors[0]["extensions"]["code"] == "FORBIDDEN"
+    assert {tuple(e["field"]): e["code"] for e in bad["userErrors"]} == {
+        ("phone",): "INVALID",
+        ("email",): "INVALID",
+    }
+    assert bad["customer"] is None
+    assert done["userErrors"] == [] and sorted(done["changed"]) == [
+        "birth_date",
+        "city",
+        "gender",
+        "name",
+        "phone",
+    ]
+    assert again["changed"] == []  # the same correction twice changes nothing more
+    # Normalised as sync does: simplified Chinese, E.164, the city's official form, ISO date, m/f.
+    assert corrected["name"] == {
+        "value": "张伟强",
+        "source": {"channel": None, "rule": "manual", "actor": "staff_admin:bob"},
+    }
+    assert corrected["phone"] == {
+        "value": "+8613988887777",
+        "source": {"rule": "manual", "actor": "staff_admin:bob"},
+    }
+    assert corrected["city"] == {"value": "宁波市", "source": {"rule": "manual"}}
+    assert (corrected["birthday"]["value"], corrected["gender"]["value"]) == ("1988-03-06", "m")
+    # The sync ran survivorship: the e-mail nobody corrected follows the channel, the corrections stay.
+    assert synced["email"]["value"] == "zw.new@163.com" and synced["email"]["source"]["rule"] != "manual"
+    assert synced["name"] == corrected["name"] and synced["phone"] == corrected["phone"]
+    assert synced["city"] == corrected["city"]
+    audit = await fetch_rows(
+        committed_db,
+        "select actor, detail->>'field', detail::text from audit_log where action = 'customer.correct' order by id",
+    )
+    assert sorted(a[1] for a in audit) == ["birth_date", "city", "gender", "name", "phone"]
+    assert {a[0] for a in audit} == {"staff_admin:bob"}
+    # The audit names fields, never values.
+    assert not any(v in a[2] for a in audit for v in ("8888", "7777", "张伟强", "宁波", "1988"))
