@@ -251,6 +251,13 @@ def ops(ids: dict[str, Any]) -> list[Op]:
             {"m": ids["merge_event"]},
         ),
         Op(
+            "mergeCustomers.dryRun",
+            'mutation ($x: [ID!]!) { mergeCustomers(input: {customerIds: $x, reason: "r",'
+            ' idempotencyKey: "d", dryRun: true}) { UE } }',
+            "FYFFF",
+            {"x": ids["to_merge"]},
+        ),
+        Op(
             "mergeCustomers",
             'mutation ($x: [ID!]!) { mergeCustomers(input: {customerIds: $x, reason: "r",'
             ' idempotencyKey: "m"}) { UE } }',

@@ -284,3 +284,56 @@ async def test_a_staff_correction_wins_survivorship_over_later_syncs(
     assert {a[0] for a in audit} == {"staff_admin:bob"}
     # The audit names fields, never values.
     assert not any(v in a[2] for a in audit for v in ("8888", "7777", "张伟强", "宁波", "1988"))
+
+
+DRY = """mutation ($ids: [ID!]!) { mergeCustomers(input: {customerIds: $ids, reason: "same person",
+  idempotencyKey: "dry", dryRun: true}) {
+  customer { customerId } mergeEventId userErrors { field code message }
+  dryRun { survivor { customerId } absorbedCustomerIds changes { field before after masked }
+           moves { identities orders interactions consents serviceCases pointsEntries surveyResponses } } } }"""
+MERGE = """mutation ($ids: [ID!]!) { mergeCustomers(input: {customerIds: $ids, reason: "same person",
+  idempotencyKey: "real"}) { customer { customerId orderCount } userErrors { code } } }"""
+AFTER = """query ($id: ID!) { customer(id: $id) { name { value } gender { value } birthday { value }
+  phone { value } email { value } province { value } city { value } district { value } address { value }
+  memberNo { value } } }"""
+
+
+async def test_a_merge_dry_run_answers_what_the_merge_then_does_and_changes_nothing(
+    committed_db: AsyncEngine, database_url: str
+) -> None:
+    s = await seed(committed_db)
+    state = (
+        "select (select count(*) from merge_event), (select count(*) from audit_log where action <> 'pii.read'),"
+        " (select array_agg(row(g.*)::text order by id) from golden_customer g)"
+    )
+    ids = [gid(s.zhang), gid(s.li)]
+    admin = {"role": "staff_admin", "subject": "bob"}
+    with api_server(database_url) as api:
+        fix = {"customerId": gid(s.zhang), "city": "宁波", "reason": "moved"}
+        await api.query(PROFILE, x=fix, **admin)  # type: ignore[arg-type]
+        before = await fetch_rows(committed_db, state)
+        masked = (await api.query(DRY, ids=ids, **admin))["mergeCustomers"]  # type: ignore[arg-type]
+        dry = (await api.query(DRY, ids=ids, scopes=["pii:read"], **admin))["mergeCustomers"]  # type: ignore[arg-type]
+        refused = (await api.query(DRY, ids=[gid(s.absorbed), gid(s.li)], **admin))["mergeCustomers"]  # type: ignore[arg-type]
+        unchanged = await fetch_rows(committed_db, state)
+        merged = (await api.query(MERGE, ids=ids, **admin))["mergeCustomers"]  # type: ignore[arg-type]
+        after = (await api.query(AFTER, scopes=["pii:read"], id=gid(s.zhang)))["customer"]
+    assert dry["userErrors"] == [] and dry["customer"] is None and dry["mergeEventId"] is None
+    plan = dry["dryRun"]
+    assert plan["survivor"] == {"customerId": s.zhang} and plan["absorbedCustomerIds"] == [gid(s.li)]
+    assert plan["moves"] == {"identities": 1, "orders": 1, "interactions": 0, "consents": 0, "serviceCases": 0,
+                             "pointsEntries": 0, "surveyResponses": 0}  # fmt: skip
+    assert unchanged == before  # nothing written: no event, no audit row, the same golden records
+    assert refused["userErrors"][0]["code"] == "CANNOT_MERGE" and refused["dryRun"] is None
+    # The plan is what the merge then does: each change's `after` is the survivor's value afterwards, and
+    # every attribute not in the plan is as it was (the staff correction of the city among them).
+    assert merged["userErrors"] == [] and merged["customer"]["orderCount"] == 2 + plan["moves"]["orders"]
+    changes = {c["field"]: c for c in plan["changes"]}
+    assert changes and "city" not in changes and after["city"]["value"] == "宁波市"
+    for field, change in changes.items():
+        assert after[field]["value"] == change["after"], field
+        assert change["before"] != change["after"] and change["masked"] is False
+    # Without pii:read the same plan, masked where the value is personal.
+    assert [c["field"] for c in masked["dryRun"]["changes"]] == list(changes)
+    assert {"birthday", "address"} <= set(changes)
+    assert all(c["masked"] for c in masked["dryRun"]["changes"] if c["field"] in ("birthday", "address"))
