@@ -302,21 +302,29 @@ def identifier_key(kind: IdentifierKind, value: str) -> tuple[str, str | None, s
 
 
 # The customer of each (kind, channel, value): one guarded subquery per kind, so each uses its own index.
+# What the channels report comes first; then a golden value no channel has, i.e. a staff correction.
 _BY_IDENTIFIER = """
 select u.i, coalesce({})
   from unnest(cast(:i as int[]), cast(:k as text[]), cast(:c as text[]), cast(:v as text[])) as u(i, k, c, v)
 """.format(
     ", ".join(
-        f"(select si.customer_id from source_identity si where u.k = '{kind}' and {cond}"  # noqa: S608 - fixed fragments
-        " and si.customer_id is not null order by si.phone_verified desc, si.source_updated_at desc nulls last"
-        " limit 1)"
-        for kind, cond in (
-            ("phone", "si.phone = u.v"),
-            ("email", "si.email = u.v"),
-            ("wechat_unionid", "si.wechat_unionid = u.v"),
-            ("member_no", "si.member_no = u.v"),
-            ("external_id", "si.channel_code = u.c and si.external_id = u.v"),
-        )
+        [
+            f"(select si.customer_id from source_identity si where u.k = '{kind}' and {cond}"  # noqa: S608 - fixed fragments
+            " and si.customer_id is not null order by si.phone_verified desc, si.source_updated_at desc nulls last"
+            " limit 1)"
+            for kind, cond in (
+                ("phone", "si.phone = u.v"),
+                ("email", "si.email = u.v"),
+                ("wechat_unionid", "si.wechat_unionid = u.v"),
+                ("member_no", "si.member_no = u.v"),
+                ("external_id", "si.channel_code = u.c and si.external_id = u.v"),
+            )
+        ]
+        + [
+            f"(select g.id from golden_customer g where u.k = '{kind}' and g.{kind} = u.v"  # noqa: S608 - fixed fragments
+            " and g.status = 'active' order by g.id limit 1)"
+            for kind in ("phone", "email", "member_no")
+        ]
     )
 )
 

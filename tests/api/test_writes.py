@@ -231,6 +231,10 @@ async def test_a_staff_correction_wins_survivorship_over_later_syncs(
         done = (await api.query(PROFILE, role="staff_admin", subject="bob", x=fix))["updateCustomerProfile"]
         again = (await api.query(PROFILE, role="staff_admin", subject="bob", x=fix))["updateCustomerProfile"]
         corrected = (await api.query(READ, scopes=["pii:read"], id=gid(s.zhang)))["customer"]
+        # The corrected phone finds the customer, though no channel has reported it yet.
+        found = await api.query(
+            '{ customerByIdentifier(kind: PHONE, value: "139 8888 7777") { customerId } }'
+        )
         # A later sync: the tmall buyer reports another name and a verified phone, the app a new e-mail.
         async with committed_db.begin() as conn:
             await conn.execute(
@@ -260,6 +264,7 @@ async def test_a_staff_correction_wins_survivorship_over_later_syncs(
         "name",
         "phone",
     ]
+    assert found == {"customerByIdentifier": {"customerId": s.zhang}}
     assert again["changed"] == []  # the same correction twice changes nothing more
     # Normalised as sync does: simplified Chinese, E.164, the city's official form, ISO date, m/f.
     assert corrected["name"] == {
