@@ -156,7 +156,7 @@ def main() -> None:
 
 def _register_subcommands() -> None:
     from api.cli_analytics import analytics_app
-    from api.cli_api import api_app
+    from api.cli_api import api_app, schema_app, token_app
     from api.cli_crm import crm_app
     from api.cli_identity import identity_app
     from api.cli_sync import sync_app
@@ -166,6 +166,8 @@ def _register_subcommands() -> None:
     app.add_typer(crm_app, name="crm")
     app.add_typer(identity_app, name="identity")
     app.add_typer(sync_app, name="sync")
+    app.add_typer(token_app, name="token")
+    app.add_typer(schema_app, name="schema")
 
     from api.cli_demo import demo
 

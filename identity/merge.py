@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from identity.compare import PreparedRecords, compare_pairs, describe_levels
 from identity.model import FellegiSunterModel, reference_model
 from identity.repository import (
+    CURRENT_GOLDEN,
     create_golden_customers,
     identities_to_standard,
     load_identities,
@@ -34,7 +35,7 @@ from identity.repository import (
     write_audit_log,
     write_link_audit,
 )
-from identity.survivorship import GOLDEN_ATTRIBUTES, survive
+from identity.survivorship import GOLDEN_ATTRIBUTES, keep_manual, survive
 
 # Tables whose rows belong to a customer through a source identity.
 FOLLOWING_TABLES: tuple[str, ...] = (
@@ -62,6 +63,9 @@ class MergePreview:
     lineage: dict[str, Any]
     evidence: dict[str, Any]
     merge_event_id: int | None = None
+    # The survivor's golden record now, and the rows that would move to it (identities, orders, ...).
+    current: dict[str, Any] = field(default_factory=dict)
+    moves: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -386,21 +390,54 @@ async def absorb_customers(
     return event_id
 
 
+CURRENT_GOLDEN_WITH_STATUS = CURRENT_GOLDEN.replace("select id,", "select id, status,", 1)
+# Rows of the absorbed customers that a merge moves to the survivor.
+MOVES_SQL = "select " + ", ".join(  # noqa: S608 - fixed table names
+    f"(select count(*) from {table} where customer_id = any(:ids)) as {table}"  # noqa: S608 - fixed table names
+    for table in ("source_identity", *FOLLOWING_TABLES, "survey_response")
+)
+
+
 async def preview_merge(conn: AsyncConnection, customer_ids: Sequence[int]) -> MergePreview:
     """The dry run: survivor (the oldest id), absorbed ids, resulting golden record and evidence."""
     ids = sorted(set(customer_ids))
     if len(ids) < 2:
         raise MergeError("a merge needs at least two different customer ids")
+    # What absorb_customers refuses, the dry run refuses too.
+    rows = {
+        int(r["id"]): dict(r)
+        for r in (await conn.execute(sa.text(CURRENT_GOLDEN_WITH_STATUS), {"ids": ids})).mappings()
+    }
+    missing = set(ids) - set(rows)
+    if missing:
+        raise MergeError(f"customer ids {sorted(missing)} do not exist")
+    inactive = [c for c, g in rows.items() if g["status"] != "active"]
+    if inactive:
+        raise MergeError(
+            f"customers {sorted(inactive)} are not active (merged or erased); merge their survivor instead"
+        )
     identities = await load_identities(conn, "si.customer_id = any(:ids)", {"ids": ids})
-    golden = survive(identities.astype(object).where(identities.notna(), None).to_dict("records"))
     survivor, absorbed = ids[0], ids[1:]
+    # The refresh after the merge keeps the survivor's staff corrections: so does the preview.
+    golden = keep_manual(
+        survive(identities.astype(object).where(identities.notna(), None).to_dict("records")),
+        rows[survivor],
+        rows[survivor]["lineage"],
+    )
+    counted = (await conn.execute(sa.text(MOVES_SQL), {"ids": absorbed})).mappings().one()
     evidence = {"rule": "manual"}
     if len(identities):
         left = identities.loc[identities["customer_id"] == survivor, "id"].tolist()
         right = identities.loc[identities["customer_id"] != survivor, "id"].tolist()
         evidence.update(pair_evidence(identities, left, right))
     return MergePreview(
-        survivor, absorbed, {k: _jsonable(v) for k, v in golden.attributes.items()}, golden.lineage, evidence
+        survivor,
+        absorbed,
+        {k: _jsonable(v) for k, v in golden.attributes.items()},
+        golden.lineage,
+        evidence,
+        current={k: _jsonable(rows[survivor].get(k)) for k in GOLDEN_ATTRIBUTES},
+        moves={k: int(v) for k, v in counted.items()},
     )
 
 

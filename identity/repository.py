@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from identity.standardize import STANDARD_COLUMNS, STANDARDIZED_ATTRIBUTES
-from identity.survivorship import GOLDEN_ATTRIBUTES, survive
+from identity.survivorship import GOLDEN_ATTRIBUTES, keep_manual, survive
 
 IDENTITY_SELECT = """
 select si.id, si.channel_code, si.customer_id, si.name, si.name_pinyin, si.nickname, si.phone,
@@ -60,6 +60,11 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+CURRENT_GOLDEN = (
+    f"select id, lineage, {', '.join(GOLDEN_ATTRIBUTES)} from golden_customer where id = any(:ids)"  # noqa: S608 - fixed column names
+)
+
+
 async def refresh_golden_records(
     conn: AsyncConnection, customer_ids: Iterable[int]
 ) -> dict[int, dict[str, Any]]:
@@ -71,6 +76,16 @@ async def refresh_golden_records(
     if not ids:
         return {}
     identities = await load_identities(conn, "si.customer_id = any(:ids)", {"ids": ids})
+    # Staff corrections (lineage rule manual) win over the identities: read them to keep them.
+    current = {
+        int(r["id"]): dict(r)
+        for r in (
+            await conn.execute(
+                sa.text(CURRENT_GOLDEN),
+                {"ids": ids},
+            )
+        ).mappings()
+    }
     params = []
     result: dict[int, dict[str, Any]] = {}
     # One conversion to plain records, then Python grouping: pandas per-group overhead would cost
@@ -80,6 +95,9 @@ async def refresh_golden_records(
         by_customer.setdefault(int(record["customer_id"]), []).append(record)
     for customer_id, records in by_customer.items():
         golden = survive(records)
+        now = current.get(int(customer_id))
+        if now is not None:
+            golden = keep_manual(golden, now, now["lineage"])
         result[int(customer_id)] = golden.attributes
         params.append(
             {

@@ -7,6 +7,8 @@ Rules per attribute (first difference decides; empty values never win):
 - most frequent: the value most identities agree on.
 Address parts survive together from one identity so a golden address is never a mix of two.
 Every surviving value keeps its lineage: source identity, channel, observed time and the rule.
+A staff correction (lineage rule `manual`, written by the API's updateCustomerProfile) beats every rule:
+`keep_manual` puts it back over what the identities say, so the next sync does not overwrite it.
 """
 
 from __future__ import annotations
@@ -152,3 +154,22 @@ def _decisive_rule(
         if winner_key[i] != best_other[i]:
             return criterion
     return "tie_lowest_id"
+
+
+MANUAL_RULE = "manual"
+
+
+def keep_manual(
+    golden: GoldenRecord, current: Mapping[str, Any], current_lineage: Mapping[str, Any] | None
+) -> GoldenRecord:
+    """`golden` with every attribute a person corrected (lineage rule `manual`) kept as it is now."""
+    manual = {
+        k: v
+        for k, v in (current_lineage or {}).items()
+        if isinstance(v, Mapping) and v.get("rule") == MANUAL_RULE and k in GOLDEN_ATTRIBUTES
+    }
+    if not manual:
+        return golden
+    attributes = {**golden.attributes, **{k: current.get(k) for k in manual}}
+    lineage = {**golden.lineage, **{k: dict(v) for k, v in manual.items()}}
+    return GoldenRecord(attributes=attributes, lineage=lineage)

@@ -8,7 +8,18 @@ from typing import Any
 import strawberry
 from strawberry.tools import merge_types
 
-from schema import analytics_queries, care, changes, customer, loyalty, merges_mutations, search, service
+from schema import (
+    analytics_queries,
+    care,
+    changes,
+    customer,
+    interactions_mutations,
+    loyalty,
+    merges_mutations,
+    profile_mutations,
+    search,
+    service,
+)
 from schema.context import Info
 from schema.errors import MaskInternalErrors, log_errors
 from schema.health import Health, resolve_health
@@ -41,6 +52,7 @@ QUERIES: tuple[type, ...] = (
 )  # fmt: skip
 MUTATIONS: tuple[type, ...] = (
     merges_mutations.Mutation, loyalty.Mutation, service.Mutation, care.Mutation, analytics_queries.Mutation,
+    interactions_mutations.Mutation, profile_mutations.Mutation,
 )  # fmt: skip
 
 

@@ -8,11 +8,13 @@ read `self.pk`); see docs/api-conventions.md.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 import strawberry
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from identity.standardize import standardize_email, standardize_member_no, standardize_phone
 from schema.analytics import AnalyticsFields
@@ -51,7 +53,10 @@ class AttributeSource:
     channel: str | None
     external_id: str | None
     updated_at: datetime | None = strawberry.field(description="When the channel last reported it.")
-    rule: str | None = strawberry.field(description="The survivorship rule that chose it.")
+    rule: str | None = strawberry.field(
+        description="The survivorship rule that chose it; manual for a staff correction, which wins."
+    )
+    actor: str | None = strawberry.field(default=None, description="Who corrected it (rule manual).")
 
 
 @strawberry.type(description="A golden attribute: its value (masked unless allowed) and its lineage.")
@@ -74,6 +79,7 @@ class Attribute:
             external_id=identity["external_id"] if identity else None,
             updated_at=datetime.fromisoformat(observed) if isinstance(observed, str) else None,
             rule=self.lineage.get("rule"),
+            actor=self.lineage.get("actor"),
         )
 
 
@@ -267,43 +273,108 @@ async def resolve_me(info: Info) -> Customer | None:
     return None if member is None else await load_customer(info, member)
 
 
-async def resolve_by_identifier(info: Info, kind: IdentifierKind, value: str) -> Customer | None:
-    """Phone in any format a person types (+86 138-1234-5678), e-mail in any case, WeChat unionid, member
-    no., or `channel:external id` (tmall:buyer123)."""
-    params: dict[str, Any]
+def identifier_key(kind: IdentifierKind, value: str) -> tuple[str, str | None, str]:
+    """(kind, channel, value) in the form source_identity stores it: phones in any format a person types
+    (+86 138-1234-5678), e-mail in any case, `channel:external id` (tmall:buyer123). BadInput otherwise."""
     if kind is IdentifierKind.PHONE:
         phone, _ = standardize_phone(value)
         if phone is None:
             raise BadInput(f"value: {value!r} is not a phone number", field="value")
-        sql, params = "phone = :v", {"v": phone}
-    elif kind is IdentifierKind.EMAIL:
+        return kind.value, None, phone
+    if kind is IdentifierKind.EMAIL:
         email = standardize_email(value)
         if email is None:
             raise BadInput(f"value: {value!r} is not an e-mail address", field="value")
-        sql, params = "email = :v", {"v": email}
-    elif kind is IdentifierKind.WECHAT_UNIONID:
-        sql, params = "wechat_unionid = :v", {"v": value.strip()}
-    elif kind is IdentifierKind.MEMBER_NO:
-        sql, params = "member_no = :v", {"v": standardize_member_no(value)}
-    else:
-        channel, sep, external = value.partition(":")
-        if not sep or not channel or not external:
-            raise BadInput(
-                "value: an external id is given as 'channel:external id', e.g. 'tmall:buyer123'",
-                field="value",
+        return kind.value, None, email
+    if kind is IdentifierKind.WECHAT_UNIONID:
+        return kind.value, None, value.strip()
+    if kind is IdentifierKind.MEMBER_NO:
+        member_no = standardize_member_no(value)
+        if member_no is None:
+            raise BadInput(f"value: {value!r} is not a member number", field="value")
+        return kind.value, None, member_no
+    channel, sep, external = value.partition(":")
+    if not sep or not channel.strip() or not external.strip():
+        raise BadInput(
+            "value: an external id is given as 'channel:external id', e.g. 'tmall:buyer123'", field="value"
+        )
+    return kind.value, channel.strip(), external.strip()
+
+
+# The customer of each (kind, channel, value): one guarded subquery per kind, so each uses its own index.
+# What the channels report comes first; then a golden value no channel has, i.e. a staff correction.
+_BY_IDENTIFIER = """
+select u.i, coalesce({})
+  from unnest(cast(:i as int[]), cast(:k as text[]), cast(:c as text[]), cast(:v as text[])) as u(i, k, c, v)
+""".format(
+    ", ".join(
+        [
+            f"(select si.customer_id from source_identity si where u.k = '{kind}' and {cond}"  # noqa: S608 - fixed fragments
+            " and si.customer_id is not null order by si.phone_verified desc, si.source_updated_at desc nulls last"
+            " limit 1)"
+            for kind, cond in (
+                ("phone", "si.phone = u.v"),
+                ("email", "si.email = u.v"),
+                ("wechat_unionid", "si.wechat_unionid = u.v"),
+                ("member_no", "si.member_no = u.v"),
+                ("external_id", "si.channel_code = u.c and si.external_id = u.v"),
             )
-        sql, params = "channel_code = :c and external_id = :v", {"c": channel.strip(), "v": external.strip()}
+        ]
+        + [
+            f"(select g.id from golden_customer g where u.k = '{kind}' and g.{kind} = u.v"  # noqa: S608 - fixed fragments
+            " and g.status = 'active' order by g.id limit 1)"
+            for kind in ("phone", "email", "member_no")
+        ]
+    )
+)
+
+
+async def customers_by_identifiers(
+    conn: AsyncConnection, keys: Sequence[tuple[str, str | None, str]]
+) -> list[int | None]:
+    """The customer id of each `identifier_key`, in one statement (None where nobody has it)."""
+    if not keys:
+        return []
+    found = await conn.execute(
+        sa.text(_BY_IDENTIFIER),
+        {
+            "i": list(range(len(keys))),
+            "k": [k[0] for k in keys],
+            "c": [k[1] for k in keys],
+            "v": [k[2] for k in keys],
+        },
+    )
+    by_index = {int(i): (None if c is None else int(c)) for i, c in found}
+    return [by_index.get(i) for i in range(len(keys))]
+
+
+async def current_customers(conn: AsyncConnection, ids: set[int]) -> dict[int, tuple[int, str]]:
+    """id -> (the customer it is now, merges followed, and that customer's status)."""
+    found = await conn.execute(
+        sa.text(
+            """
+            with recursive up(start, id, status, merged_into, depth) as (
+                select g.id, g.id, g.status, g.merged_into, 0 from golden_customer g where g.id = any(:ids)
+                union all
+                select up.start, g.id, g.status, g.merged_into, up.depth + 1
+                  from up join golden_customer g on g.id = up.merged_into
+                 where up.status = 'merged' and up.depth < 8
+            )
+            select distinct on (start) start, id, status from up order by start, depth desc
+            """
+        ),
+        {"ids": sorted(ids)},
+    )
+    return {int(s): (int(i), str(st)) for s, i, st in found}
+
+
+async def resolve_by_identifier(info: Info, kind: IdentifierKind, value: str) -> Customer | None:
+    """Phone in any format a person types (+86 138-1234-5678), e-mail in any case, WeChat unionid, member
+    no., or `channel:external id` (tmall:buyer123)."""
+    key = identifier_key(kind, value)
     async with info.context.engine.connect() as conn:
-        found = (
-            await conn.execute(
-                sa.text(
-                    f"select customer_id from source_identity where {sql} and customer_id is not null "  # noqa: S608 - fixed fragments
-                    "order by phone_verified desc, source_updated_at desc nulls last limit 1"
-                ),
-                params,
-            )
-        ).scalar()
-    return None if found is None else await load_customer(info, int(found))
+        [found] = await customers_by_identifiers(conn, [key])
+    return None if found is None else await load_customer(info, found)
 
 
 @strawberry.type

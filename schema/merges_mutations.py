@@ -18,11 +18,12 @@ from strawberry.scalars import JSON
 
 from crm.registry import recompute
 from identity.erasure import ErasureError, erase_customer
-from identity.merge import MergeError, merge_customers, unmerge_event
+from identity.merge import MergeError, merge_customers, preview_merge, unmerge_event
 from schema.context import Info
-from schema.customer import Customer, load_customer
+from schema.customer import ATTRIBUTES, Customer, load_customer
 from schema.errors import BadInput, UserError
 from schema.identity import SourceIdentity, identity_node
+from schema.masking import shown
 from schema.permissions import IsStaff, IsStaffAdmin
 from schema.relay import Connection, Node, connection, decode_cursor, int_id, page_size, to_global_id
 
@@ -32,6 +33,9 @@ class MergeCustomersInput:
     customer_ids: list[strawberry.ID] = strawberry.field(description="Two or more; the oldest id survives.")
     reason: str
     idempotency_key: str = strawberry.field(description="Unique per intended merge; a retry reuses it.")
+    dry_run: bool = strawberry.field(
+        default=False, description="Answer what the merge would do (in `dryRun`) and change nothing."
+    )
 
 
 @strawberry.input
@@ -59,6 +63,34 @@ class ErasePayload:
     user_errors: list[UserError]
 
 
+@strawberry.type(description="An attribute of the survivor that the merge would change.")
+class MergeChange:
+    field: str
+    before: str | None
+    after: str | None
+    masked: bool = strawberry.field(description="True when the values are shown masked to this caller.")
+
+
+@strawberry.type(description="The rows of the absorbed customers that would move to the survivor.")
+class MergeMoves:
+    identities: int
+    orders: int
+    interactions: int
+    consents: int
+    service_cases: int
+    points_entries: int
+    survey_responses: int
+
+
+@strawberry.type(description="What a merge would do; nothing was changed.")
+class MergeDryRun:
+    survivor: Customer | None = strawberry.field(description="The customer that would survive, as it is now.")
+    absorbed_customer_ids: list[strawberry.ID]
+    changes: list[MergeChange] = strawberry.field(description="The survivor's attributes that would change.")
+    moves: MergeMoves
+    evidence: JSON = strawberry.field(description="Why the records look alike (the best-scoring pair).")
+
+
 @strawberry.type
 class MergePayload:
     customer: Customer | None
@@ -67,6 +99,7 @@ class MergePayload:
         description="True when this key was seen before and nothing was redone."
     )
     user_errors: list[UserError]
+    dry_run: MergeDryRun | None = strawberry.field(default=None, description="Set for a dryRun: true call.")
 
 
 @strawberry.type
@@ -166,6 +199,8 @@ async def merge_customers_mutation(info: Info, input: MergeCustomersInput) -> Me
     if len(ids) < 2:
         return MergePayload(customer=None, merge_event_id=None, replayed=False,
                             user_errors=[UserError(field=["customerIds"], message="give at least two customers", code="TOO_FEW")])  # fmt: skip
+    if input.dry_run:
+        return await _merge_dry_run(info, ids)
     async with info.context.engine.begin() as conn:
         done = await _replay(conn, principal.actor, "api.merge", input.idempotency_key)
         if done is not None:
@@ -190,6 +225,44 @@ async def merge_customers_mutation(info: Info, input: MergeCustomersInput) -> Me
         replayed=False,
         user_errors=[],
     )
+
+
+async def _merge_dry_run(info: Info, ids: list[int]) -> MergePayload:
+    """The merge's preview in a read-only transaction: survivor, attribute changes (masked as any read
+    is), the rows that would move; no key recorded, nothing written."""
+    async with info.context.engine.connect() as conn:
+        await conn.execute(sa.text("set transaction read only"))
+        try:
+            preview = await preview_merge(conn, ids)
+        except MergeError as exc:
+            return MergePayload(customer=None, merge_event_id=None, replayed=False,
+                                user_errors=[UserError(field=["customerIds"], message=str(exc), code="CANNOT_MERGE")])  # fmt: skip
+        await conn.rollback()
+    survivor = preview.surviving_customer_id
+    changes = []
+    for column, name in ATTRIBUTES:
+        before, after = preview.current.get(column), preview.golden.get(column)
+        if before == after:
+            continue
+        shown_before, masked_before = shown(info, survivor, name, before)
+        shown_after, masked_after = shown(info, survivor, name, after)
+        masked = masked_before or masked_after
+        changes.append(MergeChange(field=name, before=None if shown_before is None else str(shown_before),
+                                   after=None if shown_after is None else str(shown_after), masked=masked))  # fmt: skip
+    m = preview.moves
+    evidence: Any = preview.evidence
+    return MergePayload(
+        customer=None, merge_event_id=None, replayed=False, user_errors=[],
+        dry_run=MergeDryRun(
+            survivor=await load_customer(info, survivor),
+            absorbed_customer_ids=[to_global_id("Customer", c) for c in preview.absorbed_customer_ids],
+            changes=changes,
+            moves=MergeMoves(identities=m["source_identity"], orders=m["orders"], interactions=m["interaction"],
+                             consents=m["consent"], service_cases=m["service_case"],
+                             points_entries=m["points_ledger_entry"], survey_responses=m["survey_response"]),
+            evidence=evidence,
+        ),
+    )  # fmt: skip
 
 
 async def erase_customer_mutation(info: Info, input: EraseCustomerInput) -> ErasePayload:

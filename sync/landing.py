@@ -53,6 +53,13 @@ CHANNEL_FAMILIES: dict[str, tuple[str, str, int]] = {
     "weibo": ("social", "Weibo", 60),
 }
 
+# customer_id: set by the API's recordInteractions (channels without a connector name the customer, not
+# an identity); sync leaves it null and the customer comes from the identity.
+STAGE_INTERACTION_DDL = """create temp table if not exists stage_interaction (
+        channel_code text, external_id text, identity_external_id text, type text, direction text,
+        occurred_at timestamptz, summary text, payload jsonb, customer_id bigint
+    ) on commit delete rows"""
+
 STAGING_DDL = (
     """create temp table if not exists stage_identities (
         channel_code text, external_id text, raw bytea, source_updated_at timestamptz, stub boolean,
@@ -71,10 +78,7 @@ STAGING_DDL = (
         channel_code text, order_external_id text, line_no int, sku text, title text, quantity int,
         unit_price_fen bigint, discount_fen bigint, amount_fen bigint, external_id text
     ) on commit delete rows""",
-    """create temp table if not exists stage_interaction (
-        channel_code text, external_id text, identity_external_id text, type text, direction text,
-        occurred_at timestamptz, summary text, payload jsonb
-    ) on commit delete rows""",
+    STAGE_INTERACTION_DDL,
 )
 
 IDENTITY_STAGE_COLUMNS = (
@@ -255,8 +259,8 @@ where o.id = any($1::bigint[])
 INSERT_INTERACTIONS = """
 insert into interaction (channel_code, external_id, source_identity_id, customer_id, type, direction,
                          occurred_at, summary, payload)
-select s.channel_code, s.external_id, si.id, si.customer_id, s.type, s.direction, s.occurred_at, s.summary,
-       s.payload
+select s.channel_code, s.external_id, si.id, coalesce(s.customer_id, si.customer_id), s.type, s.direction,
+       s.occurred_at, s.summary, s.payload
 from stage_interaction s
 left join source_identity si on si.channel_code = s.channel_code and si.external_id = s.identity_external_id
 on conflict (channel_code, external_id) do nothing

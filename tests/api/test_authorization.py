@@ -136,6 +136,25 @@ def ops(ids: dict[str, Any]) -> list[Op]:
             'mutation ($a: ID) { recordFeedback(input: {customerId: $a, body: "很好", source: "app"}) { UE } }',
             "YYYYF",
         ),
+        # Writes for channels without a connector: staff and services (downstream jobs), never members.
+        Op(
+            "recordInteraction",
+            'mutation ($a: ID) { recordInteraction(input: {customerId: $a, channel: "app", externalId: "ri-1",'
+            ' type: "call", occurredAt: "2026-11-01T10:00:00+08:00"}) { UE } }',
+            "YYYFF",
+        ),
+        Op(
+            "recordInteractions",
+            'mutation ($a: ID) { recordInteractions(input: {items: [{customerId: $a, channel: "app",'
+            ' externalId: "ri-2", type: "call", occurredAt: "2026-11-01T10:00:00+08:00"}]}) { UE } }',
+            "YYYFF",
+        ),
+        Op(
+            "updateConsent",
+            'mutation ($a: ID) { updateConsent(input: {customerId: $a, purpose: "marketing_sms",'
+            ' status: "granted", source: "app"}) { UE } }',
+            "YYYYF",
+        ),
         # Staff work.
         Op(
             "earnPoints",
@@ -215,6 +234,11 @@ def ops(ids: dict[str, Any]) -> list[Op]:
             "FYFFF",
         ),
         Op(
+            "updateCustomerProfile",
+            'mutation ($a: ID!) { updateCustomerProfile(input: {customerId: $a, city: "宁波", reason: "r"}) { UE } }',
+            "FYFFF",
+        ),
+        Op(
             "decideReview",
             "mutation ($r: ID!) { decideReview(input: {reviewId: $r, accept: false}) { UE } }",
             "FYFFF",
@@ -225,6 +249,13 @@ def ops(ids: dict[str, Any]) -> list[Op]:
             'mutation ($m: ID!) { unmerge(input: {mergeEventId: $m, reason: "r", idempotencyKey: "u"}) { UE } }',
             "FYFFF",
             {"m": ids["merge_event"]},
+        ),
+        Op(
+            "mergeCustomers.dryRun",
+            'mutation ($x: [ID!]!) { mergeCustomers(input: {customerIds: $x, reason: "r",'
+            ' idempotencyKey: "d", dryRun: true}) { UE } }',
+            "FYFFF",
+            {"x": ids["to_merge"]},
         ),
         Op(
             "mergeCustomers",

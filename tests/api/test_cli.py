@@ -99,3 +99,40 @@ async def test_identity_erase_confirms_refuses_and_erases(
         committed_db, "select status, name from golden_customer where id = :c", c=s.zhang
     )
     assert (status, name) == ("erased", None)
+
+
+async def test_token_issue_and_schema_export_are_the_commands_the_issue_names(
+    committed_db: AsyncEngine, database_url: str, tmp_path: Path
+) -> None:
+    """`c360 token issue` prints a token the API accepts, with the --ttl asked for; `c360 schema export`
+    writes the committed schema."""
+    import jwt
+    from gql import gql as document
+
+    from tests.api.graphql_support import api_server
+
+    s = await seed(committed_db)
+    secret = "a-development-secret-of-at-least-32-chars"
+    issued = c360("token", "issue", "--role", "member", "--subject", str(s.zhang), "--ttl", "2h",
+                  C360_JWT_SECRET=secret)  # fmt: skip
+    staff = c360(
+        "token", "issue", "--role", "staff", "--scope", "pii:read", "--ttl", "30m", C360_JWT_SECRET=secret
+    )
+    no_subject = c360("token", "issue", "--role", "member", C360_JWT_SECRET=secret)
+    bad_ttl = c360("token", "issue", "--role", "staff", "--ttl", "forever", C360_JWT_SECRET=secret)
+    assert issued.returncode == 0 and staff.returncode == 0, (issued.stderr, staff.stderr)
+    claims = jwt.decode(issued.stdout.strip(), options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 2 * 3600 and claims["role"] == "member"
+    staff_claims = jwt.decode(staff.stdout.strip(), options={"verify_signature": False})
+    assert staff_claims["exp"] - staff_claims["iat"] == 1800 and staff_claims["scope"] == "pii:read"
+    assert no_subject.returncode != 0 and "--subject" in no_subject.stderr
+    assert bad_ttl.returncode != 0 and "--ttl" in bad_ttl.stderr
+    with api_server(database_url, jwt_secret=secret) as api:
+        async with api.client(token=issued.stdout.strip()) as session:
+            me = await session.execute(document("{ me { customerId } }"))
+    assert me == {"me": {"customerId": s.zhang}}
+    out = tmp_path / "schema.graphql"
+    exported = c360("schema", "export", "--output", str(out))
+    assert exported.returncode == 0, exported.stderr
+    assert out.read_text(encoding="utf-8") == (ROOT / "docs" / "schema.graphql").read_text(encoding="utf-8")
+    assert c360("schema", "export").stdout == c360("api", "schema").stdout
