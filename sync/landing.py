@@ -31,6 +31,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sync.canonical import (
+    ORDER_STATUSES,
     Batch,
     OrderRecord,
     PersonIdentity,
@@ -174,6 +175,17 @@ with conflicts as materialized (
           is distinct from
           (s.source_status, s.total_fen, s.paid_fen, s.discount_fen, s.shipping_fen, s.currency, s.placed_at,
            s.paid_at, s.cashier_code, s.tenders::jsonb)
+      -- Within one second of the channel's clock (its `modified` has whole seconds) an order can be paid
+      -- right after it was placed: the same amounts with a status further on is that progress, not a
+      -- conflict. Anything else at the same time (other amounts, a status going back) is one.
+      and not (s.source_updated_at = o.source_updated_at
+               and array_position(STATUS_ORDER, s.status)
+                   > array_position(STATUS_ORDER, o.status)
+               and (o.total_fen, o.paid_fen, o.discount_fen, o.shipping_fen, o.currency, o.placed_at,
+                    o.cashier_code, o.tenders)
+                   is not distinct from
+                   (s.total_fen, s.paid_fen, s.discount_fen, s.shipping_fen, s.currency, s.placed_at,
+                    s.cashier_code, s.tenders::jsonb))
 ), written as (
     insert into orders (channel_code, external_id, source_identity_id, customer_id, store_id, status,
                         source_status, total_fen, paid_fen, discount_fen, shipping_fen, currency, placed_at,
@@ -223,7 +235,11 @@ select (select count(*) from written) as orders, (select count(*) from new_lines
        array(select external_id from written where detached) as detached,
        (select jsonb_agg(jsonb_build_array(channel_code, external_id, kept, refused)) from conflicts)::text
            as conflicts
-"""
+""".replace(
+    # The canonical statuses in their order (a constant of the code, not input: safe to inline).
+    "STATUS_ORDER",
+    "array[" + ", ".join(f"'{x}'" for x in ORDER_STATUSES) + "]",
+)
 
 # An updated order keeps the lines that did not change (same number, same values: a status update leaves
 # them alone) and has the rest replaced: lines that changed or are gone are deleted, then the staged lines

@@ -52,17 +52,22 @@ async def test_later_status_updates_in_place_and_stale_versions_are_ignored(comm
 
 
 async def test_a_version_with_the_same_source_time_updates_the_order(committed_db):
-    # Two changes within the same second of the channel's clock (its `modified` has whole seconds): the one
-    # read later is the one that stands, and it is not taken for a stale copy.
+    # Paid right after it was placed, within the same second of the channel's clock (its `modified` has whole
+    # seconds): the status further on, with the same amounts, is progress and lands; it is not taken for a
+    # stale copy or a conflict. (Other amounts at the same time are a conflict: tests/sync/test_conflicts.py.)
     async with Lander.open(committed_db) as lander:
-        await lander.land(normalize_trades([top_trade(2101, modified="2026-10-02 10:00:00")]))
+        await lander.land(
+            normalize_trades([top_trade(2101, status="WAIT_BUYER_PAY", modified="2026-10-02 10:00:00")])
+        )
+        placed = await _orders(committed_db)
         stats = await lander.land(
             normalize_trades(
-                [top_trade(2101, status="WAIT_BUYER_CONFIRM_GOODS", modified="2026-10-02 10:00:00", lines=1)]
+                [top_trade(2101, status="WAIT_SELLER_SEND_GOODS", modified="2026-10-02 10:00:00")]
             )
         )
-    assert stats.orders == 1
-    assert await _orders(committed_db) == [("2101", "shipped", "WAIT_BUYER_CONFIRM_GOODS", 19900, 1, True)]
+    assert stats.orders == 1 and stats.quarantined == 0
+    assert [r[1:3] for r in placed] == [("pending", "WAIT_BUYER_PAY")]
+    assert await _orders(committed_db) == [("2101", "paid", "WAIT_SELLER_SEND_GOODS", *placed[0][3:])]
 
 
 async def test_bad_rows_are_quarantined_once_with_the_field_named(committed_db):
