@@ -67,6 +67,7 @@ CONTACT_FEATURES: tuple[str, ...] = ("phone", "address", "street_number")
 # u of an agreed mobile that one person holds: two strangers share an 11-digit mobile by chance
 # about once in 10^8 pairs, and a masked one (3 + 4 digits seen) about once in 3 x 10^5. A file's
 # random pairs overstate both (they include its duplicates), so a value's own rarity decides.
+SHARED_PHONE_NAMES = 3
 PHONE_VALUE_U = 1e-8
 MASK_VALUE_U = 3e-6
 
@@ -372,6 +373,13 @@ def _phone_levels(rec: PreparedRecords, left: np.ndarray, right: np.ndarray) -> 
     ml, mr = mask_codes[left], mask_codes[right]
     comparable = any_masked & (ml >= 0) & (mr >= 0)
     out[comparable] = np.where(ml[comparable] == mr[comparable], 1, 0)
+    if len(rec.phone_names):
+        # A phone people of SHARED_PHONE_NAMES names or more give (the shop's own, typed for
+        # customers who gave none) is nobody's in particular: differing from it says nothing.
+        shared = (rec.phone_names[left] >= SHARED_PHONE_NAMES) | (
+            rec.phone_names[right] >= SHARED_PHONE_NAMES
+        )
+        out[(out == 0) & shared] = -1
     return out
 
 
