@@ -43,7 +43,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("birth_date", ("different", "same_year", "one_edit", "exact")),
     Feature("gender", ("different", "exact")),
     Feature("id_number", ("different", "one_edit", "exact")),
-    Feature("phone", ("different", "mask_compatible", "exact")),
+    Feature("phone", ("different", "one_edit", "mask_compatible", "exact")),
     Feature("email", ("different", "similar_local", "exact")),
     Feature("address", ("different", "sim>=0.70_or_street", "sim>=0.90", "exact")),
     Feature("street_number", ("different", "exact")),
@@ -67,6 +67,7 @@ CONTACT_FEATURES: tuple[str, ...] = ("phone", "address", "street_number")
 # u of an agreed mobile that one person holds: two strangers share an 11-digit mobile by chance
 # about once in 10^8 pairs, and a masked one (3 + 4 digits seen) about once in 3 x 10^5. A file's
 # random pairs overstate both (they include its duplicates), so a value's own rarity decides.
+SHARED_PHONE_NAMES = 3
 PHONE_VALUE_U = 1e-8
 MASK_VALUE_U = 3e-6
 
@@ -200,7 +201,7 @@ class PreparedRecords:
         )
 
 
-_FUZZY = {"family", "given", "id_number", "email", "address", "city", "postcode", "birth"}
+_FUZZY = {"family", "given", "id_number", "phone", "email", "address", "city", "postcode", "birth"}
 
 
 def _similarity(a: np.ndarray, b: np.ndarray, scorer: Callable[..., Any], workers: int = -1) -> np.ndarray:
@@ -363,15 +364,23 @@ def _birth_levels(rec: PreparedRecords, left: np.ndarray, right: np.ndarray) -> 
 
 
 def _phone_levels(rec: PreparedRecords, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """exact E.164; mask_compatible when one side is a masked mobile matching the other's mask."""
-    out = _exact(rec, "phone", left, right)
-    out[out == 1] = 2
+    """exact E.164; mask_compatible when one side is a masked mobile matching the other's mask;
+    one_edit when two full phones are one typo apart (a digit typed wrong at a till)."""
+    out = _graded(rec, "phone", left, right, (1,), DamerauLevenshtein.distance, distance=True)
+    out[out == 2] = 3
     masked_l, masked_r = rec.codes["masked_only"][left], rec.codes["masked_only"][right]
     any_masked = (masked_l >= 0) | (masked_r >= 0)
     mask_codes = rec.codes["masked"]
     ml, mr = mask_codes[left], mask_codes[right]
     comparable = any_masked & (ml >= 0) & (mr >= 0)
-    out[comparable] = np.where(ml[comparable] == mr[comparable], 1, 0)
+    out[comparable] = np.where(ml[comparable] == mr[comparable], 2, 0)
+    if len(rec.phone_names):
+        # A phone people of SHARED_PHONE_NAMES names or more give (the shop's own, typed for
+        # customers who gave none) is nobody's in particular: differing from it says nothing.
+        shared = (rec.phone_names[left] >= SHARED_PHONE_NAMES) | (
+            rec.phone_names[right] >= SHARED_PHONE_NAMES
+        )
+        out[(out <= 1) & (out >= 0) & shared] = -1
     return out
 
 

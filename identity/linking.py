@@ -233,8 +233,14 @@ async def _contact_names(conn: AsyncConnection, std: pd.DataFrame) -> dict[str, 
     phones = sorted({str(v) for v in std["phone"].dropna()})
     from_phones = {f"{p[3:6]}{p[-4:]}" for p in phones if p.startswith("+86") and len(p) == 14}
     masks = sorted(from_phones | {f"{m[:3]}{m[-4:]}" for m in std["phone_masked"].dropna().astype(str)})
+    totals = (
+        await conn.execute(sa.text(f"select count(si.phone), count({mask_sql}) from source_identity si"))  # noqa: S608 - fixed expressions
+    ).one()
     out: dict[str, tuple[dict[str, int], int]] = {}
-    for column, expr, values in (("phone", "si.phone", phones), ("masked", mask_sql, masks)):
+    for column, expr, values, total in (
+        ("phone", "si.phone", phones, totals[0]),
+        ("masked", mask_sql, masks, totals[1]),
+    ):
         rows = await conn.execute(
             sa.text(
                 f"select {expr}, {distinct_names} from source_identity si where {expr} = any(:v) group by 1"  # noqa: S608 - fixed expressions
@@ -244,7 +250,6 @@ async def _contact_names(conn: AsyncConnection, std: pd.DataFrame) -> dict[str, 
         names = {str(value): int(n) for value, n in rows}
         if column == "masked":  # 1385678 -> 138****5678, as the frame writes it
             names = {f"{k[:3]}****{k[3:]}": n for k, n in names.items()}
-        total = (await conn.execute(sa.text(f"select count({expr}) from source_identity si"))).scalar_one()  # noqa: S608
         out[column] = (names, int(total))
     return out
 

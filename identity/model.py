@@ -199,7 +199,7 @@ _REFERENCE: dict[str, tuple[list[float], list[float]]] = {
     "birth_date": ([0.05, 0.02, 0.03, 0.90], [0.97, 0.025, 0.004, 0.0001]),
     "gender": ([0.03, 0.97], [0.5, 0.5]),
     "id_number": ([0.05, 0.05, 0.90], [0.99999, 1e-5, 1e-9]),
-    "phone": ([0.10, 0.30, 0.60], [0.99999, 3e-6, 1e-8]),
+    "phone": ([0.10, 0.03, 0.27, 0.60], [0.99999, 1e-6, 3e-6, 1e-8]),
     # Chinese mailboxes are a name's pinyin and digits: namesakes' addresses look alike.
     "email": ([0.30, 0.05, 0.65], [0.999, 1e-3, 1e-8]),
     "address": ([0.30, 0.10, 0.15, 0.45], [0.99, 0.009, 0.0009, 0.0001]),

@@ -28,13 +28,15 @@ def test_quality_on_noisy_omnichannel_people(seed: int) -> None:
     records, truth = noisy_omnichannel_people(2000, seed=seed)
     fixed = pairwise_scores(resolve_frame(records, model=reference_model(len(records))).customer_ids, truth)
     fitted = pairwise_scores(resolve_frame(records).customer_ids, truth)
-    # Measured (seeds 1, 2, 3), fixed weights: P 0.983 0.980 0.974, R 0.948 0.955 0.946, F1 0.966
-    # 0.967 0.960; fitted (EM, what `c360 identity resolve` runs): P 0.980 0.980 0.975, F1 0.959
-    # 0.962 0.956. Short of the issue's 0.99: what is left are household members whose records
-    # carry only a surname or no name beside the household's shared phone and address (the data
-    # cannot tell them apart), and namesakes in one city.
+    # Measured (seeds 1, 2, 3), fixed weights: P 0.983 0.980 0.971, R 0.956 0.960 0.950, F1 0.970
+    # 0.970 0.961; fitted (EM, what `c360 identity resolve` runs): P 0.980 0.981 0.974, F1 0.963
+    # 0.967 0.960 (before issue 16: fixed F1 0.893 0.878 0.885, fitted 0.836 0.841 0.824; Splink
+    # 5.0 on the same standardized columns: 0.874 0.858 0.871). Short of the issue's 0.99: what is
+    # left are household members whose records carry only a surname or no name beside the
+    # household's shared phone and address (the data cannot tell them apart), and namesakes in one
+    # city.
     assert fixed.precision >= 0.97 and fixed.f1 >= 0.955, fixed
-    assert fitted.precision >= 0.97 and fitted.f1 >= 0.95, fitted
+    assert fitted.precision >= 0.97 and fitted.f1 >= 0.955, fitted
 
 
 async def test_incremental_linking_in_random_orders_and_batches_equals_one_batch(
