@@ -318,12 +318,12 @@ def quarantine_list(
 
     rows, open_counts = asyncio.run(load())
     table = Table(title=f"Quarantine ({sum(open_counts.values())} open)")
-    for col in ("id", "channel", "entity", "external id", "seen", "last seen", "state", "retry", "reason"):
+    for col in ("id", "channel", "entity", "external id", "seen", "last seen", "state", "reason"):
         table.add_column(col, overflow="fold")
     for r in rows:
         state = "resolved" if r.resolved_at else ("replayed, failing" if r.replayed_at else "open")
         table.add_row(str(r.id), r.channel, r.entity, r.external_id or "", str(r.seen_count),
-                      f"{r.last_seen_at:%Y-%m-%d %H:%M}", state, r.retry, r.reason)  # fmt: skip
+                      f"{r.last_seen_at:%Y-%m-%d %H:%M}", state, r.reason)  # fmt: skip
     console.print(table)
     if raw:
         import orjson
