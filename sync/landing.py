@@ -19,7 +19,7 @@ import dataclasses
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -296,18 +296,29 @@ where not exists (
 
 # A refund that names a line (Tmall's `oid`) gets that line's number; one naming no line, or a line its order
 # does not have, refunds the order (line_no null).
+# As for orders: a version of a refund that is not newer but says something else is a conflict, kept out.
 UPSERT_REFUNDS = """
+with r as materialized (
+    select * from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+                         $7::timestamptz[], $8::timestamptz[], $9::text[])
+        as r(channel_code, external_id, order_external_id, amount_fen, reason, status, requested_at,
+             source_updated_at, line_external_id)
+), conflicts as materialized (
+    select r.channel_code, r.external_id, to_jsonb(x) - 'id' - 'order_id' - 'landed_at' as kept, to_jsonb(r) as refused
+    from r join refund x on x.channel_code = r.channel_code and x.external_id = r.external_id
+    where r.source_updated_at <= x.source_updated_at
+      and (x.amount_fen, x.reason, x.status, x.requested_at)
+          is distinct from (r.amount_fen, r.reason, r.status, r.requested_at)
+), written as (
 insert into refund (channel_code, external_id, order_id, line_no, amount_fen, reason, status, requested_at,
                     source_updated_at)
 select r.channel_code, r.external_id, o.id, (
            select x.line_no from order_line x where x.order_id = o.id and x.external_id = r.line_external_id
            order by x.line_no limit 1),
        r.amount_fen, r.reason, r.status, r.requested_at, r.source_updated_at
-from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::timestamptz[],
-            $8::timestamptz[], $9::text[])
-     as r(channel_code, external_id, order_external_id, amount_fen, reason, status, requested_at,
-          source_updated_at, line_external_id)
+from r
 join orders o on o.channel_code = r.channel_code and o.external_id = r.order_external_id
+where not exists (select 1 from conflicts c where c.channel_code = r.channel_code and c.external_id = r.external_id)
 on conflict (channel_code, external_id) do update set
     order_id = excluded.order_id, line_no = excluded.line_no, amount_fen = excluded.amount_fen,
     reason = excluded.reason, status = excluded.status, requested_at = excluded.requested_at,
@@ -317,6 +328,11 @@ where (refund.source_updated_at is null or excluded.source_updated_at >= refund.
        or (refund.order_id, refund.line_no, refund.amount_fen, refund.reason, refund.status, refund.requested_at)
           is distinct from (excluded.order_id, excluded.line_no, excluded.amount_fen, excluded.reason,
                             excluded.status, excluded.requested_at))
+returning 1
+)
+select (select count(*) from written) as refunds,
+       (select jsonb_agg(jsonb_build_array(channel_code, external_id, kept, refused)) from conflicts)::text
+           as conflicts
 """
 
 # The history keeps every reason an entry was held for: seen again for another reason (a mapping changed, a
@@ -464,11 +480,13 @@ def is_note(q: QuarantinedRow) -> bool:
     return bool(q.errors) and all(e.get("type") in NOTE_TYPES for e in q.errors)
 
 
-def conflict_entry(channel: str, external_id: str, kept: Any, refused: Any) -> QuarantinedRow:
+def conflict_entry(
+    channel: str, external_id: str, kept: Any, refused: Any, entity: str = "order"
+) -> QuarantinedRow:
     """A version of a record that says something else than the one kept without being newer: both are kept."""
     return QuarantinedRow(
         channel=channel,
-        entity="order",
+        entity=entity,
         external_id=external_id,
         raw={"kept": kept, "refused": refused},
         reason="field `source_updated_at`: seen again with other content and no newer source time; the first "
@@ -485,25 +503,35 @@ def _order_content(o: OrderRecord) -> tuple[Any, ...]:
             [dataclasses.astuple(ln) for ln in o.lines])  # fmt: skip
 
 
-def _version(o: OrderRecord) -> dict[str, Any]:
+def _refund_content(r: RefundRecord) -> tuple[Any, ...]:
+    return (r.order_external_id, r.amount_fen, r.reason, r.status, r.requested_at, r.line_external_id)
+
+
+def _version(o: OrderRecord | RefundRecord) -> dict[str, Any]:
     out: dict[str, Any] = orjson.loads(orjson.dumps(dataclasses.asdict(o), default=str))
+    out.pop("raw", None)  # a refund's payload: the version's fields say what differs
     return out
 
 
-def latest_orders(records: list[OrderRecord]) -> tuple[list[OrderRecord], list[QuarantinedRow]]:
-    """One order per key, the newest by source time; a later copy with other content and no newer time is a
+def latest_keeping_conflicts(
+    records: list[Any], content: Callable[[Any], tuple[Any, ...]], entity: str
+) -> tuple[list[Any], list[QuarantinedRow]]:
+    """One record per key, the newest by source time; a later copy with other content and no newer time is a
     conflict: the first stays, the copy is quarantined with both versions (nothing replaced without trace)."""
-    best: dict[tuple[str, str], OrderRecord] = {}
+    best: dict[tuple[str, str], Any] = {}
     conflicts: list[QuarantinedRow] = []
     for r in records:
         k = (r.channel, r.external_id)
         current = best.get(k)
         if current is None or r.source_updated_at > current.source_updated_at:
             best[k] = r
-        elif r is not current and _order_content(r) != _order_content(current):
-            # Equal or older time, other content: the kept one is whichever the source calls newer.
-            conflicts.append(conflict_entry(r.channel, r.external_id, _version(current), _version(r)))
+        elif r is not current and content(r) != content(current):
+            conflicts.append(conflict_entry(r.channel, r.external_id, _version(current), _version(r), entity))
     return list(best.values()), conflicts
+
+
+def latest_orders(records: list[OrderRecord]) -> tuple[list[OrderRecord], list[QuarantinedRow]]:
+    return latest_keeping_conflicts(records, _order_content, "order")
 
 
 def detached_notes(detached: list[tuple[str, str, str]]) -> list[QuarantinedRow]:
@@ -1127,7 +1155,7 @@ class Lander:
     async def _land_refunds(self, refunds: list[RefundRecord], stats: LandingStats) -> list[QuarantinedRow]:
         """Refunds whose order has not landed are quarantined (named by `tid`), not dropped."""
         con = self.connection
-        latest: list[RefundRecord] = _latest(refunds)
+        latest, conflicts = latest_keeping_conflicts(refunds, _refund_content, "refund")
         known = {
             (r["channel_code"], r["external_id"])
             for r in await con.fetch(
@@ -1158,8 +1186,9 @@ class Lander:
             for r in latest
             if (r.channel, r.order_external_id) not in known
         ]
+        misses += conflicts
         if landable:
-            result = await con.execute(
+            written = await con.fetchrow(
                 UPSERT_REFUNDS,
                 [r.channel for r in landable],
                 [r.external_id for r in landable],
@@ -1171,7 +1200,12 @@ class Lander:
                 [r.source_updated_at for r in landable],
                 [r.line_external_id for r in landable],
             )
-            stats.refunds += int(result.split()[-1])
+            stats.refunds += written["refunds"]
+            if written["conflicts"]:
+                misses += [
+                    conflict_entry(c[0], c[1], c[2], c[3], "refund")
+                    for c in orjson.loads(written["conflicts"])
+                ]
         return misses
 
     async def _land_interactions(self, batch: Batch, stats: LandingStats) -> None:

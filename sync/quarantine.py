@@ -22,7 +22,7 @@ from sync.landing import Lander, LandingStats, payload_hash
 
 LIST_SQL = (
     "select id, channel_code, entity, external_id, reason, seen_count, first_seen_at, last_seen_at, "
-    "replayed_at, resolved_at, raw from quarantine where {condition} "
+    "replayed_at, resolved_at, raw, retry from quarantine where {condition} "
     "order by last_seen_at desc, id desc limit :limit"
 )
 REPLAY_SQL = (
@@ -49,6 +49,8 @@ class QuarantineEntry:
     replayed_at: datetime | None
     resolved_at: datetime | None
     raw: dict[str, Any]
+    # `revalidate` or `refetch` (from the channel: `c360 sync replay`).
+    retry: str = "revalidate"
 
 
 @dataclass
@@ -97,6 +99,7 @@ async def list_quarantine(
             r.replayed_at,
             r.resolved_at,
             r.raw if isinstance(r.raw, dict) else orjson.loads(r.raw),
+            r.retry,
         )  # fmt: skip
         for r in rows
     ]

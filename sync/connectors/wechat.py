@@ -228,8 +228,10 @@ class WeChatConnector(Connector):
             if not openids:
                 return
             chunks = [openids[i : i + 100] for i in range(0, len(openids), 100)]
-            for users in await asyncio.gather(*(self._user_info(c, sem) for c in chunks)):
+            for n, users in enumerate(await asyncio.gather(*(self._user_info(c, sem) for c in chunks))):
                 batch = normalize_users(users)
+                # The listed page tells how many followers it is about to describe: the progress total.
+                batch.expected = len(openids) if n == 0 else 0
                 yield batch
             next_openid = body.get("next_openid") or openids[-1]
             yield Batch(watermarks=[WatermarkAdvance(key, cursor=next_openid)])

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import httpx
 
+from sync.landing import LandingStats
 from sync.simulator import CST
 from tests.conftest import fetch_rows
-from tests.sync.conftest import SINCE, SMALL, simulator
+from tests.sync.conftest import SINCE, SMALL, run, sim_get, simulator
 from tests.sync.test_row_isolation import sale, write_csv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -228,3 +229,23 @@ async def test_a_failing_feed_never_puts_a_phone_or_a_card_number_in_the_output(
         assert secret not in everything, secret
     # The sale that carried them is named by file, row or id and field instead.
     assert any("`total`" in r[0] for r in held) and any("c.csv" in r[0] for r in held)
+
+
+async def test_progress_has_a_total_where_the_channel_counts_its_rows(sim, settings_for, clean_db):
+    settings = settings_for(sim)
+    seen: dict[str, list[tuple[int, int]]] = {}
+
+    def progress(key: str, stats: LandingStats) -> None:
+        seen.setdefault(key, []).append((stats.read, stats.expected))
+
+    await run(clean_db, settings, "tmall", streams=("trades",), progress=progress)
+    await run(clean_db, settings, "jd", progress=progress)
+    await run(clean_db, settings, "wechat", streams=("followers",), progress=progress)
+    feeds = (await sim_get(sim, "/_sim/stats"))["feeds"]
+    for key, visible in (("tmall.trades", feeds["tmall"]["visible"]), ("jd.orders", feeds["jd"]["visible"])):
+        updates = seen[key]
+        assert len(updates) > 1, "several batches, each reporting"
+        # Known before the rows arrive: the total is never below what was read, and ends at what the feed has.
+        assert all(expected >= read for read, expected in updates), key
+        assert updates[-1] == (visible, visible), key
+    assert seen["wechat.followers"][-1][1] == seen["wechat.followers"][-1][0] > 0

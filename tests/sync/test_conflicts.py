@@ -108,3 +108,32 @@ async def test_a_marketplace_order_is_updated_only_by_a_newer_version(committed_
     assert held["6102"]["refused"]["total_fen"] == 200 and held["6102"]["kept"]["source_status"] == (
         "WAIT_BUYER_CONFIRM_GOODS"
     )
+
+
+def top_refund(
+    refund_id: int, tid: int, *, fee: str = "199.00", modified: str = "2026-10-03 10:00:00"
+) -> dict[str, Any]:
+    return {"refund_id": refund_id, "tid": tid, "oid": tid * 10, "refund_fee": fee, "reason": "尺码不合适",
+            "status": "WAIT_SELLER_AGREE", "created": "2026-10-03 09:00:00", "modified": modified}  # fmt: skip
+
+
+async def test_a_refund_is_updated_only_by_a_newer_version(committed_db):
+    from sync.connectors.taobao import normalize_refunds
+
+    async with Lander.open(committed_db) as lander:
+        await lander.land(normalize_trades([top_trade(6201)]))
+        await lander.land(normalize_refunds([top_refund(62011, 6201)]))
+        # In one page: the same refund twice with other amounts and one time; then again in a later run.
+        await lander.land(normalize_refunds([top_refund(62011, 6201, fee="10.00"), top_refund(62011, 6201)]))
+        await lander.land(normalize_refunds([top_refund(62011, 6201, fee="20.00")]))
+        await lander.land(
+            normalize_refunds([top_refund(62011, 6201, fee="30.00", modified="2026-10-04 10:00:00")])
+        )
+    assert await fetch_rows(committed_db, "select amount_fen from refund where external_id = '62011'") == [
+        (3000,)
+    ]
+    held = sorted(
+        raw["refused"]["amount_fen"] for ext, raw, _ in await conflicts(committed_db) if ext == "62011"
+    )
+    # In the page the first copy stays (19900 held), and against the landed version it is held in turn (1000).
+    assert held == [1000, 2000, 19900]
