@@ -133,6 +133,7 @@ async def test_replay_of_chosen_rows_in_small_chunks_counts_per_channel(settings
         # Two refunds before their orders, a trade with a fraction of a fen, and a JD order with a bad amount.
         await lander.land(normalize_refunds([_refund("R-1", 7801), _refund("R-2", 7802)]))
         await lander.land(normalize_trades([top_trade(7803, price="19.999")]))
+        await lander.land(normalize_trades([top_trade(7803, price="19.999")]))  # seen twice
         await lander.land(normalize_jd_orders([jd_order(7804, orderPayment="12.3O")]))
         await lander.land(normalize_trades([top_trade(7801)]))  # R-1 can land now, R-2 cannot
     held = {(r.channel, r.external_id): r.id for r in await list_quarantine(clean_db)}
@@ -149,8 +150,17 @@ async def test_replay_of_chosen_rows_in_small_chunks_counts_per_channel(settings
     still = {(r.channel, r.external_id): r for r in await list_quarantine(clean_db)}
     assert set(still) == {("tmall", "R-2"), ("tmall", "7803"), ("jd", "7804")}
     assert still["tmall", "7803"].replayed_at is None  # not chosen: not replayed
+    assert still["tmall", "7803"].seen_count == 2 and still["jd", "7804"].seen_count == 1
+    assert still["tmall", "7803"].first_seen_at <= still["tmall", "7803"].last_seen_at
     assert still["jd", "7804"].replayed_at is not None
     assert await count_open(clean_db) == {"tmall": 2, "jd": 1}
+    # A row still failing keeps the field errors of this replay; the resolved one is listed with --all.
+    errors = await count(
+        clean_db, "select jsonb_array_length(errors) from quarantine where external_id = '7804'"
+    )
+    assert errors >= 1
+    everything = await list_quarantine(clean_db, include_resolved=True)
+    assert [r.external_id for r in everything if r.resolved_at is not None] == ["R-1"]
 
 
 async def test_rows_of_an_entity_replay_cannot_read_are_left_for_later(settings_for, clean_db):
