@@ -4,11 +4,15 @@ running server instead of starting another."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -16,6 +20,18 @@ from infra.embedded import start_embedded
 from infra.settings import to_async_url
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A folder the `pgserver` user that runs PostgreSQL (when we are root) can reach. Not under pytest's
+    basetemp: pytest keeps /tmp/pytest-of-<user> at mode 0700 and resets it when another session starts."""
+    path = Path(tempfile.mkdtemp(prefix="c360-embedded-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 async def _version(url: str) -> str:
@@ -27,8 +43,8 @@ async def _version(url: str) -> str:
         await engine.dispose()
 
 
-async def test_embedded_server_starts_and_a_second_start_reuses_it(tmp_path_factory) -> None:
-    pgdata = tmp_path_factory.mktemp("embedded") / "pgdata"
+async def test_embedded_server_starts_and_a_second_start_reuses_it(shared_dir: Path) -> None:
+    pgdata = shared_dir / "pgdata"
     server = await asyncio.to_thread(start_embedded, pgdata)
     try:
         pid = server.get_pid()
@@ -59,7 +75,7 @@ def _postmaster_pid(pgdata: Path) -> int | None:
     return int(pidfile.read_text().splitlines()[0]) if pidfile.exists() else None
 
 
-def test_serve_on_embedded_defaults_stops_its_database_on_sigterm(tmp_path_factory) -> None:
+def test_serve_on_embedded_defaults_stops_its_database_on_sigterm(shared_dir: Path) -> None:
     """`c360 serve` with no C360_DATABASE_URL brings up the API on an embedded server and, when
     stopped the way a process manager stops it, leaves no PostgreSQL behind."""
     import os
@@ -70,7 +86,8 @@ def test_serve_on_embedded_defaults_stops_its_database_on_sigterm(tmp_path_facto
 
     from tests.support import free_port
 
-    data_dir = tmp_path_factory.mktemp("serve-embedded")
+    data_dir = shared_dir / "serve-embedded"
+    data_dir.mkdir()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("C360_")}
     env.update(C360_DATA_DIR=str(data_dir), C360_PORT=str(port))
