@@ -178,7 +178,13 @@ async def replay_quarantine(
                         if h not in by_hash and h not in stats.quarantined_hashes
                     ]  # fmt: skip
                     still = [(r.id, by_hash[h]) for r, h in zip(group, current, strict=True) if h in by_hash]
-                    await _mark(engine, resolved, still)
+                    # Valid now but held again by landing (a refund whose order is still missing): landing
+                    # kept the entry open with its reason; it was still tried, and says so.
+                    again = [
+                        r.id for r, h in zip(group, current, strict=True)
+                        if h not in by_hash and h in stats.quarantined_hashes
+                    ]  # fmt: skip
+                    await _mark(engine, resolved, still, again)
                     report.attempted += len(group)
                     report.resolved += len(resolved)
                     report.still_failing += len(group) - len(resolved)
@@ -191,8 +197,14 @@ async def replay_quarantine(
     return report
 
 
-async def _mark(engine: AsyncEngine, resolved: list[int], failing: list[tuple[int, QuarantinedRow]]) -> None:
+async def _mark(
+    engine: AsyncEngine, resolved: list[int], failing: list[tuple[int, QuarantinedRow]], again: list[int]
+) -> None:
     async with engine.begin() as conn:
+        if again:
+            await conn.execute(
+                sa.text("update quarantine set replayed_at = now() where id = any(:ids)"), {"ids": again}
+            )
         if resolved:
             await conn.execute(
                 sa.text(

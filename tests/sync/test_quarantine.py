@@ -116,6 +116,7 @@ async def test_a_refund_replayed_before_its_order_lands_stays_open(settings_for,
     assert (report.attempted, report.resolved, report.still_failing) == (1, 0, 1)
     (still,) = await list_quarantine(clean_db, channel="tmall", entity="refund")
     assert still.id == held.id and still.resolved_at is None
+    assert held.replayed_at is None and still.replayed_at is not None  # it was tried, and says when
     assert await count(clean_db, "select count(*) from refund") == 0
 
     async with Lander.open(clean_db) as lander:
