@@ -4,7 +4,8 @@
     purchase follow-ups, regular visits, tier notices, win-backs, survey invitations; each with its consent
     check) over --customers customers with --orders orders and their points lots, closed cases, tier
     changes, lifecycle entries and consents, all generated in SQL: wall time per trigger, this process's
-    peak RSS, the PostgreSQL backends' CPU; then the same run again (it writes nothing: idempotent).
+    peak RSS, the PostgreSQL backends' CPU; then the same run five minutes later (it writes only what became
+    due in those minutes: every action is once per customer, kind and period).
 (b) `caseQueue` plus `transitionCase` over HTTP (`c360 serve` in its own process) from --clients
     concurrent clients: each round asks for the queue's 20 most urgent open complaints, then moves one
     complaint of its own one step (recorded -> validated). Rounds per second and latency percentiles of
