@@ -66,6 +66,8 @@ def prepare(modules: list[str], tests: list[str]) -> None:
             f"source_paths = {_toml_list(packages)}",
             f"only_mutate = {_toml_list(modules)}",
             f"pytest_add_cli_args_test_selection = {_toml_list(tests)}",
+            # What tests read beside the code (the committed schema, the rules files, the README).
+            f"also_copy = {_toml_list(ALSO_COPY)}",
             # No cache or pytest-asyncio warnings from hundreds of runs; -x: the first failure kills.
             'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]',
         ]
@@ -77,6 +79,9 @@ def prepare(modules: list[str], tests: list[str]) -> None:
         settings.write_text(new, encoding="utf-8")
         # Other modules or tests: mutmut's cached mutants and stats no longer apply.
         shutil.rmtree(WORK / "mutants", ignore_errors=True)
+
+
+ALSO_COPY = ["docs/", "config/", "README.md", "alembic.ini", "infra/migrations/"]
 
 
 def summary(modules: list[str]) -> dict[str, Any]:
