@@ -18,8 +18,6 @@ import asyncio
 import json
 import os
 import random
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,8 +25,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.scratch import generate, scratch_database
-from bench.sync_ingest import PeakRss, free_port, postgres_cpu_seconds, process_cpu_seconds
+from bench.scratch import generate, scratch_database, start_api
+from bench.sync_ingest import PeakRss, postgres_cpu_seconds, process_cpu_seconds
 
 GENERATE = (
     "insert into channel (code, family, name, trust_rank) values ('tmall', 'marketplace', 'Tmall', 50),"
@@ -120,15 +118,7 @@ async def redeem_over_http(
     from api.auth import issue_token
     from infra.settings import Settings
 
-    port = free_port()
-    env = {**os.environ, "C360_DATABASE_URL": url, "C360_PORT": str(port), "C360_ENV": "development",
-           "C360_API_RATE_PER_MINUTE": "1000000", "C360_LOG_LEVEL": "WARNING"}  # fmt: skip
-    server = subprocess.Popen(  # noqa: ASYNC220 - started once, before the measured part
-        [sys.executable, "-m", "api.cli", "serve", "--no-migrate", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server, port = start_api(url)  # started once, before the measured part
     token = issue_token(Settings(env="development"), "bench-till", "service")
     base = f"http://127.0.0.1:{port}/graphql"
     query = (

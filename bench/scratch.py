@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -13,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.sync_ingest import server_url
+from bench.sync_ingest import free_port, server_url
 
 
 @asynccontextmanager
@@ -44,3 +46,18 @@ async def generate(url: str, statements: Sequence[str], params: dict[str, Any]) 
     finally:
         await engine.dispose()
     return round(time.perf_counter() - started, 1)
+
+
+def start_api(url: str) -> tuple[subprocess.Popen[bytes], int]:
+    """`c360 serve` on the scratch database on a free port, as an operator starts it, with no rate limit
+    (the bench is the only caller) and quiet logs: the server process and its port."""
+    port = free_port()
+    env = {**os.environ, "C360_DATABASE_URL": url, "C360_PORT": str(port), "C360_ENV": "development",
+           "C360_API_RATE_PER_MINUTE": "1000000", "C360_LOG_LEVEL": "WARNING"}  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--no-migrate", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return server, port
