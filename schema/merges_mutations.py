@@ -177,7 +177,7 @@ async def _replay(conn: AsyncConnection, actor: str, action: str, key: str) -> d
     return dict(found) if found else None
 
 
-async def _remember(
+async def audit_customer(
     conn: AsyncConnection, actor: str, role: str, action: str, subject: int, detail: dict[str, Any]
 ) -> None:
     await conn.execute(
@@ -212,7 +212,7 @@ async def merge_customers_mutation(info: Info, input: MergeCustomersInput) -> Me
         except MergeError as exc:
             return MergePayload(customer=None, merge_event_id=None, replayed=False,
                                 user_errors=[UserError(field=["customerIds"], message=str(exc), code="CANNOT_MERGE")])  # fmt: skip
-        await _remember(conn, principal.actor, principal.role, "api.merge", preview.surviving_customer_id, {
+        await audit_customer(conn, principal.actor, principal.role, "api.merge", preview.surviving_customer_id, {
             "idempotency_key": input.idempotency_key, "merge_event_id": preview.merge_event_id,
             "surviving_customer_id": preview.surviving_customer_id, "absorbed_customer_ids": preview.absorbed_customer_ids,
         })  # fmt: skip
@@ -286,7 +286,7 @@ async def erase_customer_mutation(info: Info, input: EraseCustomerInput) -> Eras
                 return refused(str(exc), "CANNOT_ERASE", "reason" if "reason" in str(exc) else "customerId")
             done = {"idempotency_key": input.idempotency_key, "customer_ids": result.customer_ids,
                     "identities": result.identities, "suppressed": result.suppressed}  # fmt: skip
-            await _remember(conn, principal.actor, principal.role, "api.erase", customer_id, done)
+            await audit_customer(conn, principal.actor, principal.role, "api.erase", customer_id, done)
     info.context.loaders.customer.clear_all()
     return ErasePayload(erased_customer_ids=[to_global_id("Customer", int(c)) for c in done["customer_ids"]],
                         identities=int(done["identities"]), suppressed=int(done["suppressed"]),
@@ -306,7 +306,7 @@ async def unmerge_mutation(info: Info, input: UnmergeInput) -> UnmergePayload:
                                       user_errors=[UserError(field=["mergeEventId"], message=str(exc), code="CANNOT_UNMERGE")])  # fmt: skip
             done = {"idempotency_key": input.idempotency_key, "merge_event_id": result.merge_event_id,
                     "customer_ids": result.customer_ids}  # fmt: skip
-            await _remember(conn, principal.actor, principal.role, "api.unmerge", event_id, done)
+            await audit_customer(conn, principal.actor, principal.role, "api.unmerge", event_id, done)
             replayed = False
         else:
             replayed = True

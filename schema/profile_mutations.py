@@ -24,6 +24,7 @@ from schema.consent import Consent
 from schema.context import Info
 from schema.customer import Customer, current_customers, load_customer
 from schema.errors import BadInput, UserError
+from schema.merges_mutations import audit_customer
 from schema.permissions import IsStaffAdmin, acting_customer
 from schema.relay import int_id
 
@@ -77,25 +78,13 @@ async def update_consent(info: Info, input: UpdateConsentInput) -> UpdateConsent
                 {"c": customer_id, "p": input.purpose, "s": input.status, "src": input.source},
             )
         ).one()
-        await _audit(conn, principal.actor, principal.role, "consent.update", customer_id,
+        await audit_customer(conn, principal.actor, principal.role, "consent.update", customer_id,
                      {"purpose": input.purpose, "status": input.status, "source": input.source})  # fmt: skip
     info.context.loaders.consents.clear_all()
     return UpdateConsentPayload(
         consent=Consent(purpose=row[0], status=row[1], source=row[2], recorded_at=row[3]),
         customer=await load_customer(info, customer_id),
         user_errors=[],
-    )
-
-
-async def _audit(
-    conn: Any, actor: str, role: str, action: str, customer_id: int, detail: dict[str, Any]
-) -> None:
-    await conn.execute(
-        sa.text(
-            "insert into audit_log (actor, actor_role, action, subject_type, subject_id, detail) "
-            "values (:a, :r, :act, 'customer', :s, cast(:d as jsonb))"
-        ),
-        {"a": actor, "r": role, "act": action, "s": str(customer_id), "d": orjson.dumps(detail).decode()},
     )
 
 
@@ -220,7 +209,7 @@ async def update_customer_profile(
             )
             # One row per attribute: the field's name and the reason, never the old or new value.
             for column in (c for c in changed if c != "name_pinyin"):
-                await _audit(conn, principal.actor, principal.role, "customer.correct", customer_id,
+                await audit_customer(conn, principal.actor, principal.role, "customer.correct", customer_id,
                              {"field": column, "reason": input.reason})  # fmt: skip
     info.context.loaders.customer.clear_all()
     return UpdateCustomerProfilePayload(
