@@ -113,6 +113,19 @@ def run_logs(api: str, flow_run_id: str) -> list[str]:
     return [entry["message"] for entry in response.json()]
 
 
+def logged(api: str, flow_run_id: str, line: str, timeout: float = 30) -> bool:
+    """Whether the run logged a line starting with `line` (a regex). The run's logs reach the server in
+    batches, after its state: a run just seen COMPLETED may not have shipped its last lines yet."""
+
+    def seen() -> bool:
+        return any(re.match(line, m) for m in run_logs(api, flow_run_id))
+
+    try:
+        return bool(wait_for(f"run {flow_run_id} to log {line!r}", seen, timeout))
+    except AssertionError:
+        return False
+
+
 class Serve:
     """`c360 sync serve` as an operator starts it, in its own process group."""
 
@@ -200,7 +213,7 @@ def test_serve_on_a_real_prefect_server(
             [(products,)] = fetch_rows_sync(committed_db, "select count(*) from product")
             assert products > 0
             # 2. Its figures are in the server's logs (the UI) and in serve's output, one line per run.
-            assert any(m.startswith("sync-weibo: landed") for m in run_logs(prefect_api, done["id"]))
+            assert logged(prefect_api, done["id"], "sync-weibo: landed")
             assert "sync-weibo: landed" in serve.output()
 
             # 2b. Each CRM flow is registered, scheduled by the server and does its work. A run in the
@@ -424,7 +437,7 @@ def test_serve_schedules_service_and_care_flows(
             return fetch_rows_sync(committed_db, sql)
 
         sla = run_now(prefect_api, ids["service-sla-check"])
-        assert any("SLA breaches flagged" in m for m in run_logs(prefect_api, sla["id"]))
+        assert logged(prefect_api, sla["id"], ".*SLA breaches flagged")
         assert rows(
             f"select first_response_breached_at = first_response_due_at from service_case where id = {seeded['late']}"  # noqa: S608 - the test's own ids
         ) == [(True,)]
@@ -433,14 +446,14 @@ def test_serve_schedules_service_and_care_flows(
         ) == [(1,)]
 
         invites = run_now(prefect_api, ids["survey-invitations"])
-        assert any("invitations written" in m for m in run_logs(prefect_api, invites["id"]))
+        assert logged(prefect_api, invites["id"], CRM_FLOW_LINES["survey-invitations"])
         assert rows(
             f"select state, payload->>'survey' from care_action where customer_id = {seeded['served']}"  # noqa: S608
             " and kind = 'survey_invite'"
         ) == [("pending", "case-csat")]
 
         care = run_now(prefect_api, ids["care-daily"])
-        assert any(m.startswith("care: actions written") for m in run_logs(prefect_api, care["id"]))
+        assert logged(prefect_api, care["id"], CRM_FLOW_LINES["care-daily"])
         assert rows(
             f"select state, suppressed_reason from care_action where customer_id = {seeded['served']}"  # noqa: S608
             " and kind = 'case_followup'"
