@@ -21,21 +21,23 @@ from strawberry.asgi import GraphQL
 from strawberry.http.ides import get_graphql_ide_html
 
 from api.auth import AuthError, Principal, authenticate, check_production_secret, issue_token
+from api.compiled import CompiledReads
 from api.persisted import PersistedQueries, load_store
 from api.ratelimit import RateLimiter
 from infra.db import check_database, ensure_reachable, make_engine, resolve_database_url
 from infra.settings import Settings, get_settings
 from schema import build_schema
 from schema.context import Context
+from schema.limits import validation_rules
 from schema.service import validate_rules
 
 NOBODY = Principal(subject="0", role="member")  # a member of no customer
 
 
 class C360GraphQL(GraphQL[Context, None]):
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, rules: list[Any]) -> None:
         super().__init__(
-            build_schema(settings.api_max_depth, settings.api_max_tokens),
+            build_schema(settings.api_max_depth, settings.api_max_tokens, rules),
             graphql_ide="graphiql" if settings.graphiql else None,
             allow_queries_via_get=False,
         )
@@ -151,13 +153,16 @@ def create_app(settings: Settings | None = None, engine: AsyncEngine | None = No
         return JSONResponse(body, status_code=200 if health.ok else 503)
 
     store = load_store(settings.api_persisted_queries)
-    graphql_app = Authenticated(
-        PersistedQueries(C360GraphQL(settings), store, settings.api_persisted_only), settings
-    )
+    rules = validation_rules(settings.api_max_depth)
+    executor = C360GraphQL(settings, rules)
+    reads = CompiledReads(executor, executor.schema, settings.api_max_tokens, rules, settings.api_compiled)
+    graphql_app = Authenticated(PersistedQueries(reads, store, settings.api_persisted_only), settings)
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/graphql", graphql_app, methods=["GET", "POST"]),
     ]
     if settings.graphiql:
         routes.append(Mount("/graphiql", StaticFiles(directory=STATIC), name="graphiql"))
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.compiled_reads = reads
+    return app

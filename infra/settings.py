@@ -58,6 +58,11 @@ class Settings(BaseSettings):
         False,
         description="Run only the persisted queries' documents (for production app and mini-program traffic).",
     )
+    api_compiled: Literal["on", "off", "verify"] = Field(
+        "on",
+        description="The compiled read path (one SQL statement per known query): on, off, or verify (each "
+        "compiled answer checked against the executor's; for tests).",
+    )
     loyalty_config: Path = Field(
         PROJECT_ROOT / "config" / "loyalty.toml",
         description="The loyalty programme's rules (points, tiers, coupons, campaigns, referrals).",

@@ -62,14 +62,16 @@ class Schema(strawberry.Schema):
         log_errors(errors)
 
 
-def build_schema(max_depth: int = 12, max_tokens: int = 4000) -> strawberry.Schema:
+def build_schema(
+    max_depth: int = 12, max_tokens: int = 4000, rules: list[Any] | None = None
+) -> strawberry.Schema:
     query: Any = merge_types("Query", QUERIES)
     mutation: Any = merge_types("Mutation", MUTATIONS) if MUTATIONS else None
     return Schema(
         query=query,
         mutation=mutation,
         types=[customer.Customer],
-        extensions=[*limit_extensions(max_depth, max_tokens), AuditPII, MaskInternalErrors],
+        extensions=[*limit_extensions(max_depth, max_tokens, rules), AuditPII, MaskInternalErrors],
     )
 
 

@@ -25,13 +25,18 @@ from strawberry.extensions import (
 DOCUMENT_CACHE_SIZE = 512
 
 
-def limit_extensions(max_depth: int, max_tokens: int) -> list[Any]:
-    # The depth and alias rules are built once: the validation cache is keyed by the rule classes too,
-    # and a limiter built per request would make a new class, and a miss, every time.
-    rules = [
+def validation_rules(max_depth: int) -> list[Any]:
+    """The depth and alias rules, beside graphql-core's own; the compiled read path validates with them too."""
+    return [
         *QueryDepthLimiter(max_depth=max_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=30).validation_rules,
     ]
+
+
+def limit_extensions(max_depth: int, max_tokens: int, rules: list[Any] | None = None) -> list[Any]:
+    # The depth and alias rules are built once: the validation cache is keyed by the rule classes too,
+    # and a limiter built per request would make a new class, and a miss, every time.
+    rules = validation_rules(max_depth) if rules is None else rules
     # Factories, not instances: Strawberry builds a fresh extension per request (an instance shared by
     # concurrent requests would share their execution context); the caches themselves are module-level.
     return [

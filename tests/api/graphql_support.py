@@ -39,6 +39,7 @@ class Api:
     base: str
     settings: Settings
     statements: StatementCounter
+    reads: Any = None  # api.compiled.CompiledReads: `reads.compiled` counts requests it answered
 
     def token(self, role: Role, subject: str = "tester", scopes: list[str] | None = None) -> str:
         return issue_token(self.settings, subject, role, scopes)
@@ -74,13 +75,17 @@ class Api:
 @contextmanager
 def api_server(database_url: str, **settings: Any) -> Iterator[Api]:
     """The app under uvicorn on a free port, on its own engine whose statements are counted."""
+    # Every query the tests send that the compiled read path knows runs through both paths and must
+    # answer the same (api.compiled, verify mode); a test pins one path by passing api_compiled.
+    settings.setdefault("api_compiled", "verify")
     config = Settings(database_url=database_url, env=settings.pop("env", "test"), **settings)
     # NullPool: the server runs on its own thread and loop, where pooled connections could not be closed.
     engine: AsyncEngine = create_async_engine(str(config.database_url), poolclass=NullPool)
     counter = StatementCounter()
     sa.event.listen(engine.sync_engine, "before_cursor_execute", counter)
     try:
-        with live_server(create_app(config, engine=engine), "/healthz") as base:
-            yield Api(base=base, settings=config, statements=counter)
+        app = create_app(config, engine=engine)
+        with live_server(app, "/healthz") as base:
+            yield Api(base=base, settings=config, statements=counter, reads=app.state.compiled_reads)
     finally:
         sa.event.remove(engine.sync_engine, "before_cursor_execute", counter)

@@ -236,20 +236,24 @@ async def test_statements_per_query_do_not_grow_with_the_data(
         await conn.execute(sa.text("update golden_customer g set lineage = jsonb_build_object('name', "
                                    "jsonb_build_object('source_identity_id', si.id, 'channel', 'pos', 'rule', 'only')) "
                                    "from source_identity si where si.customer_id = g.id and g.id = :li"), {"li": s.li})  # fmt: skip
-    counts: list[int] = []
-    with api_server(database_url) as api:
-        await api.query("{ health { database } }")  # the engine's first-connect queries
-        for customer in (s.li, s.zhang):
+    counts: dict[str, list[int]] = {}
+    audited: dict[str, int] = {}
+    for mode in ("on", "off"):  # the compiled read path, and the executor with its DataLoaders
+        with api_server(database_url, api_compiled=mode) as api:
+            await api.query("{ health { database } }")  # the engine's first-connect queries
+            for customer in (s.li, s.zhang):
+                api.statements.reset()
+                await api.query(PROFILE, id=gid(customer))
+                counts.setdefault(mode, []).append(api.statements.count)
+            assert api.reads.compiled == (2 if mode == "on" else 0)
             api.statements.reset()
-            await api.query(PROFILE, id=gid(customer))
-            counts.append(api.statements.count)
-        api.statements.reset()
-        await api.query(PROFILE, scopes=["pii:read"], id=gid(s.zhang))
-        audited = api.statements.count
-    # customer, identity (lineage), order summary, identities, consents, merges, orders page, lines,
-    # refunds, interactions page.
-    assert counts == [10, 10], counts
-    assert audited == 11  # plus the one audit insert
+            await api.query(PROFILE, scopes=["pii:read"], id=gid(s.zhang))
+            audited[mode] = api.statements.count
+    # Compiled: one statement. Executor: customer, identity (lineage), order summary, identities,
+    # consents, merges, orders page, lines, refunds, interactions page.
+    assert counts == {"on": [1, 1], "off": [10, 10]}, counts
+    # An unmasked read is audited by the executor on either setting: its statements plus the audit insert.
+    assert audited == {"on": 11, "off": 11}
 
 
 async def test_depth_and_size_limits(database_url: str) -> None:

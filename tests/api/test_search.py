@@ -71,25 +71,26 @@ async def test_a_list_of_customers_with_orders_costs_the_same_for_2_or_20(
     query = """query ($first: Int) { customers(first: $first) { totalCount edges { node {
         customerId name { value source { channel } } orderCount identities { channel }
         orders(first: 2) { totalCount edges { node { externalId lines { sku } refunds { amount { fen } } } } } } } } }"""
-    counts = []
-    with api_server(database_url) as api:
-        await api.query("{ health { database } }")
-        async with committed_db.begin() as conn:
-            for i in range(18):
-                cid = (
-                    await conn.execute(
-                        sa.text(
-                            "insert into golden_customer (status, name) values ('active', :n) returning id"
-                        ),
-                        {"n": f"客{i}"},
-                    )
-                ).scalar_one()
-                await conn.execute(sa.text("insert into orders (channel_code, external_id, customer_id, status, total_fen, paid_fen, currency, placed_at) "
-                                           "values ('app', :e, :c, 'paid', 100, 100, 'CNY', now())"), {"e": f"L{i}", "c": cid})  # fmt: skip
-        for first in (2, 20):
-            api.statements.reset()
-            reply = (await api.query(query, first=first))["customers"]
-            assert len(reply["edges"]) == first
-            counts.append(api.statements.count)
-    # customers page, identity (lineage), order summaries, identities, orders pages, lines, refunds.
-    assert counts == [7, 7], counts
+    async with committed_db.begin() as conn:
+        for i in range(18):
+            cid = (
+                await conn.execute(
+                    sa.text("insert into golden_customer (status, name) values ('active', :n) returning id"),
+                    {"n": f"客{i}"},
+                )
+            ).scalar_one()
+            await conn.execute(sa.text("insert into orders (channel_code, external_id, customer_id, status, total_fen, paid_fen, currency, placed_at) "
+                                       "values ('app', :e, :c, 'paid', 100, 100, 'CNY', now())"), {"e": f"L{i}", "c": cid})  # fmt: skip
+    counts: dict[str, list[int]] = {}
+    for mode in ("on", "off"):  # the compiled read path, and the executor with its DataLoaders
+        with api_server(database_url, api_compiled=mode) as api:
+            await api.query("{ health { database } }")
+            for first in (2, 20):
+                api.statements.reset()
+                reply = (await api.query(query, first=first))["customers"]
+                assert len(reply["edges"]) == first
+                counts.setdefault(mode, []).append(api.statements.count)
+            assert api.reads.compiled == (2 if mode == "on" else 0)
+    # Compiled: one statement. Executor: customers page, identity (lineage), order summaries, identities,
+    # orders pages, lines, refunds.
+    assert counts == {"on": [1, 1], "off": [7, 7]}, counts

@@ -1,0 +1,751 @@
+"""The compiled read path: a validated query over the customer graph becomes one SQL statement that builds
+the exact response JSON, and the API returns PostgreSQL's text without walking the result in Python.
+
+Why: completing a result field by field in graphql-core and Strawberry's wrappers costs ~80 % of the CPU
+of a customer-360 request, however few statements it runs (docs/api.md, "The compiled read path"). The
+Strawberry schema stays the single source of truth: a document is parsed and validated against it, with
+the same limits, before it is compiled; anything the compiler does not know (a CRM field, an error to
+report, an unmasked PII read that must be audited) goes to the ordinary executor instead. Masking, merge
+following and member scoping are the same rules as schema.masking / schema.customer, written in SQL; the
+test suite runs every query through both paths and requires identical answers (C360_API_COMPILED=verify).
+
+Every value is a bound parameter; the SQL text is made of fixed fragments and the document's response
+keys, which are GraphQL names (validated, `[_A-Za-z][_0-9A-Za-z]*`) written as SQL string literals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLIncludeDirective,
+    GraphQLObjectType,
+    GraphQLSchema,
+    GraphQLSkipDirective,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    OperationType,
+    SelectionSetNode,
+    get_named_type,
+    parse,
+    specified_rules,
+    validate,
+)
+from graphql.execution.values import get_argument_values, get_directive_values, get_variable_values
+from strawberry.types.arguments import convert_arguments
+
+from api.auth import PII_READ, Principal
+from schema.errors import BadInput
+from schema.relay import decode_cursor, page_size, time_keyset
+from schema.search import Compiler, _mentions_status
+
+Json = str  # a SQL expression that yields json
+
+
+class Fallback(Exception):
+    """This request goes to the ordinary executor (it needs Python, or it has an error to report)."""
+
+
+# The fields the compiler knows, per GraphQL type; a document that selects any other goes to the executor.
+ATTRIBUTE_FIELDS = {"value", "masked", "source", "__typename"}
+KNOWN: dict[str, set[str]] = {
+    "Query": {"customer", "me", "customers", "__typename"},
+    "Customer": {
+        "id", "customerId", "status", "name", "gender", "birthday", "phone", "email", "province", "city",
+        "district", "address", "memberNo", "identities", "consents", "orders", "interactions", "orderCount",
+        "totalSpent", "firstOrderAt", "lastOrderAt", "mergeHistory", "__typename",
+    },
+    "MergeEvent": {
+        "id", "kind", "actor", "reason", "survivingCustomerId", "absorbedCustomerIds", "evidence", "undone",
+        "createdAt", "__typename",
+    },
+    "Attribute": ATTRIBUTE_FIELDS,
+    "AttributeSource": {"channel", "externalId", "updatedAt", "rule", "actor", "__typename"},
+    "SourceIdentity": {
+        "id", "channel", "externalId", "name", "nickname", "phone", "phoneMasked", "phoneVerified", "email",
+        "memberNo", "wechatUnionid", "province", "city", "district", "linkRule", "linkScore", "linkedAt",
+        "sourceUpdatedAt", "__typename",
+    },
+    "Consent": {"purpose", "status", "source", "recordedAt", "__typename"},
+    "Order": {
+        "id", "channel", "externalId", "status", "sourceStatus", "total", "paid", "discount", "shipping",
+        "placedAt", "paidAt", "lines", "refunds", "__typename",
+    },
+    "OrderLine": {"lineNo", "sku", "title", "quantity", "unitPrice", "discount", "amount", "product", "__typename"},
+    "Product": {"id", "sku", "title", "category", "__typename"},
+    "Refund": {"id", "channel", "externalId", "lineNo", "amount", "reason", "status", "requestedAt", "__typename"},
+    "Interaction": {"id", "channel", "externalId", "type", "direction", "occurredAt", "summary", "__typename"},
+    "Money": {"fen", "yuan", "currency", "__typename"},
+    "PageInfo": {"hasNextPage", "hasPreviousPage", "startCursor", "endCursor", "__typename"},
+    "OrderConnection": {"edges", "pageInfo", "totalCount", "__typename"},
+    "OrderEdge": {"cursor", "node", "__typename"},
+    "InteractionConnection": {"edges", "pageInfo", "totalCount", "__typename"},
+    "InteractionEdge": {"cursor", "node", "__typename"},
+    "CustomerConnection": {"edges", "pageInfo", "totalCount", "__typename"},
+    "CustomerEdge": {"cursor", "node", "__typename"},
+}  # fmt: skip
+
+# (GraphQL field, golden_customer column, masking field name) of the survivorship attributes.
+ATTRIBUTES = {
+    "name": ("name", "name"),
+    "gender": ("gender", "gender"),
+    "birthday": ("birth_date", "birthday"),
+    "phone": ("phone", "phone"),
+    "email": ("email", "email"),
+    "province": ("province", "province"),
+    "city": ("city", "city"),
+    "district": ("district", "district"),
+    "address": ("address", "address"),
+    "memberNo": ("member_no", "member_no"),
+}
+PII = {"name", "phone", "email", "birthday", "address", "nickname"}  # schema.masking.PII_FIELDS
+
+
+# --- SQL fragments mirroring Python's serialization -------------------------------------------------
+
+
+def iso(ts: str) -> str:
+    """datetime.isoformat() of a timestamptz as asyncpg returns it (UTC): microseconds only when set."""
+    utc = f"({ts} at time zone 'UTC')"
+    return (
+        f"(to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || case when date_trunc('second', {ts}) = {ts} "
+        f"then '' else to_char({utc}, '.US') end || '+00:00')"
+    )
+
+
+def b64url(text: str) -> str:
+    """base64url without padding of a text (schema.relay's ids and cursors)."""
+    return f"rtrim(translate(encode(convert_to({text}, 'UTF8'), 'base64'), E'+/\\n', '-_'), '=')"
+
+
+def global_id(type_name: str, pk: str) -> str:
+    return b64url(f"'{type_name}:' || {pk}")
+
+
+def time_cursor(ts: str, pk: str) -> str:
+    """encode_cursor([placed_at.isoformat(), id]) as orjson writes it."""
+    return b64url(f"'[\"' || {iso(ts)} || '\",' || {pk} || ']'")
+
+
+def yuan(fen: str) -> str:
+    return (
+        f"(case when {fen} < 0 then '-' else '' end || div(abs({fen}), 100)::text || '.' || "
+        f"lpad((abs({fen}) % 100)::text, 2, '0'))"
+    )
+
+
+def mask_sql(kind: str, v: str) -> str:
+    """schema.masking.mask in SQL (the equivalence is tested value by value)."""
+    if kind == "phone":
+        return (
+            f"(case when {v} ~ '^\\+861[0-9]{{10}}$' then substr({v}, 4, 3) || '****' || right({v}, 4) "
+            f"when length({v}) > 4 then '****' || right({v}, 4) else '****' end)"
+        )
+    if kind == "email":
+        return (
+            f"(case when strpos({v}, '@') > 0 and substr({v}, strpos({v}, '@') + 1) <> '' "
+            f"then left(split_part({v}, '@', 1), 1) || '***@' || substr({v}, strpos({v}, '@') + 1) else '***' end)"
+        )
+    if kind in ("name", "nickname"):
+        words = f"regexp_split_to_table(regexp_replace({v}, '^\\s+|\\s+$', '', 'g'), '\\s+')"
+        return (
+            f"(case when {v} ~ U&'[\\4E00-\\9FFF]' then left({v}, 1) || repeat('*', greatest(length({v}) - 1, 1)) "
+            f"when {v} ~ '^\\s*$' then '' else (select string_agg(left(w, 1) || repeat('*', greatest(length(w) - 1, 1)), "
+            f"' ' order by n) from {words} with ordinality as t(w, n)) end)"
+        )
+    if kind == "birthday":
+        return f"(left({v}, 4) || '-**-**')"
+    if kind == "address":
+        return "'***'"
+    return v
+
+
+def literal(key: str) -> str:
+    # Response keys are GraphQL names (letters, digits, underscores), validated by the parser.
+    if not key.replace("_", "a").isalnum() or not key.isascii():
+        raise Fallback(key)
+    return f"'{key}'"
+
+
+def obj(pairs: Iterable[tuple[str, str]]) -> Json:
+    items = [f"{literal(k)}, {v}" for k, v in pairs]
+    return f"json_build_object({', '.join(items)})" if items else "json_build_object()"
+
+
+# --- the plan ------------------------------------------------------------------------------------------
+
+Fields = dict[str, list[FieldNode]]
+
+
+@dataclass
+class Prepared:
+    """A parsed, validated query the compiler knows every field of."""
+
+    document: DocumentNode
+    operation: OperationDefinitionNode
+    fragments: dict[str, FragmentDefinitionNode]
+
+
+def prepare(
+    schema: GraphQLSchema, query: str, operation_name: str | None, max_tokens: int, rules: list[Any]
+) -> Prepared | None:
+    """The query ready to compile, or None when the executor must answer it (a parse or validation error,
+    which it reports; a mutation or subscription; a field the compiler does not know)."""
+    try:
+        document = parse(query, max_tokens=max_tokens)
+    except GraphQLError:
+        return None
+    if validate(schema, document, [*specified_rules, *rules]):
+        return None
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if operation_name is None:
+        chosen = operations if len(operations) == 1 else []
+    else:
+        chosen = [o for o in operations if o.name is not None and o.name.value == operation_name]
+    if len(chosen) != 1 or chosen[0].operation is not OperationType.QUERY:
+        return None
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    if not _known(schema, "Query", chosen[0].selection_set, fragments):
+        return None
+    return Prepared(document, chosen[0], fragments)
+
+
+def _known(
+    schema: GraphQLSchema, type_name: str, selection_set: SelectionSetNode, fragments: dict[str, Any]
+) -> bool:
+    known = KNOWN.get(type_name)
+    if known is None:
+        return False
+    gtype = schema.get_type(type_name)
+    assert isinstance(gtype, GraphQLObjectType)
+    for sel in selection_set.selections:
+        if isinstance(sel, FieldNode):
+            name = sel.name.value
+            if name not in known:
+                return False
+            if sel.selection_set is not None:
+                child = get_named_type(gtype.fields[name].type).name
+                if not _known(schema, child, sel.selection_set, fragments):
+                    return False
+        elif isinstance(sel, InlineFragmentNode):
+            inner, condition = sel.selection_set, sel.type_condition
+        else:
+            assert isinstance(sel, FragmentSpreadNode)
+            spread = fragments[sel.name.value]
+            inner, condition = spread.selection_set, spread.type_condition
+        if not isinstance(sel, FieldNode):
+            # Fragments on the type itself or on an interface it has (Node); others never apply here.
+            if condition is not None and condition.name.value not in (type_name, "Node"):
+                return False
+            if not _known(schema, type_name, inner, fragments):
+                return False
+    return True
+
+
+@dataclass
+class Build:
+    """One request's statement: the SQL text and its bound values."""
+
+    schema: GraphQLSchema
+    strawberry_schema: Any
+    prepared: Prepared
+    variables: Any
+    principal: Principal
+    binds: Compiler = field(default_factory=Compiler)
+
+    # -- selections
+
+    def collect(self, type_name: str, sets: Iterable[SelectionSetNode]) -> Fields:
+        out: Fields = {}
+        for selection_set in sets:
+            self._collect(type_name, selection_set, out)
+        return out
+
+    def _collect(self, type_name: str, selection_set: SelectionSetNode, out: Fields) -> None:
+        for sel in selection_set.selections:
+            if not self._included(sel):
+                continue
+            if isinstance(sel, FieldNode):
+                key = sel.alias.value if sel.alias else sel.name.value
+                out.setdefault(key, []).append(sel)
+            elif isinstance(sel, InlineFragmentNode):
+                self._collect(type_name, sel.selection_set, out)
+            elif isinstance(sel, FragmentSpreadNode):
+                self._collect(type_name, self.prepared.fragments[sel.name.value].selection_set, out)
+
+    def _included(self, node: Any) -> bool:
+        skip = get_directive_values(GraphQLSkipDirective, node, self.variables)
+        if skip and skip.get("if") is True:
+            return False
+        include = get_directive_values(GraphQLIncludeDirective, node, self.variables)
+        return not (include and include.get("if") is False)
+
+    def sub(self, type_name: str, nodes: list[FieldNode]) -> Fields:
+        return self.collect(type_name, [n.selection_set for n in nodes if n.selection_set is not None])
+
+    def args(self, parent: str, node: FieldNode) -> dict[str, Any]:
+        gtype = self.schema.get_type(parent)
+        assert isinstance(gtype, GraphQLObjectType)
+        return get_argument_values(gtype.fields[node.name.value], node, self.variables)
+
+    def bind(self, value: Any, cast: str) -> str:
+        return f"cast({self.binds.bind(value)} as {cast})"
+
+    # -- the operation
+
+    def statement(self) -> tuple[str, dict[str, Any]]:
+        fields = self.collect("Query", [self.prepared.operation.selection_set])
+        pairs = []
+        for key, nodes in fields.items():
+            name = nodes[0].name.value
+            if name == "__typename":
+                pairs.append((key, "'Query'"))
+            elif name == "customer":
+                pk = self._customer_pk(self.args("Query", nodes[0])["id"])
+                pairs.append((key, self.one_customer(pk, nodes)))
+            elif name == "me":
+                if not self.principal.is_member:
+                    raise Fallback("me is for member tokens")  # the executor answers FORBIDDEN
+                pairs.append((key, self.one_customer(self.principal.member_customer_id, nodes)))
+            elif name == "customers":
+                if self.principal.role not in ("staff", "staff_admin", "service"):
+                    raise Fallback("customers is for staff and service")
+                pairs.append((key, self.search(nodes)))
+            else:  # pragma: no cover - prepare() admits only the fields above
+                raise Fallback(name)
+        return f"select {obj(pairs)}::text", self.binds.params
+
+    @staticmethod
+    def _customer_pk(global_id: str) -> int:
+        from schema.relay import int_id
+
+        try:
+            return int_id(global_id, "Customer")
+        except BadInput as exc:
+            raise Fallback(str(exc)) from exc
+
+    @property
+    def member(self) -> int | None:
+        return self.principal.member_customer_id
+
+    def one_customer(self, pk: int | None, nodes: list[FieldNode]) -> Json:
+        """customer(id) / me: merges followed to the survivor (at most 8 deep, as load_customer), and for a
+        member token only their own customer; null otherwise."""
+        start = self.bind(pk, "bigint")
+        final = (
+            "(with recursive up(id, status, merged_into, depth) as ("
+            f"select c.id, c.status, c.merged_into, 0 from golden_customer c where c.id = {start} "
+            "union all select c.id, c.status, c.merged_into, up.depth + 1 from up "
+            "join golden_customer c on c.id = up.merged_into where up.status = 'merged' and up.depth < 8) "
+            "select id from up order by depth desc limit 1)"
+        )
+        visible = f" and g.id = {self.bind(self.member, 'bigint')}" if self.principal.is_member else ""
+        expr, joins = self.customer(self.sub("Customer", nodes), "g")
+        return f"(select {expr} from golden_customer g {joins} where g.id = {final}{visible})"
+
+    def search(self, nodes: list[FieldNode]) -> Json:
+        """customers(filter, first, after): schema.search's WHERE clause, paged by id."""
+        raw = self.args("Query", nodes[0])
+        field_def = self.strawberry_schema.get_field_for_type("customers", "Query")
+        converter = self.strawberry_schema.schema_converter
+        args = convert_arguments(
+            raw, field_def.arguments, converter.scalar_registry, self.strawberry_schema.config
+        )
+        try:
+            n = page_size(args.get("first"))
+            f = args.get("filter")
+            where = self.binds.compile(f) if f is not None else "true"
+            key = decode_cursor(args.get("after"))
+        except BadInput as exc:
+            raise Fallback(str(exc)) from exc
+        if not _mentions_status(f):
+            where += " and g.status = 'active'"
+        keyset = ""
+        if key is not None:
+            if len(key) != 1 or not isinstance(key[0], int):
+                raise Fallback("not a cursor of this connection")
+            keyset = f" and g.id > {self.bind(key[0], 'bigint')}"
+        page = f"select g.* from golden_customer g where {where}{keyset} order by g.id limit {self.bind(n + 1, 'int')}"
+        total = f"(select count(*) from golden_customer g where {where})"
+        cursor = b64url("'[' || g.id || ']'")
+        return self.connection(
+            "Customer",
+            nodes,
+            page,
+            "g",
+            "g.id",
+            n,
+            args.get("after") is not None,
+            total,
+            cursor,
+            self.customer,
+        )
+
+    # -- connections
+
+    def connection(
+        self,
+        node_type: str,
+        nodes: list[FieldNode],
+        page_sql: str,
+        alias: str,
+        order: str,
+        n: int,
+        has_previous: bool,
+        total_sql: str,
+        cursor: str,
+        node: Callable[[Fields, str], tuple[Json, str]],
+    ) -> Json:
+        """A Relay connection from a page query fetching first + 1 rows (the extra one says a next page
+        exists), as schema.relay.connection builds it."""
+        fields = self.sub(f"{node_type}Connection", nodes)
+        rn = f"{alias}._rn"
+        limit = self.bind(n, "int")
+        pairs = []
+        for key, fnodes in fields.items():
+            name = fnodes[0].name.value
+            if name == "__typename":
+                pairs.append((key, f"'{node_type}Connection'"))
+            elif name == "totalCount":
+                pairs.append((key, total_sql))
+            elif name == "edges":
+                edge_fields = self.sub(f"{node_type}Edge", fnodes)
+                edge_pairs, joins = [], ""
+                for ekey, enodes in edge_fields.items():
+                    ename = enodes[0].name.value
+                    if ename == "__typename":
+                        edge_pairs.append((ekey, f"'{node_type}Edge'"))
+                    elif ename == "cursor":
+                        edge_pairs.append((ekey, cursor))
+                    else:
+                        expr, joins = node(self.sub(node_type, enodes), alias)
+                        edge_pairs.append((ekey, expr))
+                pairs.append(
+                    (
+                        key,
+                        f"coalesce((select json_agg({obj(edge_pairs)} order by {rn}) from page {alias} {joins} "
+                        f"where {rn} <= {limit}), '[]'::json)",
+                    )  # fmt: skip
+                )
+            elif name == "pageInfo":
+                info = []
+                for ikey, inodes in self.sub("PageInfo", fnodes).items():
+                    iname = inodes[0].name.value
+                    if iname == "__typename":
+                        info.append((ikey, "'PageInfo'"))
+                    elif iname == "hasNextPage":
+                        info.append((ikey, f"((select count(*) from page) > {limit})"))
+                    elif iname == "hasPreviousPage":
+                        info.append((ikey, "true" if has_previous else "false"))
+                    elif iname == "startCursor":
+                        info.append(
+                            (ikey, f"(select {cursor} from page {alias} where {rn} = 1 and {rn} <= {limit})")
+                        )
+                    elif iname == "endCursor":
+                        info.append((ikey, f"(select {cursor} from page {alias} where {rn} = least({limit}, "
+                                           "(select count(*) from page)))"))  # fmt: skip
+                pairs.append((key, obj(info)))
+        numbered = f"select {alias}.*, row_number() over (order by {order}) as _rn from ({page_sql}) {alias}"
+        return f"(with page as materialized ({numbered}) select {obj(pairs)})"
+
+    def timeline(
+        self,
+        node_type: str,
+        nodes: list[FieldNode],
+        table: str,
+        ts: str,
+        accepted: dict[str, tuple[str, str]],
+        parent: str,
+        node: Callable[[Fields, str], tuple[Json, str]],
+    ) -> Json:
+        """A customer's orders or interactions, newest first (schema.loaders.customer_page_sql)."""
+        raw = self.args("Customer", nodes[0])
+        try:
+            n = page_size(raw.get("first"))
+            after = time_keyset(raw.get("after"))
+        except BadInput as exc:
+            raise Fallback(str(exc)) from exc
+        where = [f"x.customer_id = {parent}"]
+        for key, value in (raw.get("filter") or {}).items():
+            if value:  # as the loaders: a blank filter value is no filter
+                condition, cast = accepted[key]
+                where.append(condition.format(self.bind(value, cast)))
+        cond = " and ".join(where)
+        keyset = ""
+        if after is not None:
+            at = self.bind(datetime.fromisoformat(after[0]), "timestamptz")
+            keyset = f" and (x.{ts}, x.id) < ({at}, {self.bind(int(after[1]), 'bigint')})"
+        page = f"select x.* from {table} x where {cond}{keyset} order by x.{ts} desc, x.id desc limit {self.bind(n + 1, 'int')}"
+        total = f"(select count(*) from {table} x where {cond})"
+        return self.connection(
+            node_type, nodes, page, "x", f"x.{ts} desc, x.id desc", n, raw.get("after") is not None, total,
+            time_cursor(f"x.{ts}", "x.id"), node,
+        )  # fmt: skip
+
+    # -- types
+
+    def pii(self, kind: str, value: str, owner: str) -> tuple[str, str]:
+        """(value as this caller sees it, masked?): a member sees their own unmasked; staff without
+        pii:read see it masked (with pii:read the executor serves the request, to audit the read)."""
+        if kind not in PII:
+            return value, "false"
+        masked = mask_sql(kind, value)
+        if self.principal.is_member:
+            own = f"{owner} = {self.bind(self.member, 'bigint')}"
+            return (f"(case when {value} is null then null when {own} then {value} else {masked} end)",
+                    f"({value} is not null and not coalesce({own}, false))")  # fmt: skip
+        if PII_READ in self.principal.scopes:
+            raise Fallback("unmasked reads are audited by the executor")
+        return f"(case when {value} is null then null else {masked} end)", f"({value} is not null)"
+
+    def money(self, nodes: list[FieldNode], fen: str, currency: str) -> Json:
+        pairs = []
+        for key, fnodes in self.sub("Money", nodes).items():
+            name = fnodes[0].name.value
+            pairs.append(
+                (key, {"fen": fen, "yuan": yuan(fen), "currency": currency, "__typename": "'Money'"}[name])
+            )
+        return obj(pairs)
+
+    def customer(self, fields: Fields, g: str) -> tuple[Json, str]:
+        """A Customer object over golden_customer row `g`, and the lateral joins it needs."""
+        pairs, summary = [], False
+        figures = {
+            "orderCount": "s.order_count",
+            "firstOrderAt": f"case when s.first_order_at is null then null else {iso('s.first_order_at')} end",
+            "lastOrderAt": f"case when s.last_order_at is null then null else {iso('s.last_order_at')} end",
+        }
+        for key, nodes in fields.items():
+            name = nodes[0].name.value
+            if name == "__typename":
+                pairs.append((key, "'Customer'"))
+            elif name == "id":
+                pairs.append((key, global_id("Customer", f"{g}.id")))
+            elif name == "customerId":
+                pairs.append((key, f"{g}.id"))
+            elif name == "status":
+                pairs.append((key, f"{g}.status"))
+            elif name in ATTRIBUTES:
+                pairs.append((key, self.attribute(nodes, g, *ATTRIBUTES[name])))
+            elif name in figures:
+                summary = True
+                pairs.append((key, figures[name]))
+            elif name == "totalSpent":
+                summary = True
+                pairs.append((key, self.money(nodes, "s.total_spent_fen", "'CNY'")))
+            elif name == "identities":
+                ident, _ = self.identity(self.sub("SourceIdentity", nodes), "si")
+                pairs.append((key, f"coalesce((select json_agg({ident} order by si.channel_code, si.id) "
+                                   f"from source_identity si where si.customer_id = {g}.id), '[]'::json)"))  # fmt: skip
+            elif name == "consents":
+                pairs.append((key, self.consents(nodes, g)))
+            elif name == "mergeHistory":
+                pairs.append((key, self.merges(nodes, g)))
+            elif name == "orders":
+                accepted = {
+                    "channel": ("x.channel_code = {}", "text"),
+                    "status": ("x.status = {}", "text"),
+                    "placedAfter": ("x.placed_at >= {}", "timestamptz"),
+                    "placedBefore": ("x.placed_at < {}", "timestamptz"),
+                }
+                pairs.append(
+                    (
+                        key,
+                        self.timeline("Order", nodes, "orders", "placed_at", accepted, f"{g}.id", self.order),
+                    )
+                )
+            elif name == "interactions":
+                accepted = {
+                    "channel": ("x.channel_code = {}", "text"),
+                    "type": ("x.type = {}", "text"),
+                    "after": ("x.occurred_at >= {}", "timestamptz"),
+                    "before": ("x.occurred_at < {}", "timestamptz"),
+                }
+                pairs.append((key, self.timeline("Interaction", nodes, "interaction", "occurred_at", accepted,
+                                                 f"{g}.id", self.interaction)))  # fmt: skip
+            else:  # pragma: no cover - KNOWN and this list are the same
+                raise Fallback(name)
+        joins = ""
+        if summary:
+            joins = (
+                "left join lateral (select count(*) as order_count, coalesce(sum(o.paid_fen), 0)::bigint as total_spent_fen, "
+                "min(o.placed_at) as first_order_at, max(o.placed_at) as last_order_at from orders o "
+                f"where o.customer_id = {g}.id and o.status <> 'cancelled') s on true"
+            )
+        return obj(pairs), joins
+
+    def attribute(self, nodes: list[FieldNode], g: str, column: str, kind: str) -> Json:
+        raw = f"to_char({g}.{column}, 'YYYY-MM-DD')" if column == "birth_date" else f"{g}.{column}::text"
+        value, masked = self.pii(kind, raw, f"{g}.id")
+        lineage = f"{g}.lineage->'{column}'"
+        pairs = []
+        for key, fnodes in self.sub("Attribute", nodes).items():
+            name = fnodes[0].name.value
+            if name == "__typename":
+                pairs.append((key, "'Attribute'"))
+            elif name == "value":
+                pairs.append((key, value))
+            elif name == "masked":
+                pairs.append((key, masked))
+            elif name == "source":
+                source = []
+                for skey, snodes in self.sub("AttributeSource", fnodes).items():
+                    sname = snodes[0].name.value
+                    source.append((skey, {
+                        "__typename": "'AttributeSource'",
+                        "channel": f"({lineage}->>'channel')",
+                        "rule": f"({lineage}->>'rule')",
+                        "actor": f"({lineage}->>'actor')",
+                        # Written by isoformat() (identity.survivorship), so its text is what Python prints.
+                        "updatedAt": f"(case when jsonb_typeof({lineage}->'observed_at') = 'string' then {lineage}->>'observed_at' end)",
+                        "externalId": "(select si.external_id from source_identity si "
+                                      f"where si.id = ({lineage}->>'source_identity_id')::bigint)",
+                    }[sname]))  # fmt: skip
+                pairs.append(
+                    (
+                        key,
+                        f"(case when jsonb_typeof({lineage}) = 'object' and {lineage} <> '{{}}'::jsonb "
+                        f"then {obj(source)} end)",
+                    )  # fmt: skip
+                )
+        return obj(pairs)
+
+    def identity(self, fields: Fields, si: str) -> tuple[Json, str]:
+        plain = {
+            "channel": f"{si}.channel_code", "externalId": f"{si}.external_id", "phoneMasked": f"{si}.phone_masked",
+            "phoneVerified": f"{si}.phone_verified", "memberNo": f"{si}.member_no",
+            "wechatUnionid": f"{si}.wechat_unionid", "province": f"{si}.province", "city": f"{si}.city",
+            "district": f"{si}.district", "linkRule": f"{si}.link_rule", "linkScore": f"{si}.link_score",
+            "linkedAt": _iso_or_null(f"{si}.linked_at"), "sourceUpdatedAt": _iso_or_null(f"{si}.source_updated_at"),
+            "id": global_id("SourceIdentity", f"{si}.id"), "__typename": "'SourceIdentity'",
+        }  # fmt: skip
+        pairs = []
+        for key, nodes in fields.items():
+            name = nodes[0].name.value
+            if name in ("name", "nickname", "phone", "email"):
+                pairs.append((key, self.pii(name, f"{si}.{name}", f"{si}.customer_id")[0]))
+            else:
+                pairs.append((key, plain[name]))
+        return obj(pairs), ""
+
+    def consents(self, nodes: list[FieldNode], g: str) -> Json:
+        plain = {
+            "purpose": "c.purpose", "status": "c.status", "source": "c.source",
+            "recordedAt": iso("c.recorded_at"), "__typename": "'Consent'",
+        }  # fmt: skip
+        pairs = [(key, plain[fnodes[0].name.value]) for key, fnodes in self.sub("Consent", nodes).items()]
+        # The latest row per purpose is the one in force (schema.loaders._consents).
+        return (
+            f"coalesce((select json_agg({obj(pairs)} order by c.purpose) from (select distinct on (purpose) * "
+            f"from consent where customer_id = {g}.id order by purpose, recorded_at desc, id desc) c), '[]'::json)"
+        )
+
+    def merges(self, nodes: list[FieldNode], g: str) -> Json:
+        absorbed = global_id("Customer", "a.c")
+        plain = {
+            "id": global_id("MergeEvent", "m.id"), "kind": "m.kind", "actor": "m.actor", "reason": "m.reason",
+            "survivingCustomerId": f"(case when m.surviving_customer_id is null then null else {global_id('Customer', 'm.surviving_customer_id')} end)",
+            "absorbedCustomerIds": f"coalesce((select json_agg({absorbed} order by a.n) from unnest(m.absorbed_customer_ids) with ordinality as a(c, n)), '[]'::json)",
+            "evidence": "m.evidence", "undone": "(m.undone_by_event_id is not null)",
+            "createdAt": iso("m.created_at"), "__typename": "'MergeEvent'",
+        }  # fmt: skip
+        pairs = [(key, plain[fnodes[0].name.value]) for key, fnodes in self.sub("MergeEvent", nodes).items()]
+        # Newest first, every event the customer survived or was absorbed in (schema.loaders._merges).
+        return (
+            f"coalesce((select json_agg({obj(pairs)} order by m.created_at desc, m.id desc) from merge_event m "
+            f"where m.surviving_customer_id = {g}.id or {g}.id = any(m.absorbed_customer_ids)), '[]'::json)"
+        )
+
+    def order(self, fields: Fields, x: str) -> tuple[Json, str]:
+        plain = {
+            "id": global_id("Order", f"{x}.id"), "channel": f"{x}.channel_code", "externalId": f"{x}.external_id",
+            "status": f"{x}.status", "sourceStatus": f"{x}.source_status", "placedAt": iso(f"{x}.placed_at"),
+            "paidAt": _iso_or_null(f"{x}.paid_at"), "__typename": "'Order'",
+        }  # fmt: skip
+        money = {
+            "total": "total_fen",
+            "paid": "paid_fen",
+            "discount": "discount_fen",
+            "shipping": "shipping_fen",
+        }
+        pairs = []
+        for key, nodes in fields.items():
+            name = nodes[0].name.value
+            if name in money:
+                pairs.append((key, self.money(nodes, f"{x}.{money[name]}", f"{x}.currency")))
+            elif name == "lines":
+                pairs.append((key, self.lines(nodes, x)))
+            elif name == "refunds":
+                pairs.append((key, self.refunds(nodes, x)))
+            else:
+                pairs.append((key, plain[name]))
+        return obj(pairs), ""
+
+    def lines(self, nodes: list[FieldNode], x: str) -> Json:
+        plain = {"lineNo": "l.line_no", "sku": "l.sku", "title": "l.title", "quantity": "l.quantity",
+                 "__typename": "'OrderLine'"}  # fmt: skip
+        money = {"unitPrice": "l.unit_price_fen", "discount": "l.discount_fen", "amount": "l.amount_fen"}
+        pairs = []
+        for key, fnodes in self.sub("OrderLine", nodes).items():
+            name = fnodes[0].name.value
+            if name in money:
+                pairs.append((key, self.money(fnodes, money[name], f"{x}.currency")))
+            elif name == "product":
+                product = {"id": global_id("Product", "p.id"), "sku": "p.sku", "title": "p.title",
+                           "category": "p.category", "__typename": "'Product'"}  # fmt: skip
+                inner = [(k, product[f[0].name.value]) for k, f in self.sub("Product", fnodes).items()]
+                pairs.append(
+                    (key, f"(case when l.product_id is not null and p.sku is not null then {obj(inner)} end)")
+                )
+            else:
+                pairs.append((key, plain[name]))
+        return (
+            f"coalesce((select json_agg({obj(pairs)} order by l.line_no) from order_line l "
+            f"left join product p on p.id = l.product_id where l.order_id = {x}.id), '[]'::json)"
+        )
+
+    def refunds(self, nodes: list[FieldNode], x: str) -> Json:
+        plain = {
+            "id": global_id("Refund", "r.id"), "channel": "r.channel_code", "externalId": "r.external_id",
+            "lineNo": "r.line_no", "reason": "r.reason", "status": "r.status",
+            "requestedAt": _iso_or_null("r.requested_at"), "__typename": "'Refund'",
+        }  # fmt: skip
+        pairs = []
+        for key, fnodes in self.sub("Refund", nodes).items():
+            name = fnodes[0].name.value
+            if name == "amount":
+                pairs.append((key, self.money(fnodes, "r.amount_fen", f"{x}.currency")))
+            else:
+                pairs.append((key, plain[name]))
+        return (
+            f"coalesce((select json_agg({obj(pairs)} order by r.requested_at, r.id) from refund r "
+            f"where r.order_id = {x}.id), '[]'::json)"
+        )
+
+    def interaction(self, fields: Fields, x: str) -> tuple[Json, str]:
+        plain = {
+            "id": global_id("Interaction", f"{x}.id"), "channel": f"{x}.channel_code",
+            "externalId": f"{x}.external_id", "type": f"{x}.type", "direction": f"{x}.direction",
+            "occurredAt": iso(f"{x}.occurred_at"), "summary": f"{x}.summary", "__typename": "'Interaction'",
+        }  # fmt: skip
+        return obj((key, plain[nodes[0].name.value]) for key, nodes in fields.items()), ""
+
+
+def _iso_or_null(ts: str) -> str:
+    return f"(case when {ts} is null then null else {iso(ts)} end)"
+
+
+def coerce_variables(schema: GraphQLSchema, prepared: Prepared, inputs: dict[str, Any]) -> Any:
+    """The request's variables coerced as the executor would; Fallback when they are wrong (it reports)."""
+    values = get_variable_values(schema, prepared.operation.variable_definitions or [], inputs or {})
+    if isinstance(values, list):
+        raise Fallback("bad variables")
+    return values
