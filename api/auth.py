@@ -81,6 +81,11 @@ def issue_token(
 
 def authenticate(settings: Settings, authorization: str | None) -> Principal:
     """The principal of an `Authorization: Bearer <jwt>` header, or AuthError saying what is wrong."""
+    return verify(settings, authorization)[0]
+
+
+def verify(settings: Settings, authorization: str | None) -> tuple[Principal, float]:
+    """authenticate(), with the token's expiry (epoch seconds)."""
     if not authorization:
         raise AuthError("missing bearer token: send 'Authorization: Bearer <token>' (c360 api token)")
     scheme, _, token = authorization.partition(" ")
@@ -112,7 +117,7 @@ def authenticate(settings: Settings, authorization: str | None) -> Principal:
     if role == "member" and not subject.isdigit():
         raise AuthError("a member token's subject must be a customer id")
     scopes = frozenset(str(claims.get("scope", "")).split())
-    return Principal(subject=subject, role=cast(Role, role), scopes=scopes)
+    return Principal(subject=subject, role=cast(Role, role), scopes=scopes), float(claims["exp"])
 
 
 def check_production_secret(settings: Settings) -> None:

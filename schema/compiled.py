@@ -40,12 +40,13 @@ from graphql import (
     validate,
 )
 from graphql.execution.values import get_argument_values, get_directive_values, get_variable_values
-from strawberry.types.arguments import convert_arguments
+from strawberry.types.base import StrawberryList, StrawberryOptional, has_object_definition
+from strawberry.utils.str_converters import to_camel_case
 
 from api.auth import PII_READ, Principal
 from schema.errors import BadInput
 from schema.relay import decode_cursor, page_size, time_keyset
-from schema.search import Compiler, _mentions_status
+from schema.search import Compiler, CustomerFilter, _mentions_status
 
 Json = str  # a SQL expression that yields json
 
@@ -353,12 +354,9 @@ class Build:
 
     def search(self, nodes: list[FieldNode]) -> Json:
         """customers(filter, first, after): schema.search's WHERE clause, paged by id."""
-        raw = self.args("Query", nodes[0])
-        field_def = self.strawberry_schema.get_field_for_type("customers", "Query")
-        converter = self.strawberry_schema.schema_converter
-        args = convert_arguments(
-            raw, field_def.arguments, converter.scalar_registry, self.strawberry_schema.config
-        )
+        args = self.args("Query", nodes[0])
+        if args.get("filter") is not None:
+            args["filter"] = to_input(CustomerFilter, args["filter"])
         try:
             n = page_size(args.get("first"))
             f = args.get("filter")
@@ -737,6 +735,32 @@ class Build:
             "occurredAt": iso(f"{x}.occurred_at"), "summary": f"{x}.summary", "__typename": "'Interaction'",
         }  # fmt: skip
         return obj((key, plain[nodes[0].name.value]) for key, nodes in fields.items()), ""
+
+
+_INPUTS: dict[type, dict[str, tuple[str, type | None]]] = {}
+
+
+def to_input(cls: type, value: dict[str, Any]) -> Any:
+    """A coerced input object (GraphQL names, as graphql-core gives it) as its Strawberry class, as the
+    executor would pass it; only the given fields (the rest keep their defaults, None)."""
+    spec = _INPUTS.get(cls)
+    if spec is None:
+        spec = _INPUTS[cls] = {}
+        for f in cls.__strawberry_definition__.fields:  # type: ignore[attr-defined]
+            inner: Any = f.type
+            while isinstance(inner, StrawberryOptional | StrawberryList):
+                inner = inner.of_type
+            nested = inner if isinstance(inner, type) and has_object_definition(inner) else None
+            spec[f.graphql_name or to_camel_case(f.python_name)] = (f.python_name, nested)
+    kwargs = {}
+    for key, item in value.items():
+        if item is None:
+            continue
+        name, nested = spec[key]
+        if nested is not None:
+            item = [to_input(nested, i) for i in item] if isinstance(item, list) else to_input(nested, item)
+        kwargs[name] = item
+    return cls(**kwargs)
 
 
 def _iso_or_null(ts: str) -> str:

@@ -193,3 +193,36 @@ async def test_masking_in_sql_is_schema_masking(kind: str, committed_db: AsyncEn
     async with committed_db.connect() as conn:
         found = [r[0] for r in await conn.execute(sa.text(sql), {"vs": values})]
     assert found == [mask(kind, v) for v in values]
+
+
+def test_filters_reach_the_search_compiler_as_the_executor_passes_them() -> None:
+    """The compiled path builds CustomerFilter itself (Strawberry's converter costs more than the query):
+    the same object as Strawberry's, nested and/or/not, lists, times and JSON rules included."""
+    from graphql import parse
+    from graphql.execution.values import get_argument_values, get_variable_values
+    from strawberry.types.arguments import convert_arguments
+
+    from schema import schema
+    from schema.compiled import to_input
+    from schema.search import CustomerFilter
+
+    gs = schema._schema
+    op: Any = parse("query Q($f: CustomerFilter) { customers(filter: $f) { totalCount } }").definitions[0]
+    given = {
+        "and": [{"name": {"startsWith": "张", "in": ["a"]}}],
+        "or": [{"orderCount": {"gte": 2}}, {"lastOrderAfter": "2026-01-01T00:00:00+08:00"}],
+        "not": {"city": {"eq": "x"}},
+        "rule": {"all": [{"tag": "x"}]},
+        "lifecycle": ["active"],
+        "totalSpentFen": {"lte": 5},
+    }
+    values = get_variable_values(gs, op.variable_definitions, {"f": given})
+    assert gs.query_type is not None and not isinstance(values, list)
+    raw = get_argument_values(gs.query_type.fields["customers"], op.selection_set.selections[0], values)
+    field = schema.get_field_for_type("customers", "Query")
+    assert field is not None
+    theirs = convert_arguments(
+        dict(raw), field.arguments, schema.schema_converter.scalar_registry, schema.config
+    )
+    mine = to_input(CustomerFilter, raw["filter"])
+    assert mine == theirs["filter"] and mine.not_ is not None and mine.not_.city is not None
