@@ -58,7 +58,7 @@ class Fallback(Exception):
 # The fields the compiler knows, per GraphQL type; a document that selects any other goes to the executor.
 ATTRIBUTE_FIELDS = {"value", "masked", "source", "__typename"}
 KNOWN: dict[str, set[str]] = {
-    "Query": {"customer", "me", "customers", "__typename"},
+    "Query": {"customer", "customerByIdentifier", "me", "customers", "__typename"},
     "Customer": {
         "id", "customerId", "status", "name", "gender", "birthday", "phone", "email", "province", "city",
         "district", "address", "memberNo", "identities", "consents", "orders", "interactions", "orderCount",
@@ -312,6 +312,8 @@ class Build:
             elif name == "customer":
                 pk = self._customer_pk(self.args("Query", nodes[0])["id"])
                 pairs.append((key, self.one_customer(pk, nodes)))
+            elif name == "customerByIdentifier":
+                pairs.append((key, self.one_customer(self.by_identifier(nodes[0]), nodes)))
             elif name == "me":
                 if not self.principal.is_member:
                     raise Fallback("me is for member tokens")  # the executor answers FORBIDDEN
@@ -333,14 +335,26 @@ class Build:
         except BadInput as exc:
             raise Fallback(str(exc)) from exc
 
+    def by_identifier(self, node: FieldNode) -> str:
+        """The customer id of customerByIdentifier's identifier, as schema.customer finds it (SQL)."""
+        from schema.customer import IdentifierKind, identifier_key, identifier_lookups
+
+        args = self.args("Query", node)
+        try:
+            kind, channel, value = identifier_key(IdentifierKind(args["kind"]), args["value"])
+        except BadInput as exc:
+            raise Fallback(str(exc)) from exc
+        lookups = identifier_lookups(kind, self.bind(channel, "text"), self.bind(value, "text"))
+        return f"coalesce({', '.join(lookups)})"
+
     @property
     def member(self) -> int | None:
         return self.principal.member_customer_id
 
-    def one_customer(self, pk: int | None, nodes: list[FieldNode]) -> Json:
-        """customer(id) / me: merges followed to the survivor (at most 8 deep, as load_customer), and for a
-        member token only their own customer; null otherwise."""
-        start = self.bind(pk, "bigint")
+    def one_customer(self, pk: int | str | None, nodes: list[FieldNode]) -> Json:
+        """customer(id) / me / customerByIdentifier (`pk` an id, or SQL giving one): merges followed to the
+        survivor (at most 8 deep, as load_customer), and for a member token only their own customer."""
+        start = pk if isinstance(pk, str) else self.bind(pk, "bigint")
         final = (
             "(with recursive up(id, status, merged_into, depth) as ("
             f"select c.id, c.status, c.merged_into, 0 from golden_customer c where c.id = {start} "

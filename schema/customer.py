@@ -301,29 +301,48 @@ def identifier_key(kind: IdentifierKind, value: str) -> tuple[str, str | None, s
     return kind.value, channel.strip(), external.strip()
 
 
+# Where each kind of identifier is found: what the channels report comes first (a verified phone, then the
+# latest report); then a golden value no channel has, i.e. a staff correction. Fixed fragments only.
+IDENTIFIER_CONDITIONS = {
+    "phone": "si.phone = {v}",
+    "email": "si.email = {v}",
+    "wechat_unionid": "si.wechat_unionid = {v}",
+    "member_no": "si.member_no = {v}",
+    "external_id": "si.channel_code = {c} and si.external_id = {v}",
+}
+GOLDEN_IDENTIFIERS = ("phone", "email", "member_no")
+
+
+def identifier_lookups(kind: str, c: str, v: str) -> list[str]:
+    """The subqueries giving the customer of identifier `kind` with channel `c` and value `v` (SQL
+    expressions), in the order they are tried."""
+    found = [
+        f"(select si.customer_id from source_identity si where {IDENTIFIER_CONDITIONS[kind].format(c=c, v=v)}"  # noqa: S608 - fixed fragments
+        " and si.customer_id is not null order by si.phone_verified desc, si.source_updated_at desc nulls last"
+        " limit 1)"
+    ]
+    if kind in GOLDEN_IDENTIFIERS:
+        found.append(
+            f"(select g.id from golden_customer g where g.{kind} = {v} and g.status = 'active' order by g.id limit 1)"  # noqa: S608
+        )
+    return found
+
+
 # The customer of each (kind, channel, value): one guarded subquery per kind, so each uses its own index.
-# What the channels report comes first; then a golden value no channel has, i.e. a staff correction.
 _BY_IDENTIFIER = """
 select u.i, coalesce({})
   from unnest(cast(:i as int[]), cast(:k as text[]), cast(:c as text[]), cast(:v as text[])) as u(i, k, c, v)
 """.format(
     ", ".join(
         [
-            f"(select si.customer_id from source_identity si where u.k = '{kind}' and {cond}"  # noqa: S608 - fixed fragments
-            " and si.customer_id is not null order by si.phone_verified desc, si.source_updated_at desc nulls last"
-            " limit 1)"
-            for kind, cond in (
-                ("phone", "si.phone = u.v"),
-                ("email", "si.email = u.v"),
-                ("wechat_unionid", "si.wechat_unionid = u.v"),
-                ("member_no", "si.member_no = u.v"),
-                ("external_id", "si.channel_code = u.c and si.external_id = u.v"),
-            )
+            q.replace("where ", f"where u.k = '{kind}' and ", 1)
+            for kind in IDENTIFIER_CONDITIONS
+            for q in identifier_lookups(kind, "u.c", "u.v")[:1]
         ]
         + [
-            f"(select g.id from golden_customer g where u.k = '{kind}' and g.{kind} = u.v"  # noqa: S608 - fixed fragments
-            " and g.status = 'active' order by g.id limit 1)"
-            for kind in ("phone", "email", "member_no")
+            q.replace("where ", f"where u.k = '{kind}' and ", 1)
+            for kind in GOLDEN_IDENTIFIERS
+            for q in identifier_lookups(kind, "u.c", "u.v")[1:]
         ]
     )
 )

@@ -226,3 +226,18 @@ def test_filters_reach_the_search_compiler_as_the_executor_passes_them() -> None
     )
     mine = to_input(CustomerFilter, raw["filter"])
     assert mine == theirs["filter"] and mine.not_ is not None and mine.not_.city is not None
+
+
+async def test_lookups_by_identifier_compiled(committed_db: AsyncEngine, database_url: str) -> None:
+    s = await seed(committed_db)
+    lookup = "query ($k: IdentifierKind!, $v: String!) { customerByIdentifier(kind: $k, value: $v) { customerId } }"
+    with api_server(database_url) as api:
+        found = [
+            (await compiled(api, lookup, k=kind, v=value))["customerByIdentifier"]
+            for kind, value in (("PHONE", "+86 138-1234-5678"), ("EXTERNAL_ID", "tmall:buyer-zw"),
+                                ("EMAIL", "ZhangWei@163.com"), ("PHONE", "13700000000"))
+        ]  # fmt: skip
+        with pytest.raises(TransportQueryError) as bad:
+            await api.query(lookup, k="PHONE", v="not a phone")
+    assert found == [{"customerId": s.zhang}] * 3 + [None]
+    assert bad.value.errors and bad.value.errors[0]["extensions"]["code"] == "BAD_USER_INPUT"
