@@ -7,11 +7,12 @@ suite's mode: each compiled answer is checked against the executor's, and a diff
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import orjson
-import sqlalchemy as sa
 from graphql import GraphQLSchema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,6 +22,8 @@ from schema.compiled import Build, Fallback, Prepared, coerce_variables, prepare
 log = logging.getLogger("c360.api")
 
 CACHE_SIZE = 512  # distinct documents kept (LRU), as the executor's parse and validation caches
+# The compiler's binds (:p0, :p1, ...): a GraphQL response key or SQL literal in its text never has one.
+BIND = re.compile(r"(?<![:\w]):(p\d+)\b")
 
 
 class CompiledReads:
@@ -35,13 +38,21 @@ class CompiledReads:
         self.mode = mode
         self.cache: OrderedDict[tuple[str, str | None], Prepared | None] = OrderedDict()
         self.compiled = 0  # requests answered by the compiled path (for tests and the bench)
-        # SQL text -> its TextClause: building one parses the text for its binds on every request.
-        self.statements: OrderedDict[str, sa.TextClause] = OrderedDict()
+        # SQL text with :pN binds -> (asyncpg's text with $N, the bind names in order).
+        self.statements: OrderedDict[str, tuple[str, list[str]]] = OrderedDict()
+        # Called with each statement run (tests pin their number; SQLAlchemy's events do not see these).
+        self.listeners: list[Callable[..., None]] = []
 
-    def statement(self, sql: str) -> sa.TextClause:
+    def statement(self, sql: str) -> tuple[str, list[str]]:
         found = self.statements.get(sql)
         if found is None:
-            found = self.statements[sql] = sa.text(sql)
+            names: list[str] = []
+
+            def number(match: re.Match[str]) -> str:
+                names.append(match.group(1))
+                return f"${len(names)}"
+
+            found = self.statements[sql] = (BIND.sub(number, sql), names)
             if len(self.statements) > CACHE_SIZE:
                 self.statements.popitem(last=False)
         return found
@@ -103,11 +114,15 @@ class CompiledReads:
             return None
         values = coerce_variables(self.schema, prepared, variables or {})
         sql, params = Build(self.schema, self.strawberry_schema, prepared, values, principal).statement()
-        engine = scope["app"].state.engine
-        async with engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            text = (await conn.execute(self.statement(sql), params)).scalar_one()
-        return b'{"data":' + text.encode() + b"}"
+        text, names = self.statement(sql)
+        for listener in self.listeners:
+            listener(None, None, text)
+        # The pool's connection, used through asyncpg itself: one statement outside a transaction, and
+        # SQLAlchemy's execution layer would cost a fifth of the request (bench/api.py --profile).
+        async with scope["app"].state.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            result: str = await raw.driver_connection.fetchval(text, *[params[n] for n in names])
+        return b'{"data":' + result.encode() + b"}"
 
     async def verify(self, scope: Scope, body: bytes, receive: Receive, compiled: bytes) -> bytes:
         """The executor's answer to the same request; the compiled one must be identical, keys in order."""

@@ -39,12 +39,16 @@ def resolve_database_url(settings: Settings | None = None) -> str:
 
 
 def make_engine(
-    url: str, pool_size: int = 10, connect_timeout: float = 10.0, pre_ping: bool = True
+    url: str,
+    pool_size: int = 10,
+    connect_timeout: float = 10.0,
+    pre_ping: bool = True,
+    max_overflow: int | None = None,
 ) -> AsyncEngine:
     return create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_pre_ping=pre_ping,
         # Without a ping, a connection the server closed is found on use: SQLAlchemy then drops every
         # pooled connection older than it, so a restart of PostgreSQL costs the requests in flight only.

@@ -30,7 +30,12 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Address `c360 serve` binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port `c360 serve` listens on.")
-    db_pool_size: int = Field(10, ge=1, le=200, description="Connections kept in the API's pool.")
+    db_pool_size: int = Field(
+        10,
+        ge=1,
+        le=200,
+        description="Connections in the API's pool, per process; a request beyond them waits for one.",
+    )
     db_connect_timeout: float = Field(
         10.0, gt=0, description="Seconds to wait for PostgreSQL before start-up fails."
     )
@@ -57,6 +62,10 @@ class Settings(BaseSettings):
     api_persisted_only: bool = Field(
         False,
         description="Run only the persisted queries' documents (for production app and mini-program traffic).",
+    )
+    api_access_log: bool = Field(
+        False,
+        description="Log every HTTP request (uvicorn's access log); off by default, as a proxy in front logs them.",
     )
     api_compiled: Literal["on", "off", "verify"] = Field(
         "on",

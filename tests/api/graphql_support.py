@@ -85,6 +85,7 @@ def api_server(database_url: str, **settings: Any) -> Iterator[Api]:
     sa.event.listen(engine.sync_engine, "before_cursor_execute", counter)
     try:
         app = create_app(config, engine=engine)
+        app.state.compiled_reads.listeners.append(counter)
         with live_server(app, "/healthz") as base:
             yield Api(base=base, settings=config, statements=counter, reads=app.state.compiled_reads)
     finally:
