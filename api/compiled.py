@@ -78,6 +78,11 @@ class CompiledReads:
             answer = await self.answer(scope, body)
         except Fallback:
             answer = None
+        except Exception:
+            # The executor answers it (and masks what it cannot do as an internal error with an id); a
+            # failure here is logged with its traceback but costs the client nothing.
+            log.exception("compiled read failed; the executor answers the request")
+            answer = None
         if answer is None:
             await self.app(scope, _replay(body, receive), send)
             return

@@ -241,3 +241,23 @@ async def test_lookups_by_identifier_compiled(committed_db: AsyncEngine, databas
             await api.query(lookup, k="PHONE", v="not a phone")
     assert found == [{"customerId": s.zhang}] * 3 + [None]
     assert bad.value.errors and bad.value.errors[0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_a_compiled_read_that_fails_is_answered_by_the_executor(
+    committed_db: AsyncEngine,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from schema.compiled import Build
+
+    def broken(self: Build) -> tuple[str, dict[str, Any]]:
+        raise RuntimeError("a bug in the compiler")
+
+    s = await seed(committed_db)
+    monkeypatch.setattr(Build, "statement", broken)
+    with api_server(database_url) as api:
+        data = await api.query("query ($id: ID!) { customer(id: $id) { customerId } }", id=gid(s.zhang))
+        assert api.reads.compiled == 0
+    assert data == {"customer": {"customerId": s.zhang}}
+    assert "compiled read failed" in caplog.text
