@@ -115,11 +115,8 @@ PII = {"name", "phone", "email", "birthday", "address", "nickname"}  # schema.ma
 
 def iso(ts: str) -> str:
     """datetime.isoformat() of a timestamptz as asyncpg returns it (UTC): microseconds only when set."""
-    utc = f"({ts} at time zone 'UTC')"
-    return (
-        f"(to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || case when date_trunc('second', {ts}) = {ts} "
-        f"then '' else to_char({utc}, '.US') end || '+00:00')"
-    )
+    # One to_char and a replace: a third of the cost of formatting the parts apart.
+    return f"(replace(to_char({ts} at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), '.000000', '') || '+00:00')"
 
 
 def b64url(text: str) -> str:

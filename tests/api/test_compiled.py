@@ -72,7 +72,11 @@ async def test_the_whole_profile_compiled_as_the_executor_answers_it(
     committed_db: AsyncEngine, database_url: str
 ) -> None:
     s = await seed(committed_db)
+    async with committed_db.begin() as conn:  # times with microseconds, and with a zero fraction, for li
+        await conn.execute(sa.text("insert into orders (channel_code, external_id, customer_id, status, total_fen, paid_fen, currency, placed_at, paid_at) "
+                                   "values ('pos', 'P2', :c, 'paid', 1, 1, 'CNY', '2026-10-04 10:00:00.1234+00', '2026-10-04 10:00:00.000001+00')"), {"c": s.li})  # fmt: skip
     with api_server(database_url) as api:  # verify mode: each compiled answer is compared with the executor's
+        li = (await compiled(api, WHOLE, id=gid(s.li)))["customer"]
         staff = (await compiled(api, WHOLE, id=gid(s.zhang)))["customer"]
         member = (await compiled(api, WHOLE, role="member", subject=str(s.zhang), id=gid(s.zhang)))[
             "customer"
@@ -99,6 +103,10 @@ async def test_the_whole_profile_compiled_as_the_executor_answers_it(
                             "endCursor": None}, "edges": []}  # fmt: skip
     assert [e["node"]["type"] for e in staff["interactions"]["edges"]] == ["message"]
     assert staff["again"] == s.zhang
+    assert [(e["node"]["placedAt"], e["node"]["paidAt"]) for e in li["recent"]["edges"]] == [
+        ("2026-10-04T10:00:00.123400+00:00", "2026-10-04T10:00:00.000001+00:00"),
+        ("2026-10-01T10:00:00+00:00", None),
+    ]
 
 
 async def test_search_pages_compiled(committed_db: AsyncEngine, database_url: str) -> None:
