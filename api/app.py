@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import time
@@ -162,6 +163,10 @@ def create_app(settings: Settings | None = None, engine: AsyncEngine | None = No
             await ensure_reachable(app.state.engine, url, settings.db_connect_timeout)
         else:
             app.state.engine = engine
+        # The schema, caches and modules live as long as the process: moved out of the collector's
+        # generations, a full collection no longer walks them in the middle of a request (tail latency).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
