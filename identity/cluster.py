@@ -4,6 +4,12 @@ Links are applied strongest first. A union is refused when the merged cluster wo
 different values of an exclusive attribute (two valid resident ids; two verified mobiles from the
 same member system; two unionids) or more distinct values of a limited attribute than its limit.
 Weak links that lose a chain argument therefore never glue two people together.
+
+Names are facts of a softer kind: one person carries one name. A link between two records that do
+not both carry a full name (a surname with an honorific, a profile without a name) is judged on
+contact evidence the pair shares, so it may not join two clusters whose names disagree: 王女士 at a
+household's address and phone is 王丽 or her sister 王娜, never both. A pair that compared two full
+names itself was judged on them by the model, and deterministic links are trusted.
 """
 
 from __future__ import annotations
@@ -12,6 +18,11 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+from rapidfuzz.distance import JaroWinkler
+
+# Two full-name keys of which one is written in Latin letters (a typed pinyin or a Western name) are
+# one name when this alike: a typo. Two names written in characters must read the same.
+LATIN_NAME_SIMILARITY = 0.9
 
 
 @dataclass
@@ -30,6 +41,13 @@ class ConstrainedUnionFind:
     exclusive: dict[int, dict[Hashable, Hashable]] = field(default_factory=dict)
     limited: dict[int, dict[str, set[Hashable]]] = field(default_factory=dict)
     forbidden: dict[int, set[int]] = field(default_factory=dict)
+    # Per node: its order-free full-name key and whether it is written in characters; per root: the
+    # full names its records carry (key -> in characters) and the surname readings every record of
+    # it admits (None: no record says).
+    node_name: dict[int, tuple[str, bool]] = field(default_factory=dict)
+    node_surnames: dict[int, frozenset[str]] = field(default_factory=dict)
+    names: dict[int, dict[str, bool]] = field(default_factory=dict)
+    surnames: dict[int, frozenset[str]] = field(default_factory=dict)
     refused: int = 0
 
     def __post_init__(self) -> None:
@@ -50,6 +68,35 @@ class ConstrainedUnionFind:
 
     def add_limited(self, node: int, kind: str, value: Hashable) -> None:
         self.limited.setdefault(self.find(node), {}).setdefault(kind, set()).add(value)
+
+    def add_name(self, node: int, full_key: str | None, hanzi: bool, surnames: frozenset[str]) -> None:
+        """Name facts of a record: its full name (order-free pinyin key) and the surname readings it
+        admits (one for 王女士 or 王丽; both tokens of a pinyin "Li Xue", whose order is unsure)."""
+        root = self.find(node)
+        if full_key:
+            self.node_name[node] = (full_key, hanzi)
+            self.names.setdefault(root, {})[full_key] = hanzi
+        if surnames:
+            self.node_surnames[node] = surnames
+            have = self.surnames.get(root)
+            self.surnames[root] = surnames if have is None else have & surnames
+
+    def name_conflict(self, a: int, b: int, ra: int, rb: int) -> bool:
+        """The clusters of a and b carry names of two people, and the pair (a, b) did not compare
+        them itself."""
+        if a in self.node_name and b in self.node_name:
+            return False  # the pair compared two full names: the model weighed them
+        na, nb = self.names.get(ra), self.names.get(rb)
+        if (
+            na
+            and nb
+            and not any(_same_name(ka, ha, kb, hb) for ka, ha in na.items() for kb, hb in nb.items())
+        ):
+            return True
+        if a in self.node_surnames and b in self.node_surnames:
+            return False
+        sa, sb = self.surnames.get(ra), self.surnames.get(rb)
+        return sa is not None and sb is not None and not (sa & sb)
 
     def forbid(self, a: int, b: int) -> None:
         ra, rb = self.find(a), self.find(b)
@@ -76,12 +123,15 @@ class ConstrainedUnionFind:
                     return f"limit:{kind}"
         return None
 
-    def union(self, a: int, b: int, force: bool = False) -> bool:
-        """Merge the sets of a and b unless a constraint forbids it; True when they are now one."""
+    def union(self, a: int, b: int, force: bool = False, trusted: bool = False) -> bool:
+        """Merge the sets of a and b unless a constraint forbids it; True when they are now one.
+        `trusted` (a deterministic identifier) skips the name check, not the exclusive facts."""
         ra, rb = self.find(a), self.find(b)
         if ra == rb:
             return True
-        if not force and self.conflict(ra, rb) is not None:
+        if not force and (
+            self.conflict(ra, rb) is not None or (not trusted and self.name_conflict(a, b, ra, rb))
+        ):
             self.refused += 1
             return False
         if self.size[ra] < self.size[rb]:
@@ -98,6 +148,14 @@ class ConstrainedUnionFind:
             la = self.limited.setdefault(ra, {})
             for kind, values in lb.items():
                 la.setdefault(kind, set()).update(values)
+        nb = self.names.pop(rb, None)
+        if nb:
+            self.names.setdefault(ra, {}).update(nb)
+        sb = self.surnames.pop(rb, None)
+        if sb is not None:
+            sa = self.surnames.get(ra)
+            # A pair judged on its own names may join two surname readings (a typo): keep both.
+            self.surnames[ra] = sb if sa is None else (sa & sb) or (sa | sb)
         fb = self.forbidden.pop(rb, None)
         if fb:
             fa = self.forbidden.setdefault(ra, set())
@@ -113,14 +171,27 @@ class ConstrainedUnionFind:
         return np.fromiter((self.find(i) for i in range(self.n)), dtype=np.int64, count=self.n)
 
 
+def _same_name(ka: str, ha: bool, kb: str, hb: bool) -> bool:
+    if ka == kb:
+        return True
+    return not (ha and hb) and JaroWinkler.normalized_similarity(ka, kb) >= LATIN_NAME_SIMILARITY
+
+
 def apply_links(
-    uf: ConstrainedUnionFind, left: np.ndarray, right: np.ndarray, strength: np.ndarray
+    uf: ConstrainedUnionFind,
+    left: np.ndarray,
+    right: np.ndarray,
+    strength: np.ndarray,
+    trusted: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Union the pairs strongest first; returns a boolean array: was each pair's union accepted."""
+    """Union the pairs strongest first; returns a boolean array: was each pair's union accepted.
+    `trusted[k]`: pair k is a deterministic link (see `ConstrainedUnionFind.union`)."""
     order = np.argsort(-strength, kind="stable")
     accepted = np.zeros(len(left), dtype=bool)
     for k in order:
-        accepted[k] = uf.union(int(left[k]), int(right[k]))
+        accepted[k] = uf.union(
+            int(left[k]), int(right[k]), trusted=bool(trusted[k]) if trusted is not None else False
+        )
     return accepted
 
 

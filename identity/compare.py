@@ -68,6 +68,10 @@ CONTACT_FEATURES: tuple[str, ...] = ("phone", "address", "street_number")
 # about once in 10^8 pairs, and a masked one (3 + 4 digits seen) about once in 3 x 10^5. A file's
 # random pairs overstate both (they include its duplicates), so a value's own rarity decides.
 SHARED_PHONE_NAMES = 3
+# Channels whose phone is a parcel's receiver's: a customer orders with a family member's phone as
+# often as with her own. On the other channels (a member app, a till, a WeChat authorisation) the
+# phone is the holder's own.
+RECEIVER_SOURCES = frozenset({"tmall", "jd"})
 PHONE_VALUE_U = 1e-8
 MASK_VALUE_U = 3e-6
 
@@ -114,6 +118,11 @@ class PreparedRecords:
     # person's records share one name; a family phone or a shop's till phone carries several.
     phone_names: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     phone_population: int = 0
+    # The same counted over the records whose phone is their own (not a receiver's, see
+    # RECEIVER_SOURCES), and which records those are: a family phone a daughter gives on her
+    # parcels is still one person's phone at the till.
+    phone_owner_names: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    own_phone: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     # The surname is one of the Chinese surnames' readings (wang, ouyang).
     chinese_surname: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     # The same for each record's masked mobile (its own 138****5678, or its full phone's mask).
@@ -174,23 +183,32 @@ class PreparedRecords:
             holders = full.map(full.value_counts())
         contact_names, contact_population = {}, {}
         names = full_name_key(frame["name_pinyin"])
-        for column, values in (("phone", frame["phone"].astype(object)), ("masked", columns["masked"])):
+        source = frame["source"] if "source" in frame else pd.Series([None] * len(frame), index=frame.index)
+        own = ~source.isin(RECEIVER_SOURCES).to_numpy(dtype=bool)
+        phone = frame["phone"].astype(object)
+        for column, values, rows in (
+            ("phone", phone, np.ones(len(frame), dtype=bool)),
+            ("masked", columns["masked"], np.ones(len(frame), dtype=bool)),
+            ("phone_owner", phone, own),
+        ):
             if population is not None and column in population:
                 counts, contact_population[column] = population[column]
                 contact_names[column] = values.map(counts)
             else:
                 # People: different full names, or different surnames (钱女士 beside 魏兰).
                 held = pd.DataFrame({"value": values, "name": names, "family": family})
-                held = held[held["value"].notna()].groupby("value")
+                held = held[held["value"].notna().to_numpy() & rows].groupby("value")
                 people = np.maximum(held["name"].nunique(), held["family"].nunique())
                 contact_names[column] = values.map(people)
-                contact_population[column] = int(values.notna().sum())
+                contact_population[column] = int((values.notna().to_numpy() & rows).sum())
         return cls(
             n=len(frame),
             term_frequency=term_frequency,
             full_name_holders=holders.fillna(0).astype(np.int64).to_numpy(),
             phone_names=contact_names["phone"].fillna(0).astype(np.int64).to_numpy(),
             phone_population=contact_population["phone"],
+            phone_owner_names=contact_names["phone_owner"].fillna(0).astype(np.int64).to_numpy(),
+            own_phone=own,
             mask_names=contact_names["masked"].fillna(0).astype(np.int64).to_numpy(),
             mask_population=contact_population["masked"],
             chinese_surname=family.isin(chinese_surname_readings()).to_numpy(dtype=bool),
@@ -380,6 +398,12 @@ def _phone_levels(rec: PreparedRecords, left: np.ndarray, right: np.ndarray) -> 
         shared = (rec.phone_names[left] >= SHARED_PHONE_NAMES) | (
             rec.phone_names[right] >= SHARED_PHONE_NAMES
         )
+        # A receiver's phone that other people hold too (a household's delivery phone) is the
+        # family's, not necessarily hers: her own phone differing from it says nothing either.
+        if len(rec.own_phone):
+            shared |= (~rec.own_phone[left] & (rec.phone_names[left] >= 2)) | (
+                ~rec.own_phone[right] & (rec.phone_names[right] >= 2)
+            )
         out[(out <= 1) & (out >= 0) & shared] = -1
     return out
 
@@ -412,7 +436,13 @@ def tf_adjustment(
         # PHONE_VALUE_U in place of the model's average u.
         j = FEATURE_INDEX["phone"]
         exact = np.flatnonzero(levels[:, j] == FEATURES[j].n_levels - 1)
-        others = np.maximum(rec.phone_names[left[exact]] - 1, 0) / max(rec.phone_population, 1)
+        holders = rec.phone_names[left[exact]]
+        if right is not None and len(rec.own_phone):
+            # Both records give the phone as their own: only the people who do so too share it
+            # (a daughter's parcels to her mother's phone do not make it hers).
+            own = rec.own_phone[left[exact]] & rec.own_phone[right[exact]]
+            holders = np.where(own, rec.phone_owner_names[left[exact]], holders)
+        others = np.maximum(holders - 1, 0) / max(rec.phone_population, 1)
         u_value = np.maximum(others, PHONE_VALUE_U)
         total[exact] += np.log2(u_exact["phone"] / u_value)
         if len(rec.mask_names) and "phone_masked" in u_exact:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from identity.blocking import DEFAULT_PASSES, BlockingPass, blocking_keys, candidate_pairs, name_parts
 from identity.cluster import ConstrainedUnionFind, apply_links, stable_cluster_ids
-from identity.compare import FEATURES, PreparedRecords, compare_pairs, tf_adjustment
+from identity.compare import FEATURES, PreparedRecords, compare_pairs, full_name_key, tf_adjustment
 from identity.model import (
     FellegiSunterModel,
     decode_patterns,
@@ -28,7 +28,7 @@ from identity.model import (
     reference_model,
 )
 from identity.rules import DEFAULT_RULES, IdentityRules, blocked_mask, is_placeholder_phone, strong_values
-from identity.standardize import STANDARD_COLUMNS, standardize_frame
+from identity.standardize import STANDARD_COLUMNS, chinese_surname_readings, standardize_frame
 
 # progress(stage, amount): stage is "standardize", "fit", "compare", "cluster"; amount is records or pairs.
 Progress = Callable[[str, int], None]
@@ -44,6 +44,10 @@ class Edges:
     strength: np.ndarray  # deterministic rules > 1 (by priority), probabilistic = probability
     rule: np.ndarray  # object: rule name or "fellegi_sunter"
     levels: np.ndarray  # (edges, features) agreement levels; -1 rows for deterministic edges
+
+    @property
+    def deterministic(self) -> np.ndarray:
+        return np.fromiter((str(r).startswith("rule:") for r in self.rule), dtype=bool, count=len(self.rule))
 
     @classmethod
     def empty(cls, n_features: int) -> Edges:
@@ -159,7 +163,27 @@ def node_constraints(std: pd.DataFrame, rules: IdentityRules, n: int | None = No
         values = std[kind]
         for i in np.flatnonzero(values.notna().to_numpy()):
             uf.add_limited(int(i), kind, values.iat[i])
+    add_name_facts(uf, std)
     return uf
+
+
+def add_name_facts(uf: ConstrainedUnionFind, std: pd.DataFrame) -> None:
+    """Each record's full name and the Chinese surname readings it admits (see
+    `ConstrainedUnionFind.add_name`)."""
+    pinyin = std["name_pinyin"].astype(object)
+    family, given = name_parts(pinyin)
+    full = full_name_key(pinyin)
+    hanzi = std["name"].map(lambda v: isinstance(v, str) and any("\u3400" <= c <= "\u9fff" for c in v))
+    readings = chinese_surname_readings()
+    # Written in characters (or 王女士), the surname is the first part; a pinyin name's order is unsure.
+    from_chars = hanzi.astype(bool) | (family.notna() & given.isna())
+    for i in np.flatnonzero(pinyin.notna().to_numpy()):
+        fam, giv = family.iat[i], given.iat[i]
+        tokens = (fam,) if from_chars.iat[i] else (fam, giv)
+        surnames = frozenset(t for t in tokens if t is not None and t in readings)
+        key = full.iat[i]
+        if key is not None or surnames:
+            uf.add_name(int(i), key, bool(hanzi.iat[i]), surnames)
 
 
 # A name held by more customers than this is too common for "one compatible holder" to mean much
@@ -462,7 +486,7 @@ def resolve_frame(
     t3 = time.perf_counter()
     uf = node_constraints(std, rules)
     edges = Edges.concat([det, scoring.links], det.levels.shape[1])
-    apply_links(uf, edges.left, edges.right, edges.strength)
+    apply_links(uf, edges.left, edges.right, edges.strength, trusted=edges.deterministic)
     if name_context:
         attach_by_full_name(
             std, uf, population_holders=rec.full_name_holders, max_population_holders=rules.max_block_size

@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from identity.blocking import DEFAULT_PASSES, BlockingPass, blocking_keys, name_parts
 from identity.cluster import apply_links
-from identity.compare import FEATURES, PreparedRecords, describe_levels
+from identity.compare import FEATURES, RECEIVER_SOURCES, PreparedRecords, describe_levels
 from identity.engine import (
     Edges,
     attach_by_full_name,
@@ -220,7 +220,8 @@ async def _name_frequencies(
 
 async def _contact_names(conn: AsyncConnection, std: pd.DataFrame) -> dict[str, tuple[dict[str, int], int]]:
     """For each phone and each masked mobile of the frame, how many different full names the
-    population's holders carry, and how many identities hold one at all (`PreparedRecords`)."""
+    population's holders carry, and how many identities hold one at all; for each phone the same
+    over the holders giving it as their own (`PreparedRecords`)."""
     family_sql, given_sql = KEY_SQL["family_key"], KEY_SQL["given_key"]
     # The order-free full name, as `compare.full_name_key` builds it.
     # People: different full names, or different surnames (钱女士 beside 魏兰).
@@ -233,19 +234,28 @@ async def _contact_names(conn: AsyncConnection, std: pd.DataFrame) -> dict[str, 
     phones = sorted({str(v) for v in std["phone"].dropna()})
     from_phones = {f"{p[3:6]}{p[-4:]}" for p in phones if p.startswith("+86") and len(p) == 14}
     masks = sorted(from_phones | {f"{m[:3]}{m[-4:]}" for m in std["phone_masked"].dropna().astype(str)})
+    receivers = sorted(RECEIVER_SOURCES)
     totals = (
-        await conn.execute(sa.text(f"select count(si.phone), count({mask_sql}) from source_identity si"))  # noqa: S608 - fixed expressions
+        await conn.execute(
+            sa.text(
+                f"select count(si.phone), count({mask_sql}),"  # noqa: S608 - fixed expressions
+                " count(si.phone) filter (where coalesce(si.channel_code, '') <> all(:r)) from source_identity si"
+            ),
+            {"r": receivers},
+        )
     ).one()
     out: dict[str, tuple[dict[str, int], int]] = {}
-    for column, expr, values, total in (
-        ("phone", "si.phone", phones, totals[0]),
-        ("masked", mask_sql, masks, totals[1]),
+    for column, expr, values, total, own_only in (
+        ("phone", "si.phone", phones, totals[0], False),
+        ("masked", mask_sql, masks, totals[1], False),
+        ("phone_owner", "si.phone", phones, totals[2], True),  # holders giving it as their own
     ):
+        own = " and coalesce(si.channel_code, '') <> all(:r)" if own_only else ""
         rows = await conn.execute(
             sa.text(
-                f"select {expr}, {distinct_names} from source_identity si where {expr} = any(:v) group by 1"  # noqa: S608 - fixed expressions
+                f"select {expr}, {distinct_names} from source_identity si where {expr} = any(:v){own} group by 1"  # noqa: S608 - fixed expressions
             ),
-            {"v": values},
+            {"v": values, "r": receivers},
         )
         names = {str(value): int(n) for value, n in rows}
         if column == "masked":  # 1385678 -> 138****5678, as the frame writes it
@@ -362,7 +372,7 @@ async def link_in_transaction(
             uf.forbid(position[int(a)], position[int(b)])
 
     edges = Edges.concat([det, scoring.links], len(FEATURES))
-    accepted = apply_links(uf, edges.left, edges.right, edges.strength)
+    accepted = apply_links(uf, edges.left, edges.right, edges.strength, trusted=edges.deterministic)
     report.refused = int((~accepted).sum())
     # Besides new identities, a customer of one identity whose full name a new identity carries may
     # be attached now: in one batch run it would have seen the new identity's cluster too.
