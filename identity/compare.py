@@ -395,16 +395,18 @@ def _phone_levels(rec: PreparedRecords, left: np.ndarray, right: np.ndarray) -> 
     if len(rec.phone_names):
         # A phone people of SHARED_PHONE_NAMES names or more give (the shop's own, typed for
         # customers who gave none) is nobody's in particular: differing from it says nothing.
-        shared = (rec.phone_names[left] >= SHARED_PHONE_NAMES) | (
-            rec.phone_names[right] >= SHARED_PHONE_NAMES
-        )
-        # A receiver's phone that other people hold too (a household's delivery phone) is the
-        # family's, not necessarily hers: her own phone differing from it says nothing either.
-        if len(rec.own_phone):
-            shared |= (~rec.own_phone[left] & (rec.phone_names[left] >= 2)) | (
-                ~rec.own_phone[right] & (rec.phone_names[right] >= 2)
-            )
-        out[(out <= 1) & (out >= 0) & shared] = -1
+        out[(out <= 1) & (out >= 0) & (nobodys_phone(rec, left) | nobodys_phone(rec, right))] = -1
+    return out
+
+
+def nobodys_phone(rec: PreparedRecords, nodes: np.ndarray) -> np.ndarray:
+    """Records whose phone says nothing about who they are: one that people of SHARED_PHONE_NAMES
+    names give (the shop's own, typed for customers who gave none), and a receiver's phone that
+    other people hold too (a household's delivery phone: the family's, not necessarily hers)."""
+    names = rec.phone_names[nodes]
+    out = names >= SHARED_PHONE_NAMES
+    if len(rec.own_phone):
+        out |= ~rec.own_phone[nodes] & (names >= 2)
     return out
 
 
@@ -456,8 +458,9 @@ def tf_adjustment(
         holders_l = rec.full_name_holders[left]
         holders_r = rec.full_name_holders[right] if right is not None else holders_l
         unique = full & (holders_l >= 1) & (holders_l <= 2) & (holders_r >= 1) & (holders_r <= 2)
-        # Namesakes, not one person, when the birth date or the gender disagrees.
+        # Namesakes, not one person, when the birth date, the gender or the city disagrees.
         unique &= (levels[:, FEATURE_INDEX["birth_date"]] != 0) & (levels[:, FEATURE_INDEX["gender"]] != 0)
+        unique &= levels[:, FEATURE_INDEX["city"]] != 0
         total[unique] += UNIQUE_FULL_NAME_BITS
     return total
 

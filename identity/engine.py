@@ -19,7 +19,14 @@ import pandas as pd
 
 from identity.blocking import DEFAULT_PASSES, BlockingPass, blocking_keys, candidate_pairs, name_parts
 from identity.cluster import ConstrainedUnionFind, apply_links, stable_cluster_ids
-from identity.compare import FEATURES, PreparedRecords, compare_pairs, full_name_key, tf_adjustment
+from identity.compare import (
+    FEATURES,
+    PreparedRecords,
+    compare_pairs,
+    full_name_key,
+    nobodys_phone,
+    tf_adjustment,
+)
 from identity.model import (
     FellegiSunterModel,
     decode_patterns,
@@ -197,10 +204,11 @@ def attach_by_full_name(
     restrict: np.ndarray | None = None,
     population_holders: np.ndarray | None = None,
     max_population_holders: int = 200,
+    rec: PreparedRecords | None = None,
 ) -> int:
     """Cluster context for a record still alone after linking: when exactly one other cluster
     holding its full name is compatible with it (no other gender, city or birth date, no record of
-    the same channel), attach it there. A Weibo profile under a real name has nothing else to offer;
+    the same channel, no mobile it never used), attach it there. A Weibo profile under a real name has nothing else to offer;
     a name two compatible customers share stays unlinked. `restrict` limits it to the marked records
     (the database path: new identities). `population_holders[i]`: identities holding record i's
     name in the whole population; a name held by more than `max_population_holders` (the block
@@ -221,6 +229,10 @@ def attach_by_full_name(
     mask = (phone.str[3:6] + "****" + phone.str[-4:]).where(mobile)  # mask_phone, vectorized
     mask = mask.astype(object).where(mask.notna(), std["phone_masked"]).astype(object)
     mask = mask.where(mask.notna(), None).to_numpy()
+    if rec is not None and len(rec.phone_names):
+        # A phone that says nothing about who holds it (the shop's own, a household's delivery
+        # phone on a parcel) does not make a namesake another person.
+        mask[nobodys_phone(rec, np.arange(len(std)))] = None
     members: dict[int, list[int]] = {}
     for node, root in enumerate(labels.tolist()):
         members.setdefault(root, []).append(node)
@@ -489,7 +501,11 @@ def resolve_frame(
     apply_links(uf, edges.left, edges.right, edges.strength, trusted=edges.deterministic)
     if name_context:
         attach_by_full_name(
-            std, uf, population_holders=rec.full_name_holders, max_population_holders=rules.max_block_size
+            std,
+            uf,
+            population_holders=rec.full_name_holders,
+            max_population_holders=rules.max_block_size,
+            rec=rec,
         )
     labels = uf.labels()
     record_ids = std["record_id"].to_numpy()

@@ -388,6 +388,7 @@ async def link_in_transaction(
             restrict=attachable,
             population_holders=rec.full_name_holders,
             max_population_holders=rules.max_block_size,
+            rec=rec,
         )
     t = report.lap("cluster", t)
     labels = uf.labels()
