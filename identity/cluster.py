@@ -177,6 +177,38 @@ def _same_name(ka: str, ha: bool, kb: str, hb: bool) -> bool:
     return not (ha and hb) and JaroWinkler.normalized_similarity(ka, kb) >= LATIN_NAME_SIMILARITY
 
 
+def ambiguous_nameless(
+    uf: ConstrainedUnionFind,
+    left: np.ndarray,
+    right: np.ndarray,
+    trusted: np.ndarray | None = None,
+) -> np.ndarray:
+    """Links to hold back for a person to decide: every probabilistic link of a record without a
+    full name (王女士 on a parcel, a WeChat profile without one) that links to records of two
+    different names. 王女士 at a household's phone and address is 王丽 or her sister 王娜, and
+    nothing on the parcel says which; whichever scored higher would be a guess."""
+    held = np.zeros(len(left), dtype=bool)
+    names: dict[int, list[tuple[str, bool]]] = {}
+    edges_of: dict[int, list[int]] = {}
+    named = np.zeros(int(max(left.max(initial=-1), right.max(initial=-1))) + 1, dtype=bool)
+    named[[n for n in uf.node_name if n < len(named)]] = True
+    candidates = ~(named[left] & named[right])
+    if trusted is not None:
+        candidates &= ~trusted
+    for k in np.flatnonzero(candidates).tolist():
+        a, b = int(left[k]), int(right[k])
+        for x, y in ((a, b), (b, a)):
+            if x not in uf.node_name:
+                edges_of.setdefault(x, []).append(k)
+                if y in uf.node_name:
+                    names.setdefault(x, []).append(uf.node_name[y])
+    for x, seen in names.items():
+        first = seen[0]
+        if any(not _same_name(first[0], first[1], k, h) for k, h in seen[1:]):
+            held[edges_of[x]] = True
+    return held
+
+
 def apply_links(
     uf: ConstrainedUnionFind,
     left: np.ndarray,

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from identity.blocking import DEFAULT_PASSES, BlockingPass, blocking_keys, candidate_pairs, name_parts
-from identity.cluster import ConstrainedUnionFind, apply_links, stable_cluster_ids
+from identity.cluster import ConstrainedUnionFind, ambiguous_nameless, apply_links, stable_cluster_ids
 from identity.compare import (
     FEATURES,
     PreparedRecords,
@@ -55,6 +55,11 @@ class Edges:
     @property
     def deterministic(self) -> np.ndarray:
         return np.fromiter((str(r).startswith("rule:") for r in self.rule), dtype=bool, count=len(self.rule))
+
+    def subset(self, mask: np.ndarray) -> Edges:
+        return Edges(
+            self.left[mask], self.right[mask], self.strength[mask], self.rule[mask], self.levels[mask]
+        )
 
     @classmethod
     def empty(cls, n_features: int) -> Edges:
@@ -498,6 +503,9 @@ def resolve_frame(
     t3 = time.perf_counter()
     uf = node_constraints(std, rules)
     edges = Edges.concat([det, scoring.links], det.levels.shape[1])
+    held = ambiguous_nameless(uf, edges.left, edges.right, trusted=edges.deterministic)
+    review_edges = Edges.concat([scoring.review, edges.subset(held)], len(FEATURES))
+    edges = edges.subset(~held)
     apply_links(uf, edges.left, edges.right, edges.strength, trusted=edges.deterministic)
     if name_context:
         attach_by_full_name(
@@ -518,9 +526,9 @@ def resolve_frame(
 
     review = pd.DataFrame(
         {
-            "left_record_id": record_ids[scoring.review.left],
-            "right_record_id": record_ids[scoring.review.right],
-            "score": scoring.review.strength,
+            "left_record_id": record_ids[review_edges.left],
+            "right_record_id": record_ids[review_edges.right],
+            "score": review_edges.strength,
         }
     )
     return ResolveResult(
