@@ -177,54 +177,54 @@ def _same_name(ka: str, ha: bool, kb: str, hb: bool) -> bool:
     return not (ha and hb) and JaroWinkler.normalized_similarity(ka, kb) >= LATIN_NAME_SIMILARITY
 
 
-def ambiguous_nameless(
-    uf: ConstrainedUnionFind,
-    left: np.ndarray,
-    right: np.ndarray,
-    trusted: np.ndarray | None = None,
-) -> np.ndarray:
-    """Links to hold back for a person to decide: every probabilistic link of a record without a
-    full name (王女士 on a parcel, a WeChat profile without one) that links to records of two
-    different names. 王女士 at a household's phone and address is 王丽 or her sister 王娜, and
-    nothing on the parcel says which; whichever scored higher would be a guess."""
-    held = np.zeros(len(left), dtype=bool)
-    names: dict[int, list[tuple[str, bool]]] = {}
-    edges_of: dict[int, list[int]] = {}
-    named = np.zeros(int(max(left.max(initial=-1), right.max(initial=-1))) + 1, dtype=bool)
-    named[[n for n in uf.node_name if n < len(named)]] = True
-    candidates = ~(named[left] & named[right])
-    if trusted is not None:
-        candidates &= ~trusted
-    for k in np.flatnonzero(candidates).tolist():
-        a, b = int(left[k]), int(right[k])
-        for x, y in ((a, b), (b, a)):
-            if x not in uf.node_name:
-                edges_of.setdefault(x, []).append(k)
-                if y in uf.node_name:
-                    names.setdefault(x, []).append(uf.node_name[y])
-    for x, seen in names.items():
-        first = seen[0]
-        if any(not _same_name(first[0], first[1], k, h) for k, h in seen[1:]):
-            held[edges_of[x]] = True
-    return held
-
-
 def apply_links(
     uf: ConstrainedUnionFind,
     left: np.ndarray,
     right: np.ndarray,
     strength: np.ndarray,
     trusted: np.ndarray | None = None,
-) -> np.ndarray:
-    """Union the pairs strongest first; returns a boolean array: was each pair's union accepted.
-    `trusted[k]`: pair k is a deterministic link (see `ConstrainedUnionFind.union`)."""
-    order = np.argsort(-strength, kind="stable")
+) -> tuple[np.ndarray, np.ndarray]:
+    """Union the pairs strongest first; returns (accepted, held): was each pair's union accepted,
+    and was it held back for a person to decide. `trusted[k]`: pair k is a deterministic link (see
+    `ConstrainedUnionFind.union`).
+
+    Links between two records with full names (and trusted ones) go first. Then each record without
+    a full name (王女士 on a parcel, a WeChat profile without one) whose links reach two customers of
+    different names is held back with all its links: 王女士 at a household's phone and address is
+    王丽 or her sister 王娜, nothing on the parcel says which, and the higher score would be a guess.
+    """
+    trusted = np.zeros(len(left), dtype=bool) if trusted is None else trusted.astype(bool)
     accepted = np.zeros(len(left), dtype=bool)
-    for k in order:
-        accepted[k] = uf.union(
-            int(left[k]), int(right[k]), trusted=bool(trusted[k]) if trusted is not None else False
-        )
-    return accepted
+    held = np.zeros(len(left), dtype=bool)
+    size = int(max(left.max(initial=-1), right.max(initial=-1))) + 1
+    named = np.zeros(size, dtype=bool)
+    named[[n for n in uf.node_name if n < size]] = True
+    first = trusted | (named[left] & named[right]) if size else trusted
+    order = np.argsort(-strength, kind="stable")
+    for k in order[first[order]]:
+        accepted[k] = uf.union(int(left[k]), int(right[k]), trusted=bool(trusted[k]))
+    rest = order[~first[order]]
+    reached: dict[int, set[int]] = {}
+    for k in rest.tolist():
+        a, b = int(left[k]), int(right[k])
+        for x, y in ((a, b), (b, a)):
+            if not named[x] and named[y]:
+                reached.setdefault(x, set()).add(uf.find(y))
+    ambiguous = set()
+    for x, roots in reached.items():
+        names = [uf.names.get(r, {}) for r in roots]
+        if any(
+            not any(_same_name(ka, ha, kb, hb) for ka, ha in na.items() for kb, hb in nb.items())
+            for i, na in enumerate(names)
+            for nb in names[i + 1 :]
+        ):
+            ambiguous.add(x)
+    for k in rest.tolist():
+        if int(left[k]) in ambiguous or int(right[k]) in ambiguous:
+            held[k] = True
+        else:
+            accepted[k] = uf.union(int(left[k]), int(right[k]))
+    return accepted, held
 
 
 def stable_cluster_ids(

@@ -418,8 +418,9 @@ def tf_adjustment(
     right: np.ndarray | None = None,
 ) -> np.ndarray:
     """Bits to add per pair: log2(u_exact / tf(value)) on the TF features where the pair agrees
-    exactly. The left record's frequency is used (both sides hold the same value). With `right`,
-    a full name that only the pair holds adds `UNIQUE_FULL_NAME_BITS`."""
+    exactly. The left record's frequency is used (both sides hold the same value) unless only the
+    right one is written in characters (a pinyin name matched in the other order); with `right`, a
+    full name that only the pair holds adds `UNIQUE_FULL_NAME_BITS`."""
     total = np.zeros(len(left))
     for feature, _column in TF_FEATURES.items():
         j = FEATURE_INDEX[feature]
@@ -427,6 +428,11 @@ def tf_adjustment(
         if not exact.any() or feature not in rec.term_frequency:
             continue
         tf = rec.term_frequency[feature][left[exact]]
+        if right is not None:
+            # A name matched in the other order (Guo Ming read as given-first, 郭明): written in
+            # characters, the right side's parts are certain, so its reading's frequency counts.
+            certain = (rec.codes["hanzi"][right[exact]] >= 0) & (rec.codes["hanzi"][left[exact]] < 0)
+            tf = np.where(certain, rec.term_frequency[feature][right[exact]], tf)
         ok = tf > 0
         adjust = np.zeros(int(exact.sum()))
         adjust[ok] = np.log2(u_exact[feature] / tf[ok])

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from identity.blocking import DEFAULT_PASSES, BlockingPass, blocking_keys, candidate_pairs, name_parts
-from identity.cluster import ConstrainedUnionFind, ambiguous_nameless, apply_links, stable_cluster_ids
+from identity.cluster import ConstrainedUnionFind, apply_links, stable_cluster_ids
 from identity.compare import (
     FEATURES,
     PreparedRecords,
@@ -503,10 +503,8 @@ def resolve_frame(
     t3 = time.perf_counter()
     uf = node_constraints(std, rules)
     edges = Edges.concat([det, scoring.links], det.levels.shape[1])
-    held = ambiguous_nameless(uf, edges.left, edges.right, trusted=edges.deterministic)
+    _, held = apply_links(uf, edges.left, edges.right, edges.strength, trusted=edges.deterministic)
     review_edges = Edges.concat([scoring.review, edges.subset(held)], len(FEATURES))
-    edges = edges.subset(~held)
-    apply_links(uf, edges.left, edges.right, edges.strength, trusted=edges.deterministic)
     if name_context:
         attach_by_full_name(
             std,

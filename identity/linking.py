@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from identity.blocking import DEFAULT_PASSES, BlockingPass, blocking_keys, name_parts
-from identity.cluster import ambiguous_nameless, apply_links
+from identity.cluster import apply_links
 from identity.compare import FEATURES, RECEIVER_SOURCES, PreparedRecords, describe_levels
 from identity.engine import (
     Edges,
@@ -372,11 +372,9 @@ async def link_in_transaction(
             uf.forbid(position[int(a)], position[int(b)])
 
     edges = Edges.concat([det, scoring.links], len(FEATURES))
-    held = ambiguous_nameless(uf, edges.left, edges.right, trusted=edges.deterministic)
+    accepted, held = apply_links(uf, edges.left, edges.right, edges.strength, trusted=edges.deterministic)
     review_edges = Edges.concat([scoring.review, edges.subset(held)], len(FEATURES))
-    edges = edges.subset(~held)
-    accepted = apply_links(uf, edges.left, edges.right, edges.strength, trusted=edges.deterministic)
-    report.refused = int((~accepted).sum())
+    report.refused = int((~accepted & ~held).sum())
     # Besides new identities, a customer of one identity whose full name a new identity carries may
     # be attached now: in one batch run it would have seen the new identity's cluster too.
     attachable = is_new.copy()
