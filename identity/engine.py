@@ -154,27 +154,29 @@ def deterministic_edges(std: pd.DataFrame, rules: IdentityRules, restrict: np.nd
 def node_constraints(std: pd.DataFrame, rules: IdentityRules, n: int | None = None) -> ConstrainedUnionFind:
     """A union-find with each record's cannot-link facts and limited values loaded."""
     uf = ConstrainedUnionFind(n if n is not None else len(std), limits=rules.per_customer_limits)
-    valid_id = strong_values(std, "id_number")
-    for i in np.flatnonzero(valid_id.notna().to_numpy()):
-        uf.add_exclusive(int(i), "id_number", valid_id.iat[i])
+
+    def present(values: pd.Series) -> list[tuple[int, Any]]:
+        # Plain arrays: a per-row .iat costs more than the union-find work on a million records.
+        array = values.to_numpy(dtype=object)
+        return [(i, array[i]) for i in np.flatnonzero(values.notna().to_numpy()).tolist()]
+
+    for i, value in present(strong_values(std, "id_number")):
+        uf.add_exclusive(i, "id_number", value)
     # One person, one sex: 李先生 on a parcel is not the 李女士 of the same household.
-    gender = std["gender"]
-    for i in np.flatnonzero(gender.notna().to_numpy()):
-        uf.add_exclusive(int(i), "gender", gender.iat[i])
-    unionid = std["wechat_unionid"]
-    for i in np.flatnonzero(unionid.notna().to_numpy()):
-        uf.add_exclusive(int(i), "wechat_unionid", unionid.iat[i])
+    for i, value in present(std["gender"]):
+        uf.add_exclusive(i, "gender", value)
+    for i, value in present(std["wechat_unionid"]):
+        uf.add_exclusive(i, "wechat_unionid", value)
     verified = std["phone"].where(std["phone_verified"].astype(bool), None)
-    source = std["source"] if "source" in std else pd.Series([None] * len(std))
-    for i in np.flatnonzero(verified.notna().to_numpy()):
+    source = (std["source"] if "source" in std else pd.Series([None] * len(std))).to_numpy(dtype=object)
+    for i, value in present(verified):
         # Two verified mobiles from one member system are two accounts, so two people.
-        uf.add_exclusive(int(i), ("verified_phone", source.iat[i]), verified.iat[i])
+        uf.add_exclusive(i, ("verified_phone", source[i]), value)
     for kind, limit in rules.per_customer_limits.items():
         if limit <= 1 or kind not in std:
             continue  # limit 1 is an exclusive fact, loaded above
-        values = std[kind]
-        for i in np.flatnonzero(values.notna().to_numpy()):
-            uf.add_limited(int(i), kind, values.iat[i])
+        for i, value in present(std[kind]):
+            uf.add_limited(i, kind, value)
     add_name_facts(uf, std)
     return uf
 
@@ -183,19 +185,27 @@ def add_name_facts(uf: ConstrainedUnionFind, std: pd.DataFrame) -> None:
     """Each record's full name and the Chinese surname readings it admits (see
     `ConstrainedUnionFind.add_name`)."""
     pinyin = std["name_pinyin"].astype(object)
-    family, given = name_parts(pinyin)
-    full = full_name_key(pinyin)
+    present = pinyin.notna().to_numpy()
+    if not present.any():
+        return
     hanzi = std["name"].map(lambda v: isinstance(v, str) and any("\u3400" <= c <= "\u9fff" for c in v))
+    # Once per distinct (name key, written in characters): names repeat across a person's records.
+    combos = pd.Series(list(zip(pinyin[present], hanzi[present].astype(bool), strict=True)))
+    codes, uniques = pd.factorize(combos)
+    names = pd.Series([u[0] for u in uniques], dtype=object)
+    family, given = name_parts(names)
+    full = full_name_key(names)
     readings = chinese_surname_readings()
-    # Written in characters (or 王女士), the surname is the first part; a pinyin name's order is unsure.
-    from_chars = hanzi.astype(bool) | (family.notna() & given.isna())
-    for i in np.flatnonzero(pinyin.notna().to_numpy()):
-        fam, giv = family.iat[i], given.iat[i]
-        tokens = (fam,) if from_chars.iat[i] else (fam, giv)
+    facts = []
+    for (_, in_chars), fam, giv, key in zip(uniques, family, given, full, strict=True):
+        # Written in characters (or 王女士), the surname is the first part; a pinyin name's order is unsure.
+        tokens = (fam,) if in_chars or giv is None else (fam, giv)
         surnames = frozenset(t for t in tokens if t is not None and t in readings)
-        key = full.iat[i]
+        facts.append((key, bool(in_chars), surnames))
+    for i, code in zip(np.flatnonzero(present).tolist(), codes.tolist(), strict=True):
+        key, in_chars, surnames = facts[code]
         if key is not None or surnames:
-            uf.add_name(int(i), key, bool(hanzi.iat[i]), surnames)
+            uf.add_name(i, key, in_chars, surnames)
 
 
 # A name held by more customers than this is too common for "one compatible holder" to mean much
