@@ -209,7 +209,10 @@ def apply_links(
         a, b = int(left[k]), int(right[k])
         for x, y in ((a, b), (b, a)):
             if not named[x] and named[y]:
-                reached.setdefault(x, set()).add(uf.find(y))
+                rx, ry = uf.find(x), uf.find(y)
+                # Only a customer it could join: 李先生 is no candidate for a woman's customer.
+                if rx == ry or (uf.conflict(rx, ry) is None and not uf.name_conflict(x, y, rx, ry)):
+                    reached.setdefault(x, set()).add(ry)
     ambiguous = set()
     for x, roots in reached.items():
         names = [uf.names.get(r, {}) for r in roots]
