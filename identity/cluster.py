@@ -204,22 +204,22 @@ def apply_links(
     for k in order[first[order]]:
         accepted[k] = uf.union(int(left[k]), int(right[k]), trusted=bool(trusted[k]))
     rest = order[~first[order]]
-    reached: dict[int, set[int]] = {}
+    # The names a nameless record's links reach, each with its customer after the named links:
+    # the records' own names and links, not what their customers hold, so a later record joining
+    # one of those customers cannot change the decision (batch and incremental runs agree).
+    reached: dict[int, dict[int, list[tuple[str, bool]]]] = {}
     for k in rest.tolist():
         a, b = int(left[k]), int(right[k])
         for x, y in ((a, b), (b, a)):
             if not named[x] and named[y]:
-                rx, ry = uf.find(x), uf.find(y)
-                # Only a customer it could join: 李先生 is no candidate for a woman's customer.
-                if rx == ry or (uf.conflict(rx, ry) is None and not uf.name_conflict(x, y, rx, ry)):
-                    reached.setdefault(x, set()).add(ry)
+                reached.setdefault(x, {}).setdefault(uf.find(y), []).append(uf.node_name[y])
     ambiguous = set()
-    for x, roots in reached.items():
-        names = [uf.names.get(r, {}) for r in roots]
+    for x, by_root in reached.items():
+        groups = list(by_root.values())
         if any(
-            not any(_same_name(ka, ha, kb, hb) for ka, ha in na.items() for kb, hb in nb.items())
-            for i, na in enumerate(names)
-            for nb in names[i + 1 :]
+            not any(_same_name(ka, ha, kb, hb) for ka, ha in ga for kb, hb in gb)
+            for i, ga in enumerate(groups)
+            for gb in groups[i + 1 :]
         ):
             ambiguous.add(x)
     for k in rest.tolist():
