@@ -190,14 +190,16 @@ def add_name_facts(uf: ConstrainedUnionFind, std: pd.DataFrame) -> None:
         return
     hanzi = std["name"].map(lambda v: isinstance(v, str) and any("\u3400" <= c <= "\u9fff" for c in v))
     # Once per distinct (name key, written in characters): names repeat across a person's records.
-    combos = pd.Series(list(zip(pinyin[present], hanzi[present].astype(bool), strict=True)))
-    codes, uniques = pd.factorize(combos)
-    names = pd.Series([u[0] for u in uniques], dtype=object)
+    in_chars_all = hanzi[present].to_numpy(dtype=bool)
+    keys = pinyin[present].to_numpy(dtype=object)
+    codes, uniques = pd.factorize(np.where(in_chars_all, keys + "\x01", keys))
+    names = pd.Series([u.rstrip("\x01") for u in uniques], dtype=object)
     family, given = name_parts(names)
     full = full_name_key(names)
     readings = chinese_surname_readings()
     facts = []
-    for (_, in_chars), fam, giv, key in zip(uniques, family, given, full, strict=True):
+    chars = [u.endswith("\x01") for u in uniques]
+    for in_chars, fam, giv, key in zip(chars, family, given, full, strict=True):
         # Written in characters (or 王女士), the surname is the first part; a pinyin name's order is unsure.
         tokens = (fam,) if in_chars or giv is None else (fam, giv)
         surnames = frozenset(t for t in tokens if t is not None and t in readings)
