@@ -225,42 +225,55 @@ async def _contact_names(conn: AsyncConnection, std: pd.DataFrame) -> dict[str, 
     family_sql, given_sql = KEY_SQL["family_key"], KEY_SQL["given_key"]
     # The order-free full name, as `compare.full_name_key` builds it.
     # People: different full names, or different surnames (钱女士 beside 魏兰).
-    distinct_names = (
-        f"greatest(count(distinct case when {family_sql} is not null and {given_sql} is not null"
-        f" then least({family_sql}, {given_sql}) || ' ' || greatest({family_sql}, {given_sql}) end),"
-        f" count(distinct {family_sql}))"
-    )
+    own = "coalesce(si.channel_code, '') <> all(:r)"
+
+    def distinct_names(where: str = "true") -> str:
+        return (
+            f"greatest(count(distinct case when {family_sql} is not null and {given_sql} is not null"
+            f" then least({family_sql}, {given_sql}) || ' ' || greatest({family_sql}, {given_sql}) end)"
+            f" filter (where {where}), count(distinct {family_sql}) filter (where {where}))"
+        )
+
     mask_sql = KEY_SQL["phone_masked_key"]
     phones = sorted({str(v) for v in std["phone"].dropna()})
     from_phones = {f"{p[3:6]}{p[-4:]}" for p in phones if p.startswith("+86") and len(p) == 14}
     masks = sorted(from_phones | {f"{m[:3]}{m[-4:]}" for m in std["phone_masked"].dropna().astype(str)})
-    receivers = sorted(RECEIVER_SOURCES)
+    receivers = {"r": sorted(RECEIVER_SOURCES)}
     totals = (
         await conn.execute(
             sa.text(
-                f"select count(si.phone), count({mask_sql}),"  # noqa: S608 - fixed expressions
-                " count(si.phone) filter (where coalesce(si.channel_code, '') <> all(:r)) from source_identity si"
+                f"select count(si.phone), count({mask_sql}), count(si.phone) filter (where {own})"  # noqa: S608 - fixed expressions
+                " from source_identity si"
             ),
-            {"r": receivers},
+            receivers,
         )
     ).one()
-    out: dict[str, tuple[dict[str, int], int]] = {}
-    for column, expr, values, total, own_only in (
-        ("phone", "si.phone", phones, totals[0], False),
-        ("masked", mask_sql, masks, totals[1], False),
-        ("phone_owner", "si.phone", phones, totals[2], True),  # holders giving it as their own
-    ):
-        own = " and coalesce(si.channel_code, '') <> all(:r)" if own_only else ""
-        rows = await conn.execute(
-            sa.text(
-                f"select {expr}, {distinct_names} from source_identity si where {expr} = any(:v){own} group by 1"  # noqa: S608 - fixed expressions
-            ),
-            {"v": values, "r": receivers},
-        )
-        names = {str(value): int(n) for value, n in rows}
-        if column == "masked":  # 1385678 -> 138****5678, as the frame writes it
-            names = {f"{k[:3]}****{k[3:]}": n for k, n in names.items()}
-        out[column] = (names, int(total))
+    # One scan per kind: the phone's holders and, beside them, those giving it as their own.
+    rows = await conn.execute(
+        sa.text(
+            f"select si.phone, {distinct_names()}, {distinct_names(own)} from source_identity si"  # noqa: S608 - fixed expressions
+            " where si.phone = any(:v) group by 1"
+        ),
+        {"v": phones, **receivers},
+    )
+    phone_names, owner_names = {}, {}
+    for value, n, n_own in rows:
+        phone_names[str(value)] = int(n)
+        if n_own:
+            owner_names[str(value)] = int(n_own)
+    rows = await conn.execute(
+        sa.text(
+            f"select {mask_sql}, {distinct_names()} from source_identity si where {mask_sql} = any(:v) group by 1"  # noqa: S608 - fixed expressions
+        ),
+        {"v": masks},
+    )
+    # 1385678 -> 138****5678, as the frame writes it
+    mask_names = {f"{str(k)[:3]}****{str(k)[3:]}": int(n) for k, n in rows}
+    out: dict[str, tuple[dict[str, int], int]] = {
+        "phone": (phone_names, int(totals[0])),
+        "masked": (mask_names, int(totals[1])),
+        "phone_owner": (owner_names, int(totals[2])),
+    }
     return out
 
 
