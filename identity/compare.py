@@ -406,7 +406,11 @@ def nobodys_phone(rec: PreparedRecords, nodes: np.ndarray) -> np.ndarray:
     names = rec.phone_names[nodes]
     out = names >= SHARED_PHONE_NAMES
     if len(rec.own_phone):
-        out |= ~rec.own_phone[nodes] & (names >= 2)
+        # The same for a masked receiver phone (138****5678) seen with other names.
+        receiver = ~rec.own_phone[nodes]
+        out |= receiver & (
+            (names >= 2) | ((rec.codes["masked_only"][nodes] >= 0) & (rec.mask_names[nodes] >= 2))
+        )
     return out
 
 
