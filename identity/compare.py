@@ -283,8 +283,12 @@ def compare_pairs(rec: PreparedRecords, left: np.ndarray, right: np.ndarray) -> 
         given[not_exact[better]] = swapped_g[better]
     # Written in characters, given names whose readings differ are two names (沈静怡 and her sister
     # 沈静雯), however alike the pinyin looks: a typo at a keyboard keeps the reading (a homophone).
-    both_hanzi = (rec.codes["hanzi"][left] >= 0) & (rec.codes["hanzi"][right] >= 0)
-    given[both_hanzi & (given > 0) & (given < 3)] = 0
+    hanzi_l, hanzi_r = rec.codes["hanzi"][left] >= 0, rec.codes["hanzi"][right] >= 0
+    given[hanzi_l & hanzi_r & (given > 0) & (given < 3)] = 0
+    # The same between two Chinese names when one or both are typed in pinyin: an input method
+    # writes a reading, so qin junxia (秦俊霞) is not qin juan (秦娟), nor zhang wen zhang wei.
+    chinese = rec.chinese_surname[left] & rec.chinese_surname[right]
+    given[chinese & (given > 0) & (given < 3)] = 0
     out[:, FEATURE_INDEX["family_name"]] = family
     out[:, FEATURE_INDEX["given_name"]] = given
     # Characters only tell homophones apart: defined when the pinyin agrees, so a name is not counted twice.
