@@ -28,9 +28,9 @@ def test_quality_on_noisy_omnichannel_people(seed: int) -> None:
     records, truth = noisy_omnichannel_people(2000, seed=seed)
     fixed = pairwise_scores(resolve_frame(records, model=reference_model(len(records))).customer_ids, truth)
     fitted = pairwise_scores(resolve_frame(records).customer_ids, truth)
-    # Measured (seeds 1, 2, 3), fixed weights: P 0.991 0.984 0.984, R 0.970 0.972 0.959, F1 0.981
-    # 0.978 0.971; fitted (EM, what `c360 identity resolve` runs): P 0.992 0.987 0.988, R 0.968
-    # 0.966 0.961, F1 0.980 0.977 0.974 (before: fitted F1 0.963 0.967 0.960 at P 0.980 0.981
+    # Measured (seeds 1, 2, 3), fixed weights: P 0.991 0.989 0.984, R 0.970 0.972 0.958, F1 0.981
+    # 0.980 0.971; fitted (EM, what `c360 identity resolve` runs): P 0.993 0.992 0.988, R 0.968
+    # 0.966 0.961, F1 0.980 0.979 0.974 (before: fitted F1 0.963 0.967 0.960 at P 0.980 0.981
     # 0.974; Splink 5.0 on the same standardized columns: 0.873 0.858 0.871). Short of the issue's
     # 0.99; docs/identity.md breaks down what is left: records whose evidence fits two people of
     # one household (held for review, counted here as missed when they are not linked and as false
