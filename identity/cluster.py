@@ -41,11 +41,14 @@ class ConstrainedUnionFind:
     exclusive: dict[int, dict[Hashable, Hashable]] = field(default_factory=dict)
     limited: dict[int, dict[str, set[Hashable]]] = field(default_factory=dict)
     forbidden: dict[int, set[int]] = field(default_factory=dict)
-    # Per node: its order-free full-name key and whether it is written in characters; per root: the
-    # full names its records carry (key -> in characters) and the surname readings every record of
-    # it admits (None: no record says).
-    node_name: dict[int, tuple[str, bool]] = field(default_factory=dict)
-    node_surnames: dict[int, frozenset[str]] = field(default_factory=dict)
+    # Per node (codes into shared tables, so a million records cost two int32 arrays): its
+    # order-free full-name key with whether it is written in characters, and the surname readings it
+    # admits. Per root of a merged cluster only: the full names its records carry (key -> in
+    # characters) and the surname readings every record of it admits; a lone record's are its own.
+    name_code: np.ndarray = field(init=False)
+    surname_code: np.ndarray = field(init=False)
+    name_table: list[tuple[str, bool]] = field(default_factory=list)
+    surname_table: list[frozenset[str]] = field(default_factory=list)
     names: dict[int, dict[str, bool]] = field(default_factory=dict)
     surnames: dict[int, frozenset[str]] = field(default_factory=dict)
     refused: int = 0
@@ -53,6 +56,10 @@ class ConstrainedUnionFind:
     def __post_init__(self) -> None:
         self.parent = np.arange(self.n, dtype=np.int64)
         self.size = np.ones(self.n, dtype=np.int64)
+        self.name_code = np.full(self.n, -1, dtype=np.int32)
+        self.surname_code = np.full(self.n, -1, dtype=np.int32)
+        self._name_index: dict[tuple[str, bool], int] = {}
+        self._surname_index: dict[frozenset[str], int] = {}
 
     def find(self, x: int) -> int:
         parent = self.parent
@@ -70,32 +77,52 @@ class ConstrainedUnionFind:
         self.limited.setdefault(self.find(node), {}).setdefault(kind, set()).add(value)
 
     def add_name(self, node: int, full_key: str | None, hanzi: bool, surnames: frozenset[str]) -> None:
-        """Name facts of a record: its full name (order-free pinyin key) and the surname readings it
-        admits (one for 王女士 or 王丽; both tokens of a pinyin "Li Xue", whose order is unsure)."""
-        root = self.find(node)
+        """Name facts of a lone record: its full name (order-free pinyin key) and the surname
+        readings it admits (one for 王女士 or 王丽; both tokens of a pinyin "Li Xue", whose order is
+        unsure)."""
         if full_key:
-            self.node_name[node] = (full_key, hanzi)
-            self.names.setdefault(root, {})[full_key] = hanzi
+            name = (full_key, hanzi)
+            self.name_code[node] = self._name_index.setdefault(name, len(self.name_table))
+            if self.name_code[node] == len(self.name_table):
+                self.name_table.append(name)
         if surnames:
-            self.node_surnames[node] = surnames
-            have = self.surnames.get(root)
-            self.surnames[root] = surnames if have is None else have & surnames
+            self.surname_code[node] = self._surname_index.setdefault(surnames, len(self.surname_table))
+            if self.surname_code[node] == len(self.surname_table):
+                self.surname_table.append(surnames)
+
+    def node_name(self, node: int) -> tuple[str, bool] | None:
+        code = int(self.name_code[node])
+        return self.name_table[code] if code >= 0 else None
+
+    def root_names(self, root: int) -> dict[str, bool] | None:
+        stored = self.names.get(root)
+        if stored is not None:
+            return stored
+        own = self.node_name(root)
+        return {own[0]: own[1]} if own else None
+
+    def root_surnames(self, root: int) -> frozenset[str] | None:
+        stored = self.surnames.get(root)
+        if stored is not None:
+            return stored
+        code = int(self.surname_code[root])
+        return self.surname_table[code] if code >= 0 else None
 
     def name_conflict(self, a: int, b: int, ra: int, rb: int) -> bool:
         """The clusters of a and b carry names of two people, and the pair (a, b) did not compare
         them itself."""
-        if a in self.node_name and b in self.node_name:
+        if self.name_code[a] >= 0 and self.name_code[b] >= 0:
             return False  # the pair compared two full names: the model weighed them
-        na, nb = self.names.get(ra), self.names.get(rb)
+        na, nb = self.root_names(ra), self.root_names(rb)
         if (
             na
             and nb
             and not any(_same_name(ka, ha, kb, hb) for ka, ha in na.items() for kb, hb in nb.items())
         ):
             return True
-        if a in self.node_surnames and b in self.node_surnames:
+        if self.surname_code[a] >= 0 and self.surname_code[b] >= 0:
             return False
-        sa, sb = self.surnames.get(ra), self.surnames.get(rb)
+        sa, sb = self.root_surnames(ra), self.root_surnames(rb)
         return sa is not None and sb is not None and not (sa & sb)
 
     def forbid(self, a: int, b: int) -> None:
@@ -148,14 +175,16 @@ class ConstrainedUnionFind:
             la = self.limited.setdefault(ra, {})
             for kind, values in lb.items():
                 la.setdefault(kind, set()).update(values)
-        nb = self.names.pop(rb, None)
+        nb = self.root_names(rb)
         if nb:
-            self.names.setdefault(ra, {}).update(nb)
-        sb = self.surnames.pop(rb, None)
+            self.names[ra] = {**(self.root_names(ra) or {}), **nb}
+        self.names.pop(rb, None)
+        sb = self.root_surnames(rb)
         if sb is not None:
-            sa = self.surnames.get(ra)
+            sa = self.root_surnames(ra)
             # A pair judged on its own names may join two surname readings (a typo): keep both.
             self.surnames[ra] = sb if sa is None else (sa & sb) or (sa | sb)
+        self.surnames.pop(rb, None)
         fb = self.forbidden.pop(rb, None)
         if fb:
             fa = self.forbidden.setdefault(ra, set())
@@ -197,8 +226,7 @@ def apply_links(
     accepted = np.zeros(len(left), dtype=bool)
     held = np.zeros(len(left), dtype=bool)
     size = int(max(left.max(initial=-1), right.max(initial=-1))) + 1
-    named = np.zeros(size, dtype=bool)
-    named[[n for n in uf.node_name if n < size]] = True
+    named = uf.name_code[:size] >= 0
     first = trusted | (named[left] & named[right]) if size else trusted
     order = np.argsort(-strength, kind="stable")
     for k in order[first[order]]:
@@ -212,7 +240,8 @@ def apply_links(
         a, b = int(left[k]), int(right[k])
         for x, y in ((a, b), (b, a)):
             if not named[x] and named[y]:
-                reached.setdefault(x, {}).setdefault(uf.find(y), []).append(uf.node_name[y])
+                name = uf.name_table[int(uf.name_code[y])]
+                reached.setdefault(x, {}).setdefault(uf.find(y), []).append(name)
     ambiguous = set()
     for x, by_root in reached.items():
         groups = list(by_root.values())
