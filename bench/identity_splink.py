@@ -9,7 +9,7 @@ u by random sampling, EM on two blocking passes, clusters at 0.95.
 
 Splink is not a project dependency: it runs in its own virtual environment, given as --splink-python.
 
-    python -m venv /tmp/splink && /tmp/splink/bin/pip install splink==5.0.0
+    python -m venv /tmp/splink && /tmp/splink/bin/pip install splink==5.0.0 pandas
     python bench/identity_splink.py --splink-python /tmp/splink/bin/python --people 2000 --seeds 1 2 3
 """
 

@@ -38,6 +38,9 @@ DEFAULT_PASSES: tuple[BlockingPass, ...] = (
     BlockingPass("given_postcode", ("given_key", "postcode")),
     BlockingPass("family_postcode_street", ("family_key", "postcode", "street_key")),
     BlockingPass("phone_tail_family", ("phone_tail", "family_key")),
+    # A typo in both name parts leaves the birth date with the postcode or the house number.
+    BlockingPass("birth_postcode", ("birth_date", "postcode")),
+    BlockingPass("birth_street", ("birth_date", "street_key")),
 )
 
 

@@ -68,6 +68,10 @@ CONTACT_FEATURES: tuple[str, ...] = ("phone", "address", "street_number")
 # about once in 10^8 pairs, and a masked one (3 + 4 digits seen) about once in 3 x 10^5. A file's
 # random pairs overstate both (they include its duplicates), so a value's own rarity decides.
 SHARED_PHONE_NAMES = 3
+# Channels whose phone is a parcel's receiver's: a customer orders with a family member's phone as
+# often as with her own. On the other channels (a member app, a till, a WeChat authorisation) the
+# phone is the holder's own.
+RECEIVER_SOURCES = frozenset({"tmall", "jd"})
 PHONE_VALUE_U = 1e-8
 MASK_VALUE_U = 3e-6
 
@@ -114,6 +118,11 @@ class PreparedRecords:
     # person's records share one name; a family phone or a shop's till phone carries several.
     phone_names: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     phone_population: int = 0
+    # The same counted over the records whose phone is their own (not a receiver's, see
+    # RECEIVER_SOURCES), and which records those are: a family phone a daughter gives on her
+    # parcels is still one person's phone at the till.
+    phone_owner_names: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    own_phone: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     # The surname is one of the Chinese surnames' readings (wang, ouyang).
     chinese_surname: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     # The same for each record's masked mobile (its own 138****5678, or its full phone's mask).
@@ -174,23 +183,32 @@ class PreparedRecords:
             holders = full.map(full.value_counts())
         contact_names, contact_population = {}, {}
         names = full_name_key(frame["name_pinyin"])
-        for column, values in (("phone", frame["phone"].astype(object)), ("masked", columns["masked"])):
+        source = frame["source"] if "source" in frame else pd.Series([None] * len(frame), index=frame.index)
+        own = ~source.isin(RECEIVER_SOURCES).to_numpy(dtype=bool)
+        phone = frame["phone"].astype(object)
+        for column, values, rows in (
+            ("phone", phone, np.ones(len(frame), dtype=bool)),
+            ("masked", columns["masked"], np.ones(len(frame), dtype=bool)),
+            ("phone_owner", phone, own),
+        ):
             if population is not None and column in population:
                 counts, contact_population[column] = population[column]
                 contact_names[column] = values.map(counts)
             else:
                 # People: different full names, or different surnames (钱女士 beside 魏兰).
                 held = pd.DataFrame({"value": values, "name": names, "family": family})
-                held = held[held["value"].notna()].groupby("value")
+                held = held[held["value"].notna().to_numpy() & rows].groupby("value")
                 people = np.maximum(held["name"].nunique(), held["family"].nunique())
                 contact_names[column] = values.map(people)
-                contact_population[column] = int(values.notna().sum())
+                contact_population[column] = int((values.notna().to_numpy() & rows).sum())
         return cls(
             n=len(frame),
             term_frequency=term_frequency,
             full_name_holders=holders.fillna(0).astype(np.int64).to_numpy(),
             phone_names=contact_names["phone"].fillna(0).astype(np.int64).to_numpy(),
             phone_population=contact_population["phone"],
+            phone_owner_names=contact_names["phone_owner"].fillna(0).astype(np.int64).to_numpy(),
+            own_phone=own,
             mask_names=contact_names["masked"].fillna(0).astype(np.int64).to_numpy(),
             mask_population=contact_population["masked"],
             chinese_surname=family.isin(chinese_surname_readings()).to_numpy(dtype=bool),
@@ -265,8 +283,12 @@ def compare_pairs(rec: PreparedRecords, left: np.ndarray, right: np.ndarray) -> 
         given[not_exact[better]] = swapped_g[better]
     # Written in characters, given names whose readings differ are two names (沈静怡 and her sister
     # 沈静雯), however alike the pinyin looks: a typo at a keyboard keeps the reading (a homophone).
-    both_hanzi = (rec.codes["hanzi"][left] >= 0) & (rec.codes["hanzi"][right] >= 0)
-    given[both_hanzi & (given > 0) & (given < 3)] = 0
+    hanzi_l, hanzi_r = rec.codes["hanzi"][left] >= 0, rec.codes["hanzi"][right] >= 0
+    given[hanzi_l & hanzi_r & (given > 0) & (given < 3)] = 0
+    # The same between two Chinese names when one or both are typed in pinyin: an input method
+    # writes a reading, so qin junxia (秦俊霞) is not qin juan (秦娟), nor zhang wen zhang wei.
+    chinese = rec.chinese_surname[left] & rec.chinese_surname[right]
+    given[chinese & (given > 0) & (given < 3)] = 0
     out[:, FEATURE_INDEX["family_name"]] = family
     out[:, FEATURE_INDEX["given_name"]] = given
     # Characters only tell homophones apart: defined when the pinyin agrees, so a name is not counted twice.
@@ -377,10 +399,22 @@ def _phone_levels(rec: PreparedRecords, left: np.ndarray, right: np.ndarray) -> 
     if len(rec.phone_names):
         # A phone people of SHARED_PHONE_NAMES names or more give (the shop's own, typed for
         # customers who gave none) is nobody's in particular: differing from it says nothing.
-        shared = (rec.phone_names[left] >= SHARED_PHONE_NAMES) | (
-            rec.phone_names[right] >= SHARED_PHONE_NAMES
+        out[(out <= 1) & (out >= 0) & (nobodys_phone(rec, left) | nobodys_phone(rec, right))] = -1
+    return out
+
+
+def nobodys_phone(rec: PreparedRecords, nodes: np.ndarray) -> np.ndarray:
+    """Records whose phone says nothing about who they are: one that people of SHARED_PHONE_NAMES
+    names give (the shop's own, typed for customers who gave none), and a receiver's phone that
+    other people hold too (a household's delivery phone: the family's, not necessarily hers)."""
+    names = rec.phone_names[nodes]
+    out = names >= SHARED_PHONE_NAMES
+    if len(rec.own_phone):
+        # The same for a masked receiver phone (138****5678) seen with other names.
+        receiver = ~rec.own_phone[nodes]
+        out |= receiver & (
+            (names >= 2) | ((rec.codes["masked_only"][nodes] >= 0) & (rec.mask_names[nodes] >= 2))
         )
-        out[(out <= 1) & (out >= 0) & shared] = -1
     return out
 
 
@@ -392,8 +426,9 @@ def tf_adjustment(
     right: np.ndarray | None = None,
 ) -> np.ndarray:
     """Bits to add per pair: log2(u_exact / tf(value)) on the TF features where the pair agrees
-    exactly. The left record's frequency is used (both sides hold the same value). With `right`,
-    a full name that only the pair holds adds `UNIQUE_FULL_NAME_BITS`."""
+    exactly. The left record's frequency is used (both sides hold the same value) unless only the
+    right one is written in characters (a pinyin name matched in the other order); with `right`, a
+    full name that only the pair holds adds `UNIQUE_FULL_NAME_BITS`."""
     total = np.zeros(len(left))
     for feature, _column in TF_FEATURES.items():
         j = FEATURE_INDEX[feature]
@@ -401,6 +436,11 @@ def tf_adjustment(
         if not exact.any() or feature not in rec.term_frequency:
             continue
         tf = rec.term_frequency[feature][left[exact]]
+        if right is not None:
+            # A name matched in the other order (Guo Ming read as given-first, 郭明): written in
+            # characters, the right side's parts are certain, so its reading's frequency counts.
+            certain = (rec.codes["hanzi"][right[exact]] >= 0) & (rec.codes["hanzi"][left[exact]] < 0)
+            tf = np.where(certain, rec.term_frequency[feature][right[exact]], tf)
         ok = tf > 0
         adjust = np.zeros(int(exact.sum()))
         adjust[ok] = np.log2(u_exact[feature] / tf[ok])
@@ -412,7 +452,13 @@ def tf_adjustment(
         # PHONE_VALUE_U in place of the model's average u.
         j = FEATURE_INDEX["phone"]
         exact = np.flatnonzero(levels[:, j] == FEATURES[j].n_levels - 1)
-        others = np.maximum(rec.phone_names[left[exact]] - 1, 0) / max(rec.phone_population, 1)
+        holders = rec.phone_names[left[exact]]
+        if right is not None and len(rec.own_phone):
+            # Both records give the phone as their own: only the people who do so too share it
+            # (a daughter's parcels to her mother's phone do not make it hers).
+            own = rec.own_phone[left[exact]] & rec.own_phone[right[exact]]
+            holders = np.where(own, rec.phone_owner_names[left[exact]], holders)
+        others = np.maximum(holders - 1, 0) / max(rec.phone_population, 1)
         u_value = np.maximum(others, PHONE_VALUE_U)
         total[exact] += np.log2(u_exact["phone"] / u_value)
         if len(rec.mask_names) and "phone_masked" in u_exact:
@@ -426,8 +472,9 @@ def tf_adjustment(
         holders_l = rec.full_name_holders[left]
         holders_r = rec.full_name_holders[right] if right is not None else holders_l
         unique = full & (holders_l >= 1) & (holders_l <= 2) & (holders_r >= 1) & (holders_r <= 2)
-        # Namesakes, not one person, when the birth date or the gender disagrees.
+        # Namesakes, not one person, when the birth date, the gender or the city disagrees.
         unique &= (levels[:, FEATURE_INDEX["birth_date"]] != 0) & (levels[:, FEATURE_INDEX["gender"]] != 0)
+        unique &= levels[:, FEATURE_INDEX["city"]] != 0
         total[unique] += UNIQUE_FULL_NAME_BITS
     return total
 

@@ -19,7 +19,14 @@ import pandas as pd
 
 from identity.blocking import DEFAULT_PASSES, BlockingPass, blocking_keys, candidate_pairs, name_parts
 from identity.cluster import ConstrainedUnionFind, apply_links, stable_cluster_ids
-from identity.compare import FEATURES, PreparedRecords, compare_pairs, tf_adjustment
+from identity.compare import (
+    FEATURES,
+    PreparedRecords,
+    compare_pairs,
+    full_name_key,
+    nobodys_phone,
+    tf_adjustment,
+)
 from identity.model import (
     FellegiSunterModel,
     decode_patterns,
@@ -28,7 +35,7 @@ from identity.model import (
     reference_model,
 )
 from identity.rules import DEFAULT_RULES, IdentityRules, blocked_mask, is_placeholder_phone, strong_values
-from identity.standardize import STANDARD_COLUMNS, standardize_frame
+from identity.standardize import STANDARD_COLUMNS, chinese_surname_readings, standardize_frame
 
 # progress(stage, amount): stage is "standardize", "fit", "compare", "cluster"; amount is records or pairs.
 Progress = Callable[[str, int], None]
@@ -44,6 +51,15 @@ class Edges:
     strength: np.ndarray  # deterministic rules > 1 (by priority), probabilistic = probability
     rule: np.ndarray  # object: rule name or "fellegi_sunter"
     levels: np.ndarray  # (edges, features) agreement levels; -1 rows for deterministic edges
+
+    @property
+    def deterministic(self) -> np.ndarray:
+        return np.fromiter((str(r).startswith("rule:") for r in self.rule), dtype=bool, count=len(self.rule))
+
+    def subset(self, mask: np.ndarray) -> Edges:
+        return Edges(
+            self.left[mask], self.right[mask], self.strength[mask], self.rule[mask], self.levels[mask]
+        )
 
     @classmethod
     def empty(cls, n_features: int) -> Edges:
@@ -138,28 +154,60 @@ def deterministic_edges(std: pd.DataFrame, rules: IdentityRules, restrict: np.nd
 def node_constraints(std: pd.DataFrame, rules: IdentityRules, n: int | None = None) -> ConstrainedUnionFind:
     """A union-find with each record's cannot-link facts and limited values loaded."""
     uf = ConstrainedUnionFind(n if n is not None else len(std), limits=rules.per_customer_limits)
-    valid_id = strong_values(std, "id_number")
-    for i in np.flatnonzero(valid_id.notna().to_numpy()):
-        uf.add_exclusive(int(i), "id_number", valid_id.iat[i])
+
+    def present(values: pd.Series) -> list[tuple[int, Any]]:
+        # Plain arrays: a per-row .iat costs more than the union-find work on a million records.
+        array = values.to_numpy(dtype=object)
+        return [(i, array[i]) for i in np.flatnonzero(values.notna().to_numpy()).tolist()]
+
+    for i, value in present(strong_values(std, "id_number")):
+        uf.add_exclusive(i, "id_number", value)
     # One person, one sex: 李先生 on a parcel is not the 李女士 of the same household.
-    gender = std["gender"]
-    for i in np.flatnonzero(gender.notna().to_numpy()):
-        uf.add_exclusive(int(i), "gender", gender.iat[i])
-    unionid = std["wechat_unionid"]
-    for i in np.flatnonzero(unionid.notna().to_numpy()):
-        uf.add_exclusive(int(i), "wechat_unionid", unionid.iat[i])
+    for i, value in present(std["gender"]):
+        uf.add_exclusive(i, "gender", value)
+    for i, value in present(std["wechat_unionid"]):
+        uf.add_exclusive(i, "wechat_unionid", value)
     verified = std["phone"].where(std["phone_verified"].astype(bool), None)
-    source = std["source"] if "source" in std else pd.Series([None] * len(std))
-    for i in np.flatnonzero(verified.notna().to_numpy()):
+    source = (std["source"] if "source" in std else pd.Series([None] * len(std))).to_numpy(dtype=object)
+    for i, value in present(verified):
         # Two verified mobiles from one member system are two accounts, so two people.
-        uf.add_exclusive(int(i), ("verified_phone", source.iat[i]), verified.iat[i])
+        uf.add_exclusive(i, ("verified_phone", source[i]), value)
     for kind, limit in rules.per_customer_limits.items():
         if limit <= 1 or kind not in std:
             continue  # limit 1 is an exclusive fact, loaded above
-        values = std[kind]
-        for i in np.flatnonzero(values.notna().to_numpy()):
-            uf.add_limited(int(i), kind, values.iat[i])
+        for i, value in present(std[kind]):
+            uf.add_limited(i, kind, value)
+    add_name_facts(uf, std)
     return uf
+
+
+def add_name_facts(uf: ConstrainedUnionFind, std: pd.DataFrame) -> None:
+    """Each record's full name and the Chinese surname readings it admits (see
+    `ConstrainedUnionFind.add_name`)."""
+    pinyin = std["name_pinyin"].astype(object)
+    present = pinyin.notna().to_numpy()
+    if not present.any():
+        return
+    hanzi = std["name"].map(lambda v: isinstance(v, str) and any("\u3400" <= c <= "\u9fff" for c in v))
+    # Once per distinct (name key, written in characters): names repeat across a person's records.
+    in_chars_all = hanzi[present].to_numpy(dtype=bool)
+    keys = pinyin[present].to_numpy(dtype=object)
+    codes, uniques = pd.factorize(np.where(in_chars_all, keys + "\x01", keys))
+    names = pd.Series([u.rstrip("\x01") for u in uniques], dtype=object)
+    family, given = name_parts(names)
+    full = full_name_key(names)
+    readings = chinese_surname_readings()
+    facts = []
+    chars = [u.endswith("\x01") for u in uniques]
+    for in_chars, fam, giv, key in zip(chars, family, given, full, strict=True):
+        # Written in characters (or 王女士), the surname is the first part; a pinyin name's order is unsure.
+        tokens = (fam,) if in_chars or giv is None else (fam, giv)
+        surnames = frozenset(t for t in tokens if t is not None and t in readings)
+        facts.append((key, bool(in_chars), surnames))
+    for i, code in zip(np.flatnonzero(present).tolist(), codes.tolist(), strict=True):
+        key, in_chars, surnames = facts[code]
+        if key is not None or surnames:
+            uf.add_name(i, key, in_chars, surnames)
 
 
 # A name held by more customers than this is too common for "one compatible holder" to mean much
@@ -173,10 +221,11 @@ def attach_by_full_name(
     restrict: np.ndarray | None = None,
     population_holders: np.ndarray | None = None,
     max_population_holders: int = 200,
+    rec: PreparedRecords | None = None,
 ) -> int:
     """Cluster context for a record still alone after linking: when exactly one other cluster
     holding its full name is compatible with it (no other gender, city or birth date, no record of
-    the same channel), attach it there. A Weibo profile under a real name has nothing else to offer;
+    the same channel, no mobile it never used), attach it there. A Weibo profile under a real name has nothing else to offer;
     a name two compatible customers share stays unlinked. `restrict` limits it to the marked records
     (the database path: new identities). `population_holders[i]`: identities holding record i's
     name in the whole population; a name held by more than `max_population_holders` (the block
@@ -197,6 +246,10 @@ def attach_by_full_name(
     mask = (phone.str[3:6] + "****" + phone.str[-4:]).where(mobile)  # mask_phone, vectorized
     mask = mask.astype(object).where(mask.notna(), std["phone_masked"]).astype(object)
     mask = mask.where(mask.notna(), None).to_numpy()
+    if rec is not None and len(rec.phone_names):
+        # A phone that says nothing about who holds it (the shop's own, a household's delivery
+        # phone on a parcel) does not make a namesake another person.
+        mask[nobodys_phone(rec, np.arange(len(std)))] = None
     members: dict[int, list[int]] = {}
     for node, root in enumerate(labels.tolist()):
         members.setdefault(root, []).append(node)
@@ -462,10 +515,15 @@ def resolve_frame(
     t3 = time.perf_counter()
     uf = node_constraints(std, rules)
     edges = Edges.concat([det, scoring.links], det.levels.shape[1])
-    apply_links(uf, edges.left, edges.right, edges.strength)
+    _, held = apply_links(uf, edges.left, edges.right, edges.strength, trusted=edges.deterministic)
+    review_edges = Edges.concat([scoring.review, edges.subset(held)], len(FEATURES))
     if name_context:
         attach_by_full_name(
-            std, uf, population_holders=rec.full_name_holders, max_population_holders=rules.max_block_size
+            std,
+            uf,
+            population_holders=rec.full_name_holders,
+            max_population_holders=rules.max_block_size,
+            rec=rec,
         )
     labels = uf.labels()
     record_ids = std["record_id"].to_numpy()
@@ -478,9 +536,9 @@ def resolve_frame(
 
     review = pd.DataFrame(
         {
-            "left_record_id": record_ids[scoring.review.left],
-            "right_record_id": record_ids[scoring.review.right],
-            "score": scoring.review.strength,
+            "left_record_id": record_ids[review_edges.left],
+            "right_record_id": record_ids[review_edges.right],
+            "score": review_edges.strength,
         }
     )
     return ResolveResult(

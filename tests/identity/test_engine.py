@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from identity.cluster import ConstrainedUnionFind, stable_cluster_ids
+from identity.cluster import ConstrainedUnionFind, apply_links, stable_cluster_ids
 from identity.engine import resolve_frame
 from identity.model import reference_model
 from identity.rules import DEFAULT_RULES
@@ -185,6 +185,36 @@ def test_union_find_refuses_a_forbidden_pair_and_its_transitive_route() -> None:
     assert uf.union(0, 1)
     assert not uf.union(1, 2)
     assert uf.refused == 1
+
+
+def test_union_find_keeps_one_name_per_customer_unless_a_pair_compared_the_names() -> None:
+    # 0: 王丽, 1: 王娜 (her sister), 2: 王女士 on a parcel, 3: 李先生, 4: a member number's record.
+    uf = ConstrainedUnionFind(5)
+    uf.add_name(0, "li wang", True, frozenset({"wang"}))
+    uf.add_name(1, "na wang", True, frozenset({"wang"}))
+    uf.add_name(2, None, True, frozenset({"wang"}))
+    uf.add_name(3, None, True, frozenset({"li"}))
+    assert uf.union(2, 0)
+    assert not uf.union(2, 1)  # the parcel's phone and address cannot make 王丽 王娜 too
+    assert uf.union(3, 4)
+    assert not uf.union(4, 0)  # nor a customer whose only surname is 李 one of 王's
+    assert uf.union(1, 0, trusted=True)  # a shared deterministic identifier is trusted
+    fresh = ConstrainedUnionFind(2)
+    fresh.add_name(0, "li wang", True, frozenset({"wang"}))
+    fresh.add_name(1, "na wang", True, frozenset({"wang"}))
+    assert fresh.union(0, 1)  # the pair compared the two names itself: the model's score decides
+
+
+def test_a_nameless_record_reaching_two_differently_named_customers_is_held() -> None:
+    uf = ConstrainedUnionFind(4)
+    uf.add_name(0, "li wang", True, frozenset({"wang"}))
+    uf.add_name(1, "na wang", True, frozenset({"wang"}))
+    uf.add_name(2, None, True, frozenset({"wang"}))
+    uf.add_name(3, "li wang", False, frozenset({"wang", "li"}))
+    left, right = np.array([0, 2, 1]), np.array([3, 0, 2])
+    accepted, held = apply_links(uf, left, right, np.array([0.99, 0.999, 0.995]))
+    assert accepted.tolist() == [True, False, False] and held.tolist() == [False, True, True]
+    assert uf.find(2) not in (uf.find(0), uf.find(1)) and uf.find(0) == uf.find(3)
 
 
 def test_survivorship_rules_and_lineage() -> None:
