@@ -101,7 +101,10 @@ def summary(modules: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for meta in sorted((WORK / "mutants").rglob("*.py.meta")):
         module = str(meta.relative_to(WORK / "mutants")).removesuffix(".meta")
-        codes: dict[str, int | None] = json.loads(meta.read_text(encoding="utf-8"))["exit_code_by_key"]
+        data = json.loads(meta.read_text(encoding="utf-8"))
+        codes: dict[str, int | None] = data["exit_code_by_key"]
+        # Wall time of each mutant's forked test run, as mutmut timed it.
+        seconds = [float(v) for v in data.get("durations_by_key", {}).values()]
         counts = dict.fromkeys(("killed", "survived", "timeout", "no_tests", "skipped", "not_checked"), 0)
         survivors = []
         for name, code in sorted(codes.items()):
@@ -111,7 +114,14 @@ def summary(modules: list[str]) -> dict[str, Any]:
                 survivors.append(name)
         checked = sum(v for k, v in counts.items() if k not in ("skipped", "not_checked"))
         score = round((counts["killed"] + counts["timeout"]) / checked, 4) if checked else None
-        out[module] = {**counts, "total": len(codes), "score": score, "survivors": survivors}
+        mean = round(sum(seconds) / len(seconds), 2) if seconds else None
+        out[module] = {
+            **counts,
+            "total": len(codes),
+            "score": score,
+            "seconds_per_mutant": mean,
+            "survivors": survivors,
+        }
     return out
 
 
@@ -134,7 +144,13 @@ def main() -> int:
     parser.add_argument("modules", nargs="*", help="modules to mutate (default: all of MODULES)")
     parser.add_argument("--tests", nargs="*", help="test files or folders instead of the modules' own")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    parser.add_argument(
+        "--summary", action="store_true", help="print the summary of the results kept so far; run nothing"
+    )
     args = parser.parse_args()
+    if args.summary:
+        print(json.dumps({"tool": "mutmut", "per_module": summary([])}, indent=2, ensure_ascii=False))
+        return 0
     modules = args.modules or list(MODULES)
     unknown = [m for m in modules if m not in MODULES and not (ROOT / m).is_file()]
     if unknown:
