@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-WORK = ROOT / ".mutation"
+# C360_MUTATION_DIR: another scratch folder, for a second run beside the first (e.g. under /tmp).
+WORK = Path(os.environ.get("C360_MUTATION_DIR") or ROOT / ".mutation").resolve()
 
 # Module (glob) -> the test files that exercise it. mutmut narrows each mutant to the tests that call
 # the mutated function; these lists only bound the one instrumented run that finds them out.
@@ -145,6 +146,17 @@ def main() -> int:
     parser.add_argument("--tests", nargs="*", help="test files or folders instead of the modules' own")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     parser.add_argument(
+        "--only",
+        nargs="*",
+        default=[],
+        help="mutant names or globs to run (e.g. '*__mutmut_*0': every tenth, a sample); the rest wait",
+    )
+    parser.add_argument(
+        "--migrate-each",
+        action="store_true",
+        help="every mutant's session migrates a database of its own (no template): to time the difference",
+    )
+    parser.add_argument(
         "--summary", action="store_true", help="print the summary of the results kept so far; run nothing"
     )
     args = parser.parse_args()
@@ -161,11 +173,15 @@ def main() -> int:
     mutmut = Path(sys.executable).with_name("mutmut")
     # Every mutant's pytest session copies one database migrated once (tests/conftest.py), not its own.
     template = f"c360_mutation_{uuid.uuid4().hex[:10]}"
+    env = dict(os.environ)
+    env.pop("C360_TEST_TEMPLATE_DB", None)
+    if not args.migrate_each:
+        env["C360_TEST_TEMPLATE_DB"] = template
     try:
         run = subprocess.run(
-            [str(mutmut), "run", "--max-children", str(args.max_children)],
+            [str(mutmut), "run", "--max-children", str(args.max_children), *args.only],
             cwd=WORK,
-            env={**os.environ, "C360_TEST_TEMPLATE_DB": template},
+            env=env,
             stdout=subprocess.DEVNULL,  # its progress line redraws itself thousands of times
             check=False,
         )
