@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from sync.canonical import Batch, ProductRecord
+from sync.canonical import Batch, PersonIdentity, ProductRecord
 from sync.landing import _held, conflict_entry, detached_notes
 
 
@@ -44,6 +44,16 @@ async def test_a_refused_product_is_held_under_the_column_with_the_databases_mes
         }
     ]
     assert held.raw == {"sku": "SKU-1", "title": "保温杯", "category": None, "list_price_fen": 5900}
+
+
+async def test_a_refused_person_is_held_under_their_channel_id(database_url):
+    exc = await _refusal(database_url, "select 1 / 0")
+    person = PersonIdentity(
+        channel="wechat", external_id="o-42", source_updated_at=None, attributes={}, raw={}
+    )
+    [held] = _held(Batch(identities=[person]), exc)
+    assert (held.channel, held.entity, held.external_id) == ("wechat", "record:identity", "o-42")
+    assert held.reason == "field `identity`: the database refused it (22012: division by zero)"
 
 
 def test_a_conflicting_version_says_the_first_stays_and_keeps_both() -> None:
