@@ -436,15 +436,6 @@ class LandingStats:
         """Rows read that needed no write: the version landed already, or an older one."""
         return self.read - self.landed - self.quarantined - self.rejected
 
-    def accounting(self) -> dict[str, int]:
-        return {
-            "read": self.read,
-            "landed": self.landed,
-            "quarantined": self.quarantined,
-            "rejected": self.rejected,
-            "unchanged": self.unchanged,
-        }
-
     def summary(self) -> dict[str, int]:
         return {
             "orders": self.orders,
@@ -642,17 +633,6 @@ def _held(unit: Batch, exc: BaseException) -> list[QuarantinedRow]:
         )
         for kind, record, channel, ext in records
     ]
-
-
-def _latest(records: list[Any], key: str = "external_id") -> list[Any]:
-    """One record per key (the most recently modified): ON CONFLICT cannot touch a row twice."""
-    best: dict[Any, Any] = {}
-    for r in records:
-        k = (r.channel, getattr(r, key))
-        current = best.get(k)
-        if current is None or (r.source_updated_at or 0) >= (current.source_updated_at or 0):
-            best[k] = r
-    return list(best.values())
 
 
 def _latest_identities(records: list[PersonIdentity]) -> list[PersonIdentity]:

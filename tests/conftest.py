@@ -1,5 +1,10 @@
 """Test harness: one fresh database per test session, migrated once; each test runs in a rolled-back
-transaction. Tests use DATABASE_URL when it is set, the embedded server otherwise."""
+transaction. Tests use DATABASE_URL when it is set, the embedded server otherwise.
+
+With C360_TEST_TEMPLATE_DB=NAME (tools/mutation.py sets it) a session copies the database NAME, migrated
+by the first session that finds it missing and kept on the server (`create database ... template`),
+instead of migrating its own: a mutation run starts thousands of short sessions, and the migrations were
+most of each one's setup. Whoever sets it drops NAME afterwards."""
 
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from sqlalchemy.pool import NullPool  # noqa: E402
 from sqlmodel import SQLModel  # noqa: E402
 from sqlmodel.ext.asyncio.session import AsyncSession  # noqa: E402
 
+import infra.models  # noqa: E402, F401 - every table on SQLModel.metadata (committed_db truncates them all)
 from infra import db as infra_db  # noqa: E402
 from infra.migrate import upgrade  # noqa: E402
 from infra.settings import get_settings, to_async_url  # noqa: E402
@@ -64,14 +70,50 @@ async def drop_database(url: str) -> None:
         await admin.close()
 
 
+# Any fixed key: serializes the sessions that may all find the template missing at once.
+TEMPLATE_LOCK = 360_1801
+
+
+async def create_from_template(base_url: str, prefix: str, template: str) -> str:
+    """A new database copied from the migrated template `template`, made first if it is not there yet."""
+    admin = await asyncpg.connect(_dsn(str(make_url(base_url).set(database="postgres"))))
+    try:
+        await admin.execute("select pg_advisory_lock($1)", TEMPLATE_LOCK)
+        try:
+            if not await admin.fetchval("select 1 from pg_database where datname = $1", template):
+                building = f"{template}_building"
+                await admin.execute(f'drop database if exists "{building}" with (force)')
+                await admin.execute(f'create database "{building}"')
+                url = make_url(base_url).set(database=building).render_as_string(hide_password=False)
+                try:
+                    await asyncio.to_thread(upgrade, url, "heads")
+                except BaseException:
+                    await admin.execute(f'drop database if exists "{building}" with (force)')
+                    raise
+                # Renamed only once migrated: a template that exists is complete.
+                await admin.execute(f'alter database "{building}" rename to "{template}"')
+        finally:
+            await admin.execute("select pg_advisory_unlock($1)", TEMPLATE_LOCK)
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        await admin.execute(f'create database "{name}" template "{template}"')
+    finally:
+        await admin.close()
+    return make_url(base_url).set(database=name).render_as_string(hide_password=False)
+
+
 @pytest.fixture(scope="session")
 async def database_url() -> AsyncIterator[str]:
     """A database of this session's own, migrated to head, dropped at the end. The product's own
     engine (infra.db.get_engine) is pointed at it too, so code under test and tests share it."""
-    url = await create_database(server_url(), "c360_test")
+    template = os.environ.get("C360_TEST_TEMPLATE_DB")
+    if template:
+        url = await create_from_template(server_url(), "c360_test", template)
+    else:
+        url = await create_database(server_url(), "c360_test")
     try:
-        # Inside the try: a migration that fails must not leave the database behind on the shared server.
-        await asyncio.to_thread(upgrade, url, "heads")
+        if not template:
+            # Inside the try: a migration that fails must not leave the database behind on the shared server.
+            await asyncio.to_thread(upgrade, url, "heads")
         os.environ["C360_DATABASE_URL"] = url
         get_settings.cache_clear()
         await infra_db.dispose_engine()

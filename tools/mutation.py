@@ -14,22 +14,35 @@ Not part of `make test` or CI: it takes long and its score is read, not asserted
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-WORK = ROOT / ".mutation"
+# C360_MUTATION_DIR: another scratch folder, for a second run beside the first (e.g. under /tmp).
+WORK = Path(os.environ.get("C360_MUTATION_DIR") or ROOT / ".mutation").resolve()
 
 # Module (glob) -> the test files that exercise it. mutmut narrows each mutant to the tests that call
 # the mutated function; these lists only bound the one instrumented run that finds them out.
 IDENTITY_TESTS = ["tests/identity", "tests/api/test_cli.py"]
-SYNC_TESTS = ["tests/sync", "tests/infra/test_reference_checks.py"]
+# Left out of the sync modules' runs: the simulator's own tests (it is not mutated) and the scheduling,
+# serve and crash tests, which spend minutes (test_schedules alone 370 s) in the same flows that faster
+# tests drive. In the recorded run every mutant would wait for them, and a surviving one run them all.
+SYNC_TESTS = [
+    "tests/sync",
+    "--ignore=tests/sync/simulator",
+    "--ignore=tests/sync/test_schedules.py",
+    "--ignore=tests/sync/test_serve_prepare.py",
+    "--ignore=tests/sync/test_crash_linking.py",
+    "tests/infra/test_reference_checks.py",
+]
 MODULES: dict[str, list[str]] = {
     "identity/rules.py": IDENTITY_TESTS,
     "identity/survivorship.py": IDENTITY_TESTS,
@@ -89,7 +102,10 @@ def summary(modules: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for meta in sorted((WORK / "mutants").rglob("*.py.meta")):
         module = str(meta.relative_to(WORK / "mutants")).removesuffix(".meta")
-        codes: dict[str, int | None] = json.loads(meta.read_text(encoding="utf-8"))["exit_code_by_key"]
+        data = json.loads(meta.read_text(encoding="utf-8"))
+        codes: dict[str, int | None] = data["exit_code_by_key"]
+        # Wall time of each mutant's forked test run, as mutmut timed it.
+        seconds = [float(v) for v in data.get("durations_by_key", {}).values()]
         counts = dict.fromkeys(("killed", "survived", "timeout", "no_tests", "skipped", "not_checked"), 0)
         survivors = []
         for name, code in sorted(codes.items()):
@@ -99,8 +115,27 @@ def summary(modules: list[str]) -> dict[str, Any]:
                 survivors.append(name)
         checked = sum(v for k, v in counts.items() if k not in ("skipped", "not_checked"))
         score = round((counts["killed"] + counts["timeout"]) / checked, 4) if checked else None
-        out[module] = {**counts, "total": len(codes), "score": score, "survivors": survivors}
+        mean = round(sum(seconds) / len(seconds), 2) if seconds else None
+        out[module] = {
+            **counts,
+            "total": len(codes),
+            "score": score,
+            "seconds_per_mutant": mean,
+            "survivors": survivors,
+        }
     return out
+
+
+def drop_template(name: str) -> None:
+    """Drop the run's template database (tests/conftest.py made it on the test server)."""
+    sys.path.insert(0, str(ROOT))
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import drop_database, server_url
+
+    asyncio.run(
+        drop_database(make_url(server_url()).set(database=name).render_as_string(hide_password=False))
+    )
 
 
 def main() -> int:
@@ -110,7 +145,24 @@ def main() -> int:
     parser.add_argument("modules", nargs="*", help="modules to mutate (default: all of MODULES)")
     parser.add_argument("--tests", nargs="*", help="test files or folders instead of the modules' own")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=[],
+        help="mutant names or globs to run (e.g. '*__mutmut_*0': every tenth, a sample); the rest wait",
+    )
+    parser.add_argument(
+        "--migrate-each",
+        action="store_true",
+        help="every mutant's session migrates a database of its own (no template): to time the difference",
+    )
+    parser.add_argument(
+        "--summary", action="store_true", help="print the summary of the results kept so far; run nothing"
+    )
     args = parser.parse_args()
+    if args.summary:
+        print(json.dumps({"tool": "mutmut", "per_module": summary([])}, indent=2, ensure_ascii=False))
+        return 0
     modules = args.modules or list(MODULES)
     unknown = [m for m in modules if m not in MODULES and not (ROOT / m).is_file()]
     if unknown:
@@ -119,12 +171,22 @@ def main() -> int:
     prepare(modules, tests)
     started = time.monotonic()
     mutmut = Path(sys.executable).with_name("mutmut")
-    run = subprocess.run(
-        [str(mutmut), "run", "--max-children", str(args.max_children)],
-        cwd=WORK,
-        stdout=subprocess.DEVNULL,  # its progress line redraws itself thousands of times
-        check=False,
-    )
+    # Every mutant's pytest session copies one database migrated once (tests/conftest.py), not its own.
+    template = f"c360_mutation_{uuid.uuid4().hex[:10]}"
+    env = dict(os.environ)
+    env.pop("C360_TEST_TEMPLATE_DB", None)
+    if not args.migrate_each:
+        env["C360_TEST_TEMPLATE_DB"] = template
+    try:
+        run = subprocess.run(
+            [str(mutmut), "run", "--max-children", str(args.max_children), *args.only],
+            cwd=WORK,
+            env=env,
+            stdout=subprocess.DEVNULL,  # its progress line redraws itself thousands of times
+            check=False,
+        )
+    finally:
+        drop_template(template)
     report = {
         "tool": "mutmut",
         "modules": modules,

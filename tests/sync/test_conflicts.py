@@ -137,3 +137,21 @@ async def test_a_refund_is_updated_only_by_a_newer_version(committed_db):
     )
     # In the page the first copy stays (19900 held), and against the landed version it is held in turn (1000).
     assert held == [1000, 2000, 19900]
+    # Listed as refunds, as `c360 sync quarantine --entity refund` asks for them.
+    assert await fetch_rows(committed_db, "select distinct entity from quarantine") == [("refund",)]
+
+
+async def test_a_refund_before_its_order_is_held_saying_which_order_it_waits_for(committed_db):
+    from sync.connectors.taobao import normalize_refunds
+
+    async with Lander.open(committed_db) as lander:
+        stats = await lander.land(normalize_refunds([top_refund(63011, 6301)]))
+    assert stats.refunds == 0 and stats.quarantined == 1
+    [(channel, entity, ext, reason, errors)] = await fetch_rows(
+        committed_db, "select channel_code, entity, external_id, reason, errors::text from quarantine"
+    )
+    assert (channel, entity, ext) == ("tmall", "refund", "63011")
+    assert reason == "field `tid`: order 6301 has not landed yet; replay after the next trades sync"
+    assert _json(errors) == [
+        {"loc": ["tid"], "msg": "order not landed", "type": "missing_order", "parent": "6301"}
+    ]

@@ -135,6 +135,23 @@ async def test_a_status_update_leaves_unchanged_lines_in_place(committed_db):
     assert ("5001", "shipped", "WAIT_BUYER_CONFIRM_GOODS", 39800, 2, True) in await _orders(committed_db)
 
 
+async def test_a_batch_of_new_and_updated_orders_counts_the_lines_of_both(committed_db):
+    async with Lander.open(committed_db) as lander:
+        await lander.land(normalize_trades([top_trade(5101, lines=2)]))
+        later = await lander.land(
+            normalize_trades(
+                [
+                    top_trade(
+                        5101, lines=2, status="WAIT_BUYER_CONFIRM_GOODS", modified="2026-10-02 10:00:00"
+                    ),
+                    top_trade(5102, lines=3),
+                ]
+            )
+        )
+    # What the run reports: two orders written, with their 2 + 3 lines.
+    assert (later.orders, later.order_lines) == (2, 5)
+
+
 async def test_changed_lines_are_replaced_and_gone_lines_removed(committed_db):
     async with Lander.open(committed_db) as lander:
         await lander.land(normalize_trades([top_trade(5002, lines=3)]))

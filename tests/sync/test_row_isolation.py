@@ -7,13 +7,21 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 import sync.landing
-from sync.canonical import WatermarkAdvance
+from sync.canonical import (
+    Batch,
+    ConsentRecord,
+    InteractionRecord,
+    PersonIdentity,
+    ProductRecord,
+    WatermarkAdvance,
+)
 from sync.connectors.jd import normalize_orders as normalize_jd
 from sync.connectors.pos import decode_export
 from sync.connectors.taobao import normalize_trades
@@ -209,6 +217,8 @@ async def test_a_row_the_checks_miss_is_bisected_out_of_its_batch(committed_db, 
             raise AssertionError("the batch should have failed whole")
         stats = await lander.land_isolating(batch)
     assert stats.orders == 39 and stats.isolated == 1
+    # The run's accounting: the 40 read once (not once per piece tried), 39 landed, 1 held.
+    assert (stats.read, stats.landed, stats.quarantined, stats.unchanged) == (40, 39, 1, 0)
     orders = {r[0] for r in await fetch_rows(committed_db, "select external_id from orders")}
     assert orders == {str(7000 + n) for n in range(40)} - {"7017"}
     held = await quarantine_by_id(committed_db)
@@ -217,6 +227,50 @@ async def test_a_row_the_checks_miss_is_bisected_out_of_its_batch(committed_db, 
     assert watermark is not None and watermark["cursor"] == "after-40"
     # The buyer of the held order still landed, with the other 39.
     assert await fetch_rows(committed_db, "select count(*) from source_identity") == [(40,)]
+
+
+async def test_a_catalogue_page_with_a_product_the_checks_miss_lands_the_others(committed_db, monkeypatch):
+    monkeypatch.setattr(sync.landing, "check_batch", lambda batch, bounds=None: batch)
+    products = [ProductRecord(f"SKU-{n}", f"保温杯 {n}", "kitchen", 5900) for n in range(5)]
+    products[2].title = "x" * 301  # one over the column's width
+    async with Lander.open(committed_db) as lander:
+        stats = await lander.land_isolating(Batch(products=products))
+    assert stats.products == 4
+    landed = await fetch_rows(committed_db, "select sku from product order by sku")
+    assert landed == [("SKU-0",), ("SKU-1",), ("SKU-3",), ("SKU-4",)]
+    held = await fetch_rows(committed_db, "select channel_code, entity, external_id, reason from quarantine")
+    assert [h[:3] for h in held] == [("catalog", "record:product", "SKU-2")]
+    assert "22001" in held[0][3] and "x" * 20 not in held[0][3]
+
+
+async def test_a_refused_person_holds_the_interaction_and_consent_that_name_them(committed_db, monkeypatch):
+    # Interactions and consents land with the person they name: if the database refuses that person, they are
+    # held with them (replayed once the person can land), not landed without their person.
+    monkeypatch.setattr(sync.landing, "check_batch", lambda batch, bounds=None: batch)
+    at = datetime(2026, 9, 1, 10, 0, tzinfo=UTC)
+
+    def person(ext: str, name: str) -> PersonIdentity:
+        return PersonIdentity("weibo", ext, at, {"name": name}, {"uid": ext})
+
+    def comment(ext: str, uid: str) -> InteractionRecord:
+        return InteractionRecord("weibo", ext, uid, "comment", at, "好用", {"id": ext})
+
+    too_long = "u" * 129  # an id over the column's width
+    batch = Batch(
+        identities=[person("u-1", "张三"), person(too_long, "李四")],
+        interactions=[comment("c-1", "u-1"), comment("c-2", too_long)],
+        consents=[ConsentRecord("weibo", id_, "marketing_sms", "granted", at) for id_ in ("u-1", too_long)],
+    )
+    async with Lander.open(committed_db) as lander:
+        await lander.land_isolating(batch)
+    assert await fetch_rows(committed_db, "select external_id from interaction") == [("c-1",)]
+    assert await fetch_rows(committed_db, "select count(*) from consent") == [(1,)]
+    held = await fetch_rows(committed_db, "select entity, external_id from quarantine order by 1")
+    assert held == [
+        ("record:consent", too_long[:128]),
+        ("record:identity", too_long[:128]),
+        ("record:interaction", "c-2"),
+    ]
 
 
 async def test_the_runner_isolates_a_failing_row_instead_of_stopping_the_stream(

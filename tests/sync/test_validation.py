@@ -69,6 +69,8 @@ def test_reasons_name_five_fields_then_count_the_rest() -> None:
         "field `lines.0.price`: bad 0; field `lines.1.price`: bad 1; field `lines.2.price`: bad 2; "
         "field `lines.3.price`: bad 3; field `lines.4.price`: bad 4 (+2 more)"
     )
+    # Six fields: the sixth is counted, not dropped.
+    assert describe_errors(errors[:6]).endswith("field `lines.4.price`: bad 4 (+1 more)")
     assert describe_errors(errors[:5]).endswith("bad 4")
     assert describe_errors([{"msg": "tenders do not cover the total"}]) == (
         "field `(row)`: tenders do not cover the total"
