@@ -174,9 +174,16 @@ def _text(df: pd.DataFrame, column: str) -> pd.Series:
     """Column as stripped strings with None for missing/blank; a missing column is all None."""
     if column not in df.columns:
         return pd.Series([None] * len(df), index=df.index, dtype=object)
-    values = df[column].astype("string").str.strip()
-    values = values.mask(values == "")
-    return values.astype(object).where(values.notna(), None)
+    # A plain loop over the objects: pandas' string dtype and its .str.strip cost a fifth of the whole
+    # standardization over a million rows.
+    out: list[str | None] = []
+    for v in df[column].to_numpy(dtype=object):
+        if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v):
+            out.append(None)
+            continue
+        text = (v if isinstance(v, str) else str(v)).strip()
+        out.append(text or None)
+    return pd.Series(out, index=df.index, dtype=object)
 
 
 def _per_unique(values: pd.Series, fn: Callable[[Any], Any]) -> pd.Series:
@@ -587,11 +594,22 @@ def _clean_region(value: str | None, level: str = "") -> str | None:
 
 
 def _join_text(parts: Iterable[pd.Series], sep: str = " ") -> pd.Series:
-    frame = pd.concat(list(parts), axis=1)
-    joined = frame.apply(lambda row: sep.join(str(v) for v in row if v is not None), axis=1, raw=True)
-    if frame.empty:
+    """The given parts of each row joined by `sep` (None where no part is given); column by column, not
+    row by row (a DataFrame.apply over a million rows cost seconds)."""
+    columns = list(parts)
+    if not columns or len(columns[0]) == 0:
         return pd.Series([], dtype=object)
-    return joined.where(joined.astype(bool), None)
+    joined: pd.Series | None = None
+    for column in columns:
+        text = column.astype(object).where(column.notna(), None).map(lambda v: None if v is None else str(v))
+        if joined is None:
+            joined = text
+            continue
+        both = joined.notna() & text.notna()
+        joined = joined.where(text.isna(), text.where(~both, joined.astype(str) + sep + text.astype(str)))
+    assert joined is not None
+    joined = joined.astype(object).where(joined.notna(), None)
+    return joined.where(joined.map(bool), None)
 
 
 def standardize_frame(df: pd.DataFrame) -> pd.DataFrame:
