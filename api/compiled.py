@@ -17,6 +17,7 @@ from graphql import GraphQLSchema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import Principal
+from api.persisted import replay
 from schema.compiled import Build, Fallback, Prepared, coerce_variables, prepare
 
 log = logging.getLogger("c360.api")
@@ -84,7 +85,7 @@ class CompiledReads:
             log.exception("compiled read failed; the executor answers the request")
             answer = None
         if answer is None:
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replay(body, receive), send)
             return
         if self.mode == "verify":
             answer = await self.verify(scope, body, receive, answer)
@@ -131,7 +132,7 @@ class CompiledReads:
 
     async def verify(self, scope: Scope, body: bytes, receive: Receive, compiled: bytes) -> bytes:
         """The executor's answer to the same request; the compiled one must be identical, keys in order."""
-        status, executed = await _capture(self.app, scope, _replay(body, receive))
+        status, executed = await _capture(self.app, scope, replay(body, receive))
         mine = orjson.dumps(orjson.loads(compiled))
         theirs = orjson.dumps(orjson.loads(executed)) if executed else b""
         if status == 200 and mine == theirs:
@@ -152,19 +153,6 @@ async def _read(receive: Receive) -> bytes:
         chunks.append(message.get("body", b""))
         if not message.get("more_body"):
             return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
 
 
 async def _capture(app: ASGIApp, scope: Scope, receive: Receive) -> tuple[int, bytes]:

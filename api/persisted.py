@@ -41,6 +41,20 @@ def load_store(path: Path | None) -> dict[str, str]:
     return dict(data)
 
 
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives the app the body already read, then whatever the client sends next."""
+    sent = False
+
+    async def again() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return again
+
+
 def _error(message: str, code: str, status: int = 200) -> JSONResponse:
     return JSONResponse({"errors": [{"message": message, "extensions": {"code": code}}]}, status_code=status)
 
@@ -82,16 +96,7 @@ class PersistedQueries:
                 scope, receive, send
             )
             return
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay(body, receive), send)
 
     def _resolve(self, payload: dict[str, Any]) -> JSONResponse | None:
         """Put the document in `payload`; or the error reply."""
