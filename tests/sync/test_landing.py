@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sync.canonical import WatermarkAdvance
 from sync.connectors.pos import normalize_transactions
 from sync.connectors.taobao import normalize_refunds, normalize_trades
-from sync.landing import Lander, read_watermark
+from sync.landing import Lander, LandingStats, read_watermark
 from tests.conftest import fetch_rows
 from tests.sync.factories import pos_sale, top_trade
 
@@ -460,3 +460,14 @@ async def test_a_refund_lands_on_the_line_it_names(committed_db):
         ("R2", None),
         ("R3", None),
     ]
+
+
+def test_the_stats_of_a_runs_batches_add_up_in_what_it_reports() -> None:
+    # A run merges its batches' stats; the summary is what `c360 sync run` prints and the flows report.
+    first = LandingStats(orders=2, interactions=1, read=3, landed=3, quarantined_hashes={"h1"})
+    first.merge(LandingStats(interactions=4, read=5, landed=4, quarantined=1, quarantined_hashes={"h2"}))
+    summary = first.summary()
+    assert (summary["orders"], summary["interactions"], summary["read"], summary["landed"]) == (2, 5, 8, 7)
+    assert (summary["quarantined"], summary["unchanged"]) == (1, 0)
+    # Replay asks which of the rows it tried were held again, in any batch of the run.
+    assert first.quarantined_hashes == {"h1", "h2"}
