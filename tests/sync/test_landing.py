@@ -4,12 +4,13 @@ lines replaced whole, watermark in the same transaction, quarantine kept once pe
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 import sqlalchemy as sa
 
-from sync.canonical import WatermarkAdvance
+from sync.canonical import Batch, ConsentRecord, PersonIdentity, WatermarkAdvance
 from sync.connectors.pos import normalize_transactions
 from sync.connectors.taobao import normalize_refunds, normalize_trades
 from sync.landing import Lander, LandingStats, read_watermark
@@ -471,3 +472,22 @@ def test_the_stats_of_a_runs_batches_add_up_in_what_it_reports() -> None:
     assert (summary["quarantined"], summary["unchanged"]) == (1, 0)
     # Replay asks which of the rows it tried were held again, in any batch of the run.
     assert first.quarantined_hashes == {"h1", "h2"}
+
+
+async def test_consents_are_counted_as_they_land_and_land_once(committed_db):
+    at = datetime(2026, 9, 1, 10, 0, tzinfo=UTC)
+
+    def batch() -> Batch:
+        return Batch(
+            identities=[PersonIdentity("wechat", "o-7", at, {"name": "王五"}, {"openid": "o-7"})],
+            consents=[
+                ConsentRecord("wechat", "o-7", "marketing_sms", "granted", at),
+                ConsentRecord("wechat", "o-7", "marketing_email", "withdrawn", at),
+            ],
+        )
+
+    async with Lander.open(committed_db) as lander:
+        first = await lander.land(batch())
+        again = await lander.land(batch())
+    assert (first.consents, again.consents) == (2, 0)
+    assert await fetch_rows(committed_db, "select count(*) from consent") == [(2,)]
