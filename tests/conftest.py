@@ -1,10 +1,9 @@
 """Test harness: one fresh database per test session, migrated once; each test runs in a rolled-back
 transaction. Tests use DATABASE_URL when it is set, the embedded server otherwise.
 
-With C360_TEST_TEMPLATE_DB=NAME (tools/mutation.py sets it) a session copies the database NAME, migrated
-by the first session that finds it missing and kept on the server (`create database ... template`),
-instead of migrating its own: a mutation run starts thousands of short sessions, and the migrations were
-most of each one's setup. Whoever sets it drops NAME afterwards."""
+With C360_TEST_TEMPLATE_DB=NAME (`tools/mutation.py --template-db` sets it) a session copies the database
+NAME, migrated by the first session that finds it missing and kept on the server (`create database ...
+template`), instead of migrating its own. Whoever sets it drops NAME afterwards."""
 
 from __future__ import annotations
 

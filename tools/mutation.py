@@ -152,9 +152,10 @@ def main() -> int:
         help="mutant names or globs to run (e.g. '*__mutmut_*0': every tenth, a sample); the rest wait",
     )
     parser.add_argument(
-        "--migrate-each",
+        "--template-db",
         action="store_true",
-        help="every mutant's session migrates a database of its own (no template): to time the difference",
+        help="sessions copy one migrated template database instead of migrating their own (measured slower "
+        "here: docs/testing.md)",
     )
     parser.add_argument(
         "--summary", action="store_true", help="print the summary of the results kept so far; run nothing"
@@ -171,11 +172,11 @@ def main() -> int:
     prepare(modules, tests)
     started = time.monotonic()
     mutmut = Path(sys.executable).with_name("mutmut")
-    # Every mutant's pytest session copies one database migrated once (tests/conftest.py), not its own.
+    # --template-db: every mutant's pytest session copies one database migrated once (tests/conftest.py).
     template = f"c360_mutation_{uuid.uuid4().hex[:10]}"
     env = dict(os.environ)
     env.pop("C360_TEST_TEMPLATE_DB", None)
-    if not args.migrate_each:
+    if args.template_db:
         env["C360_TEST_TEMPLATE_DB"] = template
     try:
         run = subprocess.run(
@@ -186,7 +187,8 @@ def main() -> int:
             check=False,
         )
     finally:
-        drop_template(template)
+        if args.template_db:
+            drop_template(template)
     report = {
         "tool": "mutmut",
         "modules": modules,

@@ -4,15 +4,16 @@ lines replaced whole, watermark in the same transaction, quarantine kept once pe
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 import sqlalchemy as sa
 
-from sync.canonical import WatermarkAdvance
+from sync.canonical import Batch, ConsentRecord, PersonIdentity, WatermarkAdvance
 from sync.connectors.pos import normalize_transactions
 from sync.connectors.taobao import normalize_refunds, normalize_trades
-from sync.landing import Lander, read_watermark
+from sync.landing import Lander, LandingStats, read_watermark
 from tests.conftest import fetch_rows
 from tests.sync.factories import pos_sale, top_trade
 
@@ -460,3 +461,33 @@ async def test_a_refund_lands_on_the_line_it_names(committed_db):
         ("R2", None),
         ("R3", None),
     ]
+
+
+def test_the_stats_of_a_runs_batches_add_up_in_what_it_reports() -> None:
+    # A run merges its batches' stats; the summary is what `c360 sync run` prints and the flows report.
+    first = LandingStats(orders=2, interactions=1, read=3, landed=3, quarantined_hashes={"h1"})
+    first.merge(LandingStats(interactions=4, read=5, landed=4, quarantined=1, quarantined_hashes={"h2"}))
+    summary = first.summary()
+    assert (summary["orders"], summary["interactions"], summary["read"], summary["landed"]) == (2, 5, 8, 7)
+    assert (summary["quarantined"], summary["unchanged"]) == (1, 0)
+    # Replay asks which of the rows it tried were held again, in any batch of the run.
+    assert first.quarantined_hashes == {"h1", "h2"}
+
+
+async def test_consents_are_counted_as_they_land_and_land_once(committed_db):
+    at = datetime(2026, 9, 1, 10, 0, tzinfo=UTC)
+
+    def batch() -> Batch:
+        return Batch(
+            identities=[PersonIdentity("wechat", "o-7", at, {"name": "王五"}, {"openid": "o-7"})],
+            consents=[
+                ConsentRecord("wechat", "o-7", "marketing_sms", "granted", at),
+                ConsentRecord("wechat", "o-7", "marketing_email", "withdrawn", at),
+            ],
+        )
+
+    async with Lander.open(committed_db) as lander:
+        first = await lander.land(batch())
+        again = await lander.land(batch())
+    assert (first.consents, again.consents) == (2, 0)
+    assert await fetch_rows(committed_db, "select count(*) from consent") == [(2,)]
