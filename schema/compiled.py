@@ -44,8 +44,13 @@ from strawberry.types.base import StrawberryList, StrawberryOptional, has_object
 from strawberry.utils.str_converters import to_camel_case
 
 from api.auth import PII_READ, Principal
+from schema.customer import ATTRIBUTES as CUSTOMER_ATTRIBUTES
+from schema.customer import IdentifierKind, identifier_key, identifier_lookups
 from schema.errors import BadInput
-from schema.relay import decode_cursor, page_size, time_keyset
+from schema.loaders import INTERACTION_FILTERS, ORDER_FILTERS
+from schema.masking import PII_FIELDS
+from schema.permissions import STAFF_OR_SERVICE
+from schema.relay import decode_cursor, int_id, page_size, time_keyset
 from schema.search import Compiler, CustomerFilter, _mentions_status
 
 Json = str  # a SQL expression that yields json
@@ -94,20 +99,8 @@ KNOWN: dict[str, set[str]] = {
     "CustomerEdge": {"cursor", "node", "__typename"},
 }  # fmt: skip
 
-# (GraphQL field, golden_customer column, masking field name) of the survivorship attributes.
-ATTRIBUTES = {
-    "name": ("name", "name"),
-    "gender": ("gender", "gender"),
-    "birthday": ("birth_date", "birthday"),
-    "phone": ("phone", "phone"),
-    "email": ("email", "email"),
-    "province": ("province", "province"),
-    "city": ("city", "city"),
-    "district": ("district", "district"),
-    "address": ("address", "address"),
-    "memberNo": ("member_no", "member_no"),
-}
-PII = {"name", "phone", "email", "birthday", "address", "nickname"}  # schema.masking.PII_FIELDS
+# GraphQL field -> (golden_customer column, masking field name) of the survivorship attributes.
+ATTRIBUTES = {to_camel_case(f): (column, f) for column, f in CUSTOMER_ATTRIBUTES}
 
 
 # --- SQL fragments mirroring Python's serialization -------------------------------------------------
@@ -178,6 +171,11 @@ def obj(pairs: Iterable[tuple[str, str]]) -> Json:
     return f"json_build_object({', '.join(items)})" if items else "json_build_object()"
 
 
+def array(element: Json, rows: str, order: str) -> Json:
+    """A JSON array of `element` over `rows` (a FROM clause, with its WHERE), in `order`; [] for none."""
+    return f"coalesce((select json_agg({element} order by {order}) from {rows}), '[]'::json)"
+
+
 # --- the plan ------------------------------------------------------------------------------------------
 
 Fields = dict[str, list[FieldNode]]
@@ -233,18 +231,15 @@ def _known(
                 child = get_named_type(gtype.fields[name].type).name
                 if not _known(schema, child, sel.selection_set, fragments):
                     return False
-        elif isinstance(sel, InlineFragmentNode):
-            inner, condition = sel.selection_set, sel.type_condition
-        else:
-            assert isinstance(sel, FragmentSpreadNode)
-            spread = fragments[sel.name.value]
-            inner, condition = spread.selection_set, spread.type_condition
-        if not isinstance(sel, FieldNode):
-            # Fragments on the type itself or on an interface it has (Node); others never apply here.
-            if condition is not None and condition.name.value not in (type_name, "Node"):
-                return False
-            if not _known(schema, type_name, inner, fragments):
-                return False
+            continue
+        assert isinstance(sel, InlineFragmentNode | FragmentSpreadNode)
+        fragment = sel if isinstance(sel, InlineFragmentNode) else fragments[sel.name.value]
+        # Fragments on the type itself or on an interface it has (Node); others never apply here.
+        condition = fragment.type_condition
+        if condition is not None and condition.name.value not in (type_name, "Node"):
+            return False
+        if not _known(schema, type_name, fragment.selection_set, fragments):
+            return False
     return True
 
 
@@ -316,7 +311,7 @@ class Build:
                     raise Fallback("me is for member tokens")  # the executor answers FORBIDDEN
                 pairs.append((key, self.one_customer(self.principal.member_customer_id, nodes)))
             elif name == "customers":
-                if self.principal.role not in ("staff", "staff_admin", "service"):
+                if self.principal.role not in STAFF_OR_SERVICE:
                     raise Fallback("customers is for staff and service")
                 pairs.append((key, self.search(nodes)))
             else:  # pragma: no cover - prepare() admits only the fields above
@@ -325,8 +320,6 @@ class Build:
 
     @staticmethod
     def _customer_pk(global_id: str) -> int:
-        from schema.relay import int_id
-
         try:
             return int_id(global_id, "Customer")
         except BadInput as exc:
@@ -334,8 +327,6 @@ class Build:
 
     def by_identifier(self, node: FieldNode) -> str:
         """The customer id of customerByIdentifier's identifier, as schema.customer finds it (SQL)."""
-        from schema.customer import IdentifierKind, identifier_key, identifier_lookups
-
         args = self.args("Query", node)
         try:
             kind, channel, value = identifier_key(IdentifierKind(args["kind"]), args["value"])
@@ -440,8 +431,7 @@ class Build:
                 pairs.append(
                     (
                         key,
-                        f"coalesce((select json_agg({obj(edge_pairs)} order by {rn}) from page {alias} {joins} "
-                        f"where {rn} <= {limit}), '[]'::json)",
+                        array(obj(edge_pairs), f"page {alias} {joins} where {rn} <= {limit}", rn),
                     )  # fmt: skip
                 )
             elif name == "pageInfo":
@@ -471,7 +461,7 @@ class Build:
         nodes: list[FieldNode],
         table: str,
         ts: str,
-        accepted: dict[str, tuple[str, str]],
+        accepted: tuple[tuple[str, str, str], ...],
         parent: str,
         node: Callable[[Fields, str], tuple[Json, str]],
     ) -> Json:
@@ -483,10 +473,11 @@ class Build:
         except BadInput as exc:
             raise Fallback(str(exc)) from exc
         where = [f"x.customer_id = {parent}"]
-        for key, value in (raw.get("filter") or {}).items():
+        given = raw.get("filter") or {}
+        for key, condition, param in accepted:  # the loaders' own filters, their values bound here
+            value = given.get(to_camel_case(key))
             if value:  # as the loaders: a blank filter value is no filter
-                condition, cast = accepted[key]
-                where.append(condition.format(self.bind(value, cast)))
+                where.append(condition.replace(f":{param}", self.binds.bind(value)))
         cond = " and ".join(where)
         keyset = ""
         if after is not None:
@@ -504,7 +495,7 @@ class Build:
     def pii(self, kind: str, value: str, owner: str) -> tuple[str, str]:
         """(value as this caller sees it, masked?): a member sees their own unmasked; staff without
         pii:read see it masked (with pii:read the executor serves the request, to audit the read)."""
-        if kind not in PII:
+        if kind not in PII_FIELDS:
             return value, "false"
         masked = mask_sql(kind, value)
         if self.principal.is_member:
@@ -552,34 +543,28 @@ class Build:
                 pairs.append((key, self.money(nodes, "s.total_spent_fen", "'CNY'")))
             elif name == "identities":
                 ident, _ = self.identity(self.sub("SourceIdentity", nodes), "si")
-                pairs.append((key, f"coalesce((select json_agg({ident} order by si.channel_code, si.id) "
-                                   f"from source_identity si where si.customer_id = {g}.id), '[]'::json)"))  # fmt: skip
+                source = f"source_identity si where si.customer_id = {g}.id"
+                pairs.append((key, array(ident, source, "si.channel_code, si.id")))
             elif name == "consents":
                 pairs.append((key, self.consents(nodes, g)))
             elif name == "mergeHistory":
                 pairs.append((key, self.merges(nodes, g)))
             elif name == "orders":
-                accepted = {
-                    "channel": ("x.channel_code = {}", "text"),
-                    "status": ("x.status = {}", "text"),
-                    "placedAfter": ("x.placed_at >= {}", "timestamptz"),
-                    "placedBefore": ("x.placed_at < {}", "timestamptz"),
-                }
-                pairs.append(
-                    (
-                        key,
-                        self.timeline("Order", nodes, "orders", "placed_at", accepted, f"{g}.id", self.order),
-                    )
+                orders = self.timeline(
+                    "Order", nodes, "orders", "placed_at", ORDER_FILTERS, f"{g}.id", self.order
                 )
+                pairs.append((key, orders))
             elif name == "interactions":
-                accepted = {
-                    "channel": ("x.channel_code = {}", "text"),
-                    "type": ("x.type = {}", "text"),
-                    "after": ("x.occurred_at >= {}", "timestamptz"),
-                    "before": ("x.occurred_at < {}", "timestamptz"),
-                }
-                pairs.append((key, self.timeline("Interaction", nodes, "interaction", "occurred_at", accepted,
-                                                 f"{g}.id", self.interaction)))  # fmt: skip
+                timeline = self.timeline(
+                    "Interaction",
+                    nodes,
+                    "interaction",
+                    "occurred_at",
+                    INTERACTION_FILTERS,
+                    f"{g}.id",
+                    self.interaction,
+                )
+                pairs.append((key, timeline))
             else:  # pragma: no cover - KNOWN and this list are the same
                 raise Fallback(name)
         joins = ""
@@ -652,26 +637,27 @@ class Build:
         }  # fmt: skip
         pairs = [(key, plain[fnodes[0].name.value]) for key, fnodes in self.sub("Consent", nodes).items()]
         # The latest row per purpose is the one in force (schema.loaders._consents).
-        return (
-            f"coalesce((select json_agg({obj(pairs)} order by c.purpose) from (select distinct on (purpose) * "
-            f"from consent where customer_id = {g}.id order by purpose, recorded_at desc, id desc) c), '[]'::json)"
+        latest = (
+            f"(select distinct on (purpose) * from consent where customer_id = {g}.id"
+            " order by purpose, recorded_at desc, id desc) c"
         )
+        return array(obj(pairs), latest, "c.purpose")
 
     def merges(self, nodes: list[FieldNode], g: str) -> Json:
         absorbed = global_id("Customer", "a.c")
         plain = {
             "id": global_id("MergeEvent", "m.id"), "kind": "m.kind", "actor": "m.actor", "reason": "m.reason",
             "survivingCustomerId": f"(case when m.surviving_customer_id is null then null else {global_id('Customer', 'm.surviving_customer_id')} end)",
-            "absorbedCustomerIds": f"coalesce((select json_agg({absorbed} order by a.n) from unnest(m.absorbed_customer_ids) with ordinality as a(c, n)), '[]'::json)",
+            "absorbedCustomerIds": array(absorbed, "unnest(m.absorbed_customer_ids) with ordinality as a(c, n)", "a.n"),
             "evidence": "m.evidence", "undone": "(m.undone_by_event_id is not null)",
             "createdAt": iso("m.created_at"), "__typename": "'MergeEvent'",
         }  # fmt: skip
         pairs = [(key, plain[fnodes[0].name.value]) for key, fnodes in self.sub("MergeEvent", nodes).items()]
         # Newest first, every event the customer survived or was absorbed in (schema.loaders._merges).
-        return (
-            f"coalesce((select json_agg({obj(pairs)} order by m.created_at desc, m.id desc) from merge_event m "
-            f"where m.surviving_customer_id = {g}.id or {g}.id = any(m.absorbed_customer_ids)), '[]'::json)"
+        events = (
+            f"merge_event m where m.surviving_customer_id = {g}.id or {g}.id = any(m.absorbed_customer_ids)"
         )
+        return array(obj(pairs), events, "m.created_at desc, m.id desc")
 
     def order(self, fields: Fields, x: str) -> tuple[Json, str]:
         plain = {
@@ -716,10 +702,8 @@ class Build:
                 )
             else:
                 pairs.append((key, plain[name]))
-        return (
-            f"coalesce((select json_agg({obj(pairs)} order by l.line_no) from order_line l "
-            f"left join product p on p.id = l.product_id where l.order_id = {x}.id), '[]'::json)"
-        )
+        lines = f"order_line l left join product p on p.id = l.product_id where l.order_id = {x}.id"
+        return array(obj(pairs), lines, "l.line_no")
 
     def refunds(self, nodes: list[FieldNode], x: str) -> Json:
         plain = {
@@ -734,10 +718,7 @@ class Build:
                 pairs.append((key, self.money(fnodes, "r.amount_fen", f"{x}.currency")))
             else:
                 pairs.append((key, plain[name]))
-        return (
-            f"coalesce((select json_agg({obj(pairs)} order by r.requested_at, r.id) from refund r "
-            f"where r.order_id = {x}.id), '[]'::json)"
-        )
+        return array(obj(pairs), f"refund r where r.order_id = {x}.id", "r.requested_at, r.id")
 
     def interaction(self, fields: Fields, x: str) -> tuple[Json, str]:
         plain = {

@@ -12,6 +12,8 @@ from schema.context import Info
 from schema.errors import BadInput, Forbidden
 from schema.relay import int_id
 
+STAFF_OR_SERVICE = ("staff", "staff_admin", "service")
+
 
 def principal(info: Any) -> Principal:
     p: Principal = info.context.principal
@@ -35,7 +37,7 @@ class IsStaffOrService(BasePermission):
     error_extensions = {"code": "FORBIDDEN"}
 
     def has_permission(self, source: Any, info: Any, **kwargs: Any) -> bool:
-        return principal(info).role in ("staff", "staff_admin", "service")
+        return principal(info).role in STAFF_OR_SERVICE
 
 
 class IsStaffAdmin(BasePermission):
@@ -76,7 +78,7 @@ def acting_customer(info: Info, customer_id: str | None) -> int:
         if customer_id is not None and int_id(customer_id, "Customer") != own:
             raise Forbidden("a member token acts only on its own customer")
         return own
-    if p.role not in ("staff", "staff_admin", "service"):
+    if p.role not in STAFF_OR_SERVICE:
         raise Forbidden("not allowed")
     if customer_id is None:
         raise BadInput("customerId is required", field="customerId")
