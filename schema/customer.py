@@ -313,17 +313,18 @@ IDENTIFIER_CONDITIONS = {
 GOLDEN_IDENTIFIERS = ("phone", "email", "member_no")
 
 
-def identifier_lookups(kind: str, c: str, v: str) -> list[str]:
+def identifier_lookups(kind: str, c: str, v: str, guard: str = "") -> list[str]:
     """The subqueries giving the customer of identifier `kind` with channel `c` and value `v` (SQL
-    expressions), in the order they are tried."""
+    expressions), in the order they are tried; `guard` is a condition each must also meet."""
+    where = f"{guard} and " if guard else ""
     found = [
-        f"(select si.customer_id from source_identity si where {IDENTIFIER_CONDITIONS[kind].format(c=c, v=v)}"  # noqa: S608 - fixed fragments
+        f"(select si.customer_id from source_identity si where {where}{IDENTIFIER_CONDITIONS[kind].format(c=c, v=v)}"  # noqa: S608 - fixed fragments
         " and si.customer_id is not null order by si.phone_verified desc, si.source_updated_at desc nulls last"
         " limit 1)"
     ]
     if kind in GOLDEN_IDENTIFIERS:
         found.append(
-            f"(select g.id from golden_customer g where g.{kind} = {v} and g.status = 'active' order by g.id limit 1)"  # noqa: S608
+            f"(select g.id from golden_customer g where {where}g.{kind} = {v} and g.status = 'active' order by g.id limit 1)"  # noqa: S608
         )
     return found
 
@@ -335,14 +336,14 @@ select u.i, coalesce({})
 """.format(
     ", ".join(
         [
-            q.replace("where ", f"where u.k = '{kind}' and ", 1)
+            q
             for kind in IDENTIFIER_CONDITIONS
-            for q in identifier_lookups(kind, "u.c", "u.v")[:1]
+            for q in identifier_lookups(kind, "u.c", "u.v", f"u.k = '{kind}'")[:1]
         ]
         + [
-            q.replace("where ", f"where u.k = '{kind}' and ", 1)
+            q
             for kind in GOLDEN_IDENTIFIERS
-            for q in identifier_lookups(kind, "u.c", "u.v")[1:]
+            for q in identifier_lookups(kind, "u.c", "u.v", f"u.k = '{kind}'")[1:]
         ]
     )
 )
