@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import OrderedDict
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -37,37 +37,14 @@ class CompiledReads:
         self.max_tokens = max_tokens
         self.rules = rules
         self.mode = mode
-        self.cache: OrderedDict[tuple[str, str | None], Prepared | None] = OrderedDict()
+        # Documents parsed, validated and checked once (LRU), as the executor's own caches.
+        self.prepared = lru_cache(maxsize=CACHE_SIZE)(self._prepare)
         self.compiled = 0  # requests answered by the compiled path (for tests and the bench)
-        # SQL text with :pN binds -> (asyncpg's text with $N, the bind names in order).
-        self.statements: OrderedDict[str, tuple[str, list[str]]] = OrderedDict()
         # Called with each statement run (tests pin their number; SQLAlchemy's events do not see these).
         self.listeners: list[Callable[..., None]] = []
 
-    def statement(self, sql: str) -> tuple[str, list[str]]:
-        found = self.statements.get(sql)
-        if found is None:
-            names: list[str] = []
-
-            def number(match: re.Match[str]) -> str:
-                names.append(match.group(1))
-                return f"${len(names)}"
-
-            found = self.statements[sql] = (BIND.sub(number, sql), names)
-            if len(self.statements) > CACHE_SIZE:
-                self.statements.popitem(last=False)
-        return found
-
-    def prepared(self, query: str, operation: str | None) -> Prepared | None:
-        key = (query, operation)
-        if key in self.cache:
-            self.cache.move_to_end(key)
-            return self.cache[key]
-        found = prepare(self.schema, query, operation, self.max_tokens, self.rules)
-        self.cache[key] = found
-        if len(self.cache) > CACHE_SIZE:
-            self.cache.popitem(last=False)
-        return found
+    def _prepare(self, query: str, operation: str | None) -> Prepared | None:
+        return prepare(self.schema, query, operation, self.max_tokens, self.rules)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.mode == "off" or scope["type"] != "http" or scope["method"] != "POST":
@@ -120,7 +97,7 @@ class CompiledReads:
             return None
         values = coerce_variables(self.schema, prepared, variables or {})
         sql, params = Build(self.schema, self.strawberry_schema, prepared, values, principal).statement()
-        text, names = self.statement(sql)
+        text, names = numbered(sql)
         for listener in self.listeners:
             listener(None, None, text)
         # The pool's connection, used through asyncpg itself: one statement outside a transaction, and
@@ -144,6 +121,18 @@ class CompiledReads:
         )
         message = f"compiled read path differs from the executor at {_first_difference(mine, theirs)}"
         return orjson.dumps({"errors": [{"message": message, "extensions": {"code": "COMPILED_MISMATCH"}}]})
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def numbered(sql: str) -> tuple[str, tuple[str, ...]]:
+    """The compiler's SQL with asyncpg's $N placeholders, and the bind names in their order."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        names.append(match.group(1))
+        return f"${len(names)}"
+
+    return BIND.sub(number, sql), tuple(names)
 
 
 async def _read(receive: Receive) -> bytes:
