@@ -70,7 +70,9 @@ def run_full(size: int, seed: int, data: str = "synthetic") -> dict[str, Any]:
     }
 
 
-async def run_incremental(base: int, new: int, database_url: str, seed: int) -> dict[str, Any]:
+async def run_incremental(
+    base: int, new: int, database_url: str, seed: int, keep: bool = False
+) -> dict[str, Any]:
     import asyncpg
 
     from identity.engine import resolve_frame
@@ -177,7 +179,10 @@ async def run_incremental(base: int, new: int, database_url: str, seed: int) -> 
             ),
         }
     finally:
-        await drop_database(url)
+        if keep:
+            print(f"kept database: {url}", file=sys.stderr)
+        else:
+            await drop_database(url)
 
 
 def main() -> None:
@@ -189,6 +194,9 @@ def main() -> None:
     parser.add_argument("--base", type=int, default=1_000_000, help="existing identities for --incremental")
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--keep-database", action="store_true", help="--incremental: keep c360_bench for looking at its plans"
+    )
     parser.add_argument(
         "--data",
         choices=["synthetic", "noisy"],
@@ -225,7 +233,9 @@ def main() -> None:
         url = args.database_url or os.environ.get("DATABASE_URL")
         if not url:
             raise SystemExit("--incremental needs --database-url or DATABASE_URL")
-        results.append(asyncio.run(run_incremental(args.base, args.incremental, url, args.seed)))
+        results.append(
+            asyncio.run(run_incremental(args.base, args.incremental, url, args.seed, args.keep_database))
+        )
     print(json.dumps({"identity_benchmarks": results}, indent=2))
 
 

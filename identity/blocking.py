@@ -9,8 +9,9 @@ pass over the name key still reaches their members.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,17 +45,37 @@ DEFAULT_PASSES: tuple[BlockingPass, ...] = (
 )
 
 
+def by_value(values: pd.Series, fn: Callable[[Any], Any]) -> pd.Series:
+    """`values.map(fn)` computed once per distinct value (missing ones map to None): names, phones
+    and streets repeat across a population, and a Python call per row is most of the cost."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    mapped = np.empty(len(uniques) + 1, dtype=object)
+    mapped[: len(uniques)] = [fn(v) for v in uniques]
+    mapped[-1] = None  # code -1: missing
+    return pd.Series(mapped[codes], index=values.index, dtype=object)
+
+
+def _family(name: str) -> str | None:
+    return name.partition(" ")[0] or None
+
+
+def _given(name: str) -> str | None:
+    return name.partition(" ")[2].replace(" ", "") or None
+
+
 def name_parts(name_pinyin: pd.Series) -> tuple[pd.Series, pd.Series]:
     """(surname key, given-name key) from "family given" pinyin keys; None where a part is empty."""
-    if name_pinyin.empty:
-        empty = pd.Series([], index=name_pinyin.index, dtype=object)
-        return empty, empty.copy()
-    parts = name_pinyin.fillna(" ").astype(str).str.split(" ", n=1, expand=True)
-    if parts.shape[1] == 1:
-        parts[1] = ""
-    family = parts[0].where(parts[0].astype(bool), None)
-    given = parts[1].fillna("").str.replace(" ", "", regex=False)
-    return family, given.where(given.astype(bool), None)
+    return by_value(name_pinyin, _family), by_value(name_pinyin, _given)
+
+
+def _name_key(name: str) -> str | None:
+    tokens = name.split()
+    # Only full names: a surname alone (a masked receiver 冯**) with a city is half a city's 冯s.
+    return " ".join(sorted(tokens)) if len(tokens) >= 2 else None
+
+
+def _phone_masked_key(phone: str) -> str | None:
+    return f"{phone[3:6]}{phone[-4:]}" if phone.startswith("+86") and len(phone) == 14 else None
 
 
 def blocking_keys(frame: pd.DataFrame) -> pd.DataFrame:
@@ -66,17 +87,12 @@ def blocking_keys(frame: pd.DataFrame) -> pd.DataFrame:
     family, given = name_parts(frame["name_pinyin"])
     keys["family_key"], keys["given_key"] = family, given
     # Order-free name key: "zhang wei" and "wei zhang" land in one block.
-    tokens = frame["name_pinyin"].fillna("").str.split()
-    # Only full names: a surname alone (a masked receiver 冯**) with a city is half a city's 冯s.
-    keys["name_key"] = tokens.map(lambda t: " ".join(sorted(t)) if len(t) >= 2 else None)
-    masked = frame["phone"].map(
-        lambda p: f"{p[3:6]}{p[-4:]}" if isinstance(p, str) and p.startswith("+86") and len(p) == 14 else None
-    )
-    from_masked = frame["phone_masked"].map(lambda m: f"{m[:3]}{m[-4:]}" if isinstance(m, str) else None)
+    keys["name_key"] = by_value(frame["name_pinyin"], _name_key)
+    masked = by_value(frame["phone"], _phone_masked_key)
+    from_masked = by_value(frame["phone_masked"], lambda m: f"{m[:3]}{m[-4:]}")
     keys["phone_masked_key"] = masked.where(masked.notna(), from_masked)
-    keys["phone_tail"] = frame["phone"].map(lambda p: p[-8:] if isinstance(p, str) and len(p) >= 8 else None)
-    street = frame["address_detail"].fillna("").str.split(" ", n=1).str[0]
-    keys["street_key"] = street.where(street.astype(bool), None)
+    keys["phone_tail"] = by_value(frame["phone"], lambda p: p[-8:] if len(p) >= 8 else None)
+    keys["street_key"] = by_value(frame["address_detail"], lambda d: d.split(" ", 1)[0] or None)
     return keys
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 from rapidfuzz import process
 from rapidfuzz.distance import DamerauLevenshtein, Indel, JaroWinkler
 
-from identity.blocking import name_parts
+from identity.blocking import by_value, name_parts
 from identity.standardize import chinese_surname_readings
 
 
@@ -140,12 +140,9 @@ class PreparedRecords:
         detail = frame["address_detail"].astype(object)
         street_number = detail.fillna("").str.extract(r"^(\d+[a-z]?)\b", expand=False)
         masked = frame["phone_masked"].astype(object)
-        from_phone = frame["phone"].map(
-            lambda p: (
-                f"{p[3:6]}****{p[-4:]}"
-                if isinstance(p, str) and p.startswith("+86") and len(p) == 14
-                else None
-            )
+        from_phone = by_value(
+            frame["phone"],
+            lambda p: f"{p[3:6]}****{p[-4:]}" if p.startswith("+86") and len(p) == 14 else None,
         )
         columns: dict[str, pd.Series] = {
             "family": family,
